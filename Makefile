@@ -1,0 +1,91 @@
+# reid-stream: `make demo` and `make test` are the two commands; the rest are their parts.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+CACHE_DIR ?= $(HOME)/.cache/reid-stream
+# The virtualenv lives outside the clone, keyed by the dependency files, so clones and CI share it.
+DEPS_HASH := $(shell cat pyproject.toml reid_stream/infra/requirements.lock | sha256sum | cut -c1-16)
+VENV := $(CACHE_DIR)/venv-$(DEPS_HASH)
+PY := .venv/bin/python
+RUN_DIR := $(CACHE_DIR)/run
+
+# Model hubs are unreachable here: fail at once rather than retry for ~45 s. Override with HF_HUB_OFFLINE=0.
+export HF_HUB_OFFLINE ?= 1
+export PYTHONPATH := $(CURDIR)
+export REID_CACHE_DIR := $(CACHE_DIR)
+
+# The demo runs offline: a real open_clip architecture with random weights, and a strict threshold
+# because random weights make unrelated crops look alike (identical crops still score 1.0).
+DEMO_ENV := REID_CLIP_MODEL=$${REID_CLIP_MODEL:-ViT-B-32} REID_CLIP_PRETRAINED=$${REID_CLIP_PRETRAINED:-none} \
+	REID_SIMILARITY_THRESHOLD=$${REID_SIMILARITY_THRESHOLD:-0.99}
+WEB_PORT := $${REID_WEB_PORT:-6066}
+
+.PHONY: help install infra infra-down worker demo demo-stop test test-unit lint format schemas clean
+
+help:
+	@echo "make demo   - install, start Kafka + Redis + a worker, stream generated detections, show results"
+	@echo "make test   - the full test suite against real Kafka and Redis"
+	@echo "make install | infra | infra-down | worker | demo-stop | lint | schemas"
+
+install: $(VENV)/.complete
+	@ln -sfn $(VENV) .venv
+	@echo "virtualenv: .venv -> $(VENV)"
+
+$(VENV)/.complete: pyproject.toml reid_stream/infra/requirements.lock
+	@echo "creating $(VENV) (first time only: torch is large)"
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -c reid_stream/infra/requirements.lock \
+		$$($(PYTHON) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+		print(' '.join(repr(d) for d in p['dependencies'] + p['optional-dependencies']['dev']))" | tr -d "'")
+	touch $@
+
+infra:
+	$(PYTHON) -m reid_stream.infra up
+
+infra-down:
+	$(PYTHON) -m reid_stream.infra down
+
+worker: install infra
+	$(PY) -m reid_stream worker
+
+demo: install infra
+	@mkdir -p $(RUN_DIR)
+	@if [ -f $(RUN_DIR)/demo-worker.pid ] && kill -0 $$(cat $(RUN_DIR)/demo-worker.pid) 2>/dev/null; then \
+		echo "demo worker already running (pid $$(cat $(RUN_DIR)/demo-worker.pid))"; \
+	else \
+		$(DEMO_ENV) nohup $(PY) -m reid_stream worker > $(RUN_DIR)/demo-worker.log 2>&1 & echo $$! > $(RUN_DIR)/demo-worker.pid; \
+		echo "started a worker in the background (pid $$(cat $(RUN_DIR)/demo-worker.pid), log $(RUN_DIR)/demo-worker.log)"; \
+	fi
+	@for i in $$(seq 1 180); do \
+		curl -sf http://127.0.0.1:$(WEB_PORT)/ready > /dev/null && break; \
+		kill -0 $$(cat $(RUN_DIR)/demo-worker.pid) 2>/dev/null || { tail -20 $(RUN_DIR)/demo-worker.log; exit 1; }; \
+		sleep 1; \
+	done
+	@curl -sf http://127.0.0.1:$(WEB_PORT)/ready > /dev/null || { echo "worker not ready"; tail -20 $(RUN_DIR)/demo-worker.log; exit 1; }
+	$(DEMO_ENV) $(PY) -m reid_stream demo
+	@echo
+	@echo "To stop: 'make demo-stop' stops the worker, 'make infra-down' stops Kafka and Redis."
+
+demo-stop:
+	@if [ -f $(RUN_DIR)/demo-worker.pid ]; then kill $$(cat $(RUN_DIR)/demo-worker.pid) 2>/dev/null || true; \
+		rm -f $(RUN_DIR)/demo-worker.pid; echo "demo worker stopped"; fi
+
+test: install infra
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-unit: install
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+lint: install
+	$(PY) -m ruff check reid_stream tests
+
+format: install
+	$(PY) -m ruff format reid_stream tests
+
+schemas: install
+	$(PY) -m reid_stream topics schemas
+
+clean:
+	rm -f .venv

@@ -1,0 +1,176 @@
+"""The Faust app, its topics, and the two agents that wire the pipeline stages together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import aiohttp
+import faust
+from redis.exceptions import RedisError
+
+from reid_stream.config import Settings
+from reid_stream.encoder import Encoder
+from reid_stream.events import DeadLetter, MatchEvent
+from reid_stream.pipeline import Assigner, Embedded, Embedder, RawEvent
+from reid_stream.store import ReidStore
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+BACKOFF_START_S = 0.2
+BACKOFF_MAX_S = 10.0
+
+
+@dataclass
+class Runtime:
+    """What the agents and views share inside one worker process."""
+
+    settings: Settings
+    encoder: Encoder
+    store: ReidStore
+    io_pool: ThreadPoolExecutor
+    model_pool: ThreadPoolExecutor
+    http: aiohttp.ClientSession | None = None
+    redis_ok: bool = True
+    counters: dict[str, int] = field(default_factory=lambda: {"processed": 0, "new_entities": 0,
+                                                              "matched": 0, "dead_lettered": 0})
+
+
+async def retry_forever(what: str, op: Callable[[], Awaitable[T]]) -> T:
+    """Retry an infrastructure step with capped exponential backoff; the batch stays unacked meanwhile.
+
+    If the worker is told to stop while the step still fails, it exits without acking: Faust's take()
+    would otherwise ack (and later commit) a batch that was never stored.
+    """
+    delay = BACKOFF_START_S
+    while True:
+        try:
+            return await op()
+        except asyncio.CancelledError:
+            log.critical("stopping while %s still failing: exiting without committing this batch", what)
+            os._exit(75)
+        except (RedisError, OSError, RuntimeError, faust.exceptions.ProducerSendError) as exc:
+            log.warning("%s failed (%r); retrying in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX_S)
+
+
+def _raw(event: Any) -> RawEvent:
+    msg = event.message
+    return RawEvent(msg.value or b"", msg.key, msg.topic, msg.partition, msg.offset)
+
+
+async def _deliver(sends: Iterable[Awaitable[Any]]) -> None:
+    """Wait until Kafka acknowledged every message, so the batch is acked only after its output exists."""
+    futures = [await s for s in sends]
+    await asyncio.gather(*futures)
+
+
+def create_app(settings: Settings, runtime_factory: Callable[[], Runtime]) -> tuple[faust.App, Runtime]:
+    runtime = runtime_factory()
+    app = faust.App(
+        settings.app_id,
+        broker=settings.kafka_broker_url,
+        value_serializer="raw",
+        key_serializer="raw",
+        web_host=settings.web_host,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        store="memory://",
+        topic_disable_leader=False,
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_in_thread=False,
+        stream_wait_empty=True,
+        broker_commit_interval=1.0,
+        logging_config=None,
+    )
+    detections = app.topic(settings.topic_detections, value_type=bytes, key_type=bytes)
+    embedded = app.topic(settings.topic_embedded, value_type=bytes, key_type=bytes)
+    matches = app.topic(settings.topic_matches, value_type=bytes, key_type=bytes)
+    dlq = app.topic(settings.topic_dlq, value_type=bytes, key_type=bytes)
+    app.reid_runtime = runtime  # type: ignore[attr-defined]
+
+    def publish_letters(letters: list[DeadLetter]) -> list[Awaitable[Any]]:
+        runtime.counters["dead_lettered"] += len(letters)
+        for letter in letters:
+            log.info("dead letter %s at %s: %s", letter.error_code, letter.stage, letter.message)
+        return [dlq.send(key=(letter.detection_id or "").encode() or None, value=letter.model_dump_json().encode(),
+                         force=True) for letter in letters]
+
+    @app.agent(detections, name="embed", concurrency=1)
+    async def embed_agent(stream: faust.StreamT) -> None:
+        if runtime.http is None:
+            runtime.http = aiohttp.ClientSession()
+        embedder = Embedder(settings, runtime.encoder, runtime.io_pool, runtime.model_pool, runtime.http)
+        app.reid_embedder = embedder  # type: ignore[attr-defined]
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_max_latency_ms / 1000):
+            raws = [_raw(e) for e in events]
+            records, letters = await embedder.embed(raws)
+
+            async def forward(records: list[Embedded] = records, letters: list[DeadLetter] = letters) -> None:
+                await _deliver([
+                    *(embedded.send(key=r.detection.entity_type.encode(), value=r.to_bytes(), force=True)
+                      for r in records),
+                    *publish_letters(letters)])
+
+            await retry_forever("publishing embeddings", forward)
+
+    @app.agent(embedded, name="assign", concurrency=1)
+    async def assign_agent(stream: faust.StreamT) -> None:
+        assigner = Assigner(settings, runtime.store)
+        app.reid_assigner = assigner  # type: ignore[attr-defined]
+        async for events in stream.take_events(max(64, settings.batch_size * 4), within=0.01):
+            items: list[Embedded] = []
+            for e in events:
+                try:
+                    items.append(Embedded.from_bytes(e.message.value))
+                except Exception:  # written by our own stage 1; unreadable means a foreign producer
+                    log.exception("unreadable record on %s offset %s", e.message.topic, e.message.offset)
+
+            async def run(items: list[Embedded] = items) -> tuple[list[MatchEvent], list[DeadLetter]]:
+                try:
+                    result = await assigner.assign(items)
+                    runtime.redis_ok = True
+                    return result
+                except (RedisError, OSError):
+                    runtime.redis_ok = False
+                    assigner.invalidate()
+                    raise
+
+            out, letters = await retry_forever("storing detections", run)
+            for ev in out:
+                runtime.counters["processed"] += 1
+                runtime.counters["new_entities" if ev.is_new_entity else "matched"] += 1
+
+            async def publish(out: list[MatchEvent] = out, letters: list[DeadLetter] = letters) -> None:
+                await _deliver([
+                    *(matches.send(key=ev.entity_id.encode(), value=ev.model_dump_json().encode(), force=True)
+                      for ev in out),
+                    *publish_letters(letters)])
+
+            await retry_forever("publishing match events", publish)
+
+    from reid_stream.web import register_views
+
+    register_views(app, runtime)
+    return app, runtime
+
+
+def build_runtime(settings: Settings, encoder: Encoder) -> Runtime:
+    return Runtime(
+        settings=settings,
+        encoder=encoder,
+        store=ReidStore.from_settings(settings),
+        io_pool=ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="reid-io"),
+        model_pool=ThreadPoolExecutor(1, thread_name_prefix="reid-model"),
+    )

@@ -1,0 +1,99 @@
+"""The entry points: worker, demo producer, topics and config admin."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from reid_stream.config import ConfigError, Settings, describe
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        print(f"reid-stream: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def cmd_worker(_: argparse.Namespace) -> int:
+    settings = _settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from reid_stream.encoder import EncoderLoadError, load_encoder
+
+    # Load the model before touching Kafka: a worker without weights must exit at once, saying why.
+    try:
+        encoder = load_encoder(settings)
+    except EncoderLoadError as exc:
+        print(f"reid-stream: cannot start: {exc}", file=sys.stderr)
+        return 3
+    import faust
+
+    from reid_stream.app import build_runtime, create_app
+    from reid_stream.topics import ensure_topics
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    if settings.create_topics:
+        try:
+            loop.run_until_complete(asyncio.wait_for(ensure_topics(settings), timeout=60))
+        except Exception as exc:  # noqa: BLE001 - any failure here means "Kafka not reachable"
+            print(f"reid-stream: cannot create topics on {settings.kafka_bootstrap}: {exc!r}", file=sys.stderr)
+            return 4
+    app, _ = create_app(settings, lambda: build_runtime(settings, encoder))
+    worker = faust.Worker(app, loglevel=settings.log_level, loop=loop, override_logging=False)
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from reid_stream.demo import run_demo
+
+    return asyncio.run(run_demo(_settings(), args.count, args.cameras, args.seconds))
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from reid_stream.topics import ensure_topics, write_schemas
+
+    if args.action == "schemas":
+        for path in write_schemas():
+            print(path)
+        return 0
+    created = asyncio.run(ensure_topics(_settings()))
+    print("created: " + (", ".join(created) if created else "nothing (all exist)"))
+    return 0
+
+
+def cmd_config(_: argparse.Namespace) -> int:
+    print("| variable | default | meaning |\n|---|---|---|")
+    for env, default, doc in describe():
+        print(f"| `{env}` | `{default}` | {doc} |")
+    try:
+        Settings.from_env()
+    except ConfigError as exc:
+        print(f"\ncurrent environment: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="reid-stream", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("worker", help="run one worker in the foreground").set_defaults(func=cmd_worker)
+    demo = sub.add_parser("demo", help="produce generated detections and print what comes back")
+    demo.add_argument("--count", type=int, default=24)
+    demo.add_argument("--cameras", type=int, default=3)
+    demo.add_argument("--seconds", type=float, default=60.0, help="how long to wait for match events")
+    demo.set_defaults(func=cmd_demo)
+    topics = sub.add_parser("topics", help="create the topics, or regenerate topics/*.schema.json")
+    topics.add_argument("action", choices=["create", "schemas"])
+    topics.set_defaults(func=cmd_topics)
+    sub.add_parser("config", help="print the configuration table").set_defaults(func=cmd_config)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Reads and validates every setting from the environment, once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+
+class ConfigError(ValueError):
+    """An environment variable has a value the worker cannot run with; the message names it."""
+
+
+def _int(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi}")
+        return value
+
+    return parse
+
+
+def _float(lo: float, hi: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        value = float(raw)
+        if not lo <= value <= hi:  # also rejects NaN
+            raise ValueError(f"must be between {lo} and {hi}")
+        return value
+
+    return parse
+
+
+def _list(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.replace(os.pathsep, ",").split(",") if part.strip())
+
+
+def _roots(raw: str) -> tuple[Path, ...]:
+    roots = []
+    for part in _list(raw):
+        path = Path(part)
+        if not path.is_absolute():
+            raise ValueError(f"{part!r} is not an absolute path")
+        roots.append(path)
+    return tuple(roots)
+
+
+def _bootstrap(raw: str) -> str:
+    for server in _list(raw):
+        host, _, port = server.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"{server!r} is not host:port")
+    return raw
+
+
+def _redis_url(raw: str) -> str:
+    if urlparse(raw).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    return raw
+
+
+def _device(raw: str) -> str:
+    if raw not in ("auto", "cpu", "cuda") and not (raw.startswith("cuda:") and raw[5:].isdigit()):
+        raise ValueError("must be auto, cpu, cuda or cuda:N")
+    return raw
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return raw
+
+    return parse
+
+
+def _nonempty(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return raw.strip()
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def setting(env: str, default: Any, parse: Callable[[str], Any], doc: str) -> Any:
+    return field(default=default, metadata={"env": env, "parse": parse, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the worker. `Settings.from_env()` is the only constructor the app uses."""
+
+    similarity_threshold: float = setting(
+        "REID_SIMILARITY_THRESHOLD", 0.85, _float(-1.0, 1.0), "Cosine similarity at or above which a detection joins an entity.")
+    embedding_ttl_seconds: int = setting(
+        "REID_EMBEDDING_TTL_SECONDS", 86400, _int(1, 365 * 86400), "Lifetime of every Redis key: embeddings, entities, markers.")
+    max_embeddings: int = setting(
+        "REID_MAX_EMBEDDINGS", 1000, _int(1, 10_000_000), "Most embeddings kept per model and entity type; the oldest go first.")
+    kafka_bootstrap: str = setting(
+        "REID_KAFKA_BOOTSTRAP", "127.0.0.1:9092", _bootstrap, "Kafka bootstrap servers, comma-separated host:port.")
+    redis_url: str = setting("REID_REDIS_URL", "redis://127.0.0.1:6379/0", _redis_url, "Redis URL.")
+    web_host: str = setting("REID_WEB_HOST", "127.0.0.1", _nonempty, "Address the HTTP views bind to.")
+    web_port: int = setting("REID_WEB_PORT", 6066, _int(1, 65535), "Port of the HTTP views.")
+    clip_model: str = setting("REID_CLIP_MODEL", "ViT-L-14", _nonempty, "open_clip model name.")
+    clip_pretrained: str = setting(
+        "REID_CLIP_PRETRAINED", "openai", _nonempty,
+        "open_clip weights tag (`openai`), a local checkpoint path, or `none` for random weights.")
+    device: str = setting("REID_DEVICE", "auto", _device, "`auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`.")
+    encoder: str = setting(
+        "REID_ENCODER", "clip", _choice("clip", "null"),
+        "`clip`, or `null` (hash-seeded unit vectors, no model) for benchmarks and tests only.")
+    batch_size: int = setting("REID_BATCH_SIZE", 16, _int(1, 4096), "Most crops per encoder batch.")
+    batch_max_latency_ms: int = setting(
+        "REID_BATCH_MAX_LATENCY_MS", 50, _int(1, 60_000), "Longest wait to fill a batch before it runs anyway.")
+    image_roots: tuple[Path, ...] = setting(
+        "REID_IMAGE_ROOTS", (), _roots, "Absolute directories `image_path` may point into (comma-separated). Empty: none.")
+    url_allowed_hosts: tuple[str, ...] = setting(
+        "REID_URL_ALLOWED_HOSTS", (), _list, "Hosts `image_url` may name (comma-separated). Empty: URLs are refused.")
+    url_timeout_seconds: float = setting(
+        "REID_URL_TIMEOUT_SECONDS", 5.0, _float(0.1, 120.0), "Total time limit of one image download.")
+    max_image_bytes: int = setting(
+        "REID_MAX_IMAGE_BYTES", 20 * 1024 * 1024, _int(1024, 1 << 30), "Largest encoded image accepted, in bytes.")
+    max_image_pixels: int = setting(
+        "REID_MAX_IMAGE_PIXELS", 50_000_000, _int(1, 1 << 32), "Largest decoded image accepted (guards decompression bombs).")
+    max_future_skew_seconds: int = setting(
+        "REID_MAX_FUTURE_SKEW_SECONDS", 3600, _int(0, 365 * 86400), "How far in the future a detection timestamp may be.")
+    match_top_k: int = setting("REID_MATCH_TOP_K", 5, _int(1, 100), "Matches listed in each match event.")
+    decode_workers: int = setting("REID_DECODE_WORKERS", 4, _int(1, 64), "Threads that load, decode and crop images.")
+    app_id: str = setting("REID_APP_ID", "reid-stream", _nonempty, "Kafka consumer group and Faust app id.")
+    topic_detections: str = setting("REID_TOPIC_DETECTIONS", "detections", _nonempty, "Input topic.")
+    topic_matches: str = setting("REID_TOPIC_MATCHES", "entity-matches", _nonempty, "Output topic of match events.")
+    topic_dlq: str = setting("REID_TOPIC_DLQ", "detections-dlq", _nonempty, "Dead-letter topic.")
+    topic_embedded: str = setting(
+        "REID_TOPIC_EMBEDDED", "reid-embedded", _nonempty, "Internal topic keyed by entity type (single writer per type).")
+    redis_prefix: str = setting("REID_REDIS_PREFIX", "reid", _nonempty, "Prefix of every Redis key.")
+    thumbnail_url_template: str = setting(
+        "REID_THUMBNAIL_URL_TEMPLATE", "", str,
+        "Format string for appearances' thumbnail_url, e.g. `https://nvr/{camera_id}/{detection_id}.jpg`.")
+    seed: int = setting("REID_SEED", 0, _int(0, 2**31 - 1), "Seed of random (`none`) weights, so restarts agree.")
+    log_level: str = setting("REID_LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"), "Worker log level.")
+    create_topics: bool = setting("REID_CREATE_TOPICS", True, _bool, "Create missing topics from topics/*.json at start.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        errors = []
+        for f in fields(cls):
+            name = f.metadata["env"]
+            raw = env.get(name)
+            if raw is None:
+                continue
+            try:
+                values[f.name] = f.metadata["parse"](raw)
+            except ValueError as exc:
+                errors.append(f"{name}={raw!r}: {exc}")
+        if errors:
+            raise ConfigError("invalid configuration: " + "; ".join(errors))
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def model_id(self) -> str:
+        """Names the vector space; vectors under different ids are never compared."""
+        if self.encoder == "null":
+            return "null"
+        weights = self.clip_pretrained
+        if weights.lower() == "none":
+            weights = f"random{self.seed}"
+        elif os.path.sep in weights or weights.endswith((".pt", ".bin", ".safetensors")):
+            weights = "ckpt-" + Path(weights).stem
+        return f"{self.clip_model}.{weights}"
+
+    @property
+    def kafka_broker_url(self) -> str:
+        return ";".join(f"kafka://{server}" for server in _list(self.kafka_bootstrap))
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) rows, for the README and `reid-stream config`."""
+    rows = []
+    for f in fields(Settings):
+        default = f.default
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
+        rows.append((f.metadata["env"], shown, f.metadata["doc"]))
+    return rows

@@ -1,0 +1,162 @@
+"""Loads an open_clip model and turns a batch of crops into unit vectors; callers run it off the event loop."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+
+from reid_stream.config import Settings
+from reid_stream.images import to_chw
+
+log = logging.getLogger(__name__)
+MODEL_CONFIGS = Path(__file__).resolve().parent / "model_configs"
+
+
+class EncoderLoadError(RuntimeError):
+    """The weights could not be loaded; the message says how to provide them."""
+
+
+class Encoder(Protocol):
+    model_id: str
+    dim: int
+    input_size: int
+    device: str
+
+    def preprocess(self, crop: Image.Image) -> np.ndarray: ...
+
+    def encode(self, batch: np.ndarray) -> np.ndarray:
+        """N x 3 x S x S float32 -> N x dim float32, each row of unit length. Blocking."""
+        ...
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise EncoderLoadError(f"REID_DEVICE={requested} but torch sees no CUDA device; use REID_DEVICE=cpu or auto")
+    return requested
+
+
+def _how_to_provide(settings: Settings) -> str:
+    return (
+        f"could not load weights {settings.clip_pretrained!r} for {settings.clip_model!r}. Provide them by one of: "
+        "(1) REID_CLIP_PRETRAINED=openai with network access to the model hub, or with the hub cache already "
+        "filled (HF_HUB_OFFLINE=1 forbids downloads); (2) REID_CLIP_PRETRAINED=/path/to/checkpoint.pt, a local "
+        "open_clip checkpoint; (3) REID_CLIP_PRETRAINED=none for random weights (tests and offline demos only)."
+    )
+
+
+class ClipEncoder:
+    """An open_clip image tower; CUDA with fp16 when present, CPU float32 otherwise."""
+
+    def __init__(self, model: object, model_id: str, device: str, size: int,
+                 mean: tuple[float, ...], std: tuple[float, ...], dim: int) -> None:
+        self.model = model
+        self.model_id = model_id
+        self.device = device
+        self.input_size = size
+        self.dim = dim
+        self._mean = np.asarray(mean, dtype=np.float32)
+        self._std = np.asarray(std, dtype=np.float32)
+
+    @classmethod
+    def from_config(cls, settings: Settings) -> ClipEncoder:
+        import open_clip
+        import torch
+
+        open_clip.add_model_config(MODEL_CONFIGS)
+        device = resolve_device(settings.device)
+        if device == "cpu":
+            torch.set_num_threads(max(1, os.cpu_count() or 1))
+        weights = settings.clip_pretrained
+        random_weights = weights.lower() == "none"
+        if settings.clip_model not in open_clip.list_models():
+            raise EncoderLoadError(f"REID_CLIP_MODEL={settings.clip_model!r} is not an open_clip model; "
+                                   f"see open_clip.list_models()")
+        if not random_weights and (os.sep in weights or weights.endswith((".pt", ".bin", ".safetensors"))) \
+                and not Path(weights).is_file():
+            raise EncoderLoadError(f"checkpoint {weights} does not exist. " + _how_to_provide(settings))
+        if random_weights:
+            log.warning("!!! REID_CLIP_PRETRAINED=none: the encoder has RANDOM weights (seed %d). Matches are "
+                        "meaningless for real footage; use this for tests and offline demos only !!!", settings.seed)
+            torch.manual_seed(settings.seed)  # the same random model after every restart
+        try:
+            model = open_clip.create_model(
+                settings.clip_model,
+                pretrained=None if random_weights else weights,
+                precision="fp16" if device.startswith("cuda") else "fp32",
+                device=device,
+                require_pretrained=not random_weights,
+            )
+        except Exception as exc:  # open_clip raises many types (RuntimeError, hub errors, OSError)
+            raise EncoderLoadError(f"{_how_to_provide(settings)} Cause: {exc!r}") from exc
+        model.eval()
+        cfg = open_clip.get_model_preprocess_cfg(model)
+        size = cfg["size"]
+        size = size[0] if isinstance(size, (tuple, list)) else size
+        dim = int(model.visual.output_dim)
+        log.info("encoder %s on %s: %dx%d input, %d-d output", settings.model_id, device, size, size, dim)
+        return cls(model, settings.model_id, device, int(size), tuple(cfg["mean"]), tuple(cfg["std"]), dim)
+
+    def preprocess(self, crop: Image.Image) -> np.ndarray:
+        return to_chw(crop, self._mean, self._std)
+
+    def encode(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        tensor = torch.from_numpy(batch)
+        with torch.inference_mode():
+            if self.device.startswith("cuda"):
+                # Pinned host memory lets the copy overlap with the previous batch's compute.
+                tensor = tensor.pin_memory().to(self.device, non_blocking=True).half()
+            features = self.model.encode_image(tensor)
+            features = torch.nn.functional.normalize(features.float(), dim=-1)
+        return features.cpu().numpy().astype(np.float32, copy=False)
+
+
+class NullEncoder:
+    """No model: a unit vector seeded by a hash of the crop's pixels (the same crop, the same vector).
+
+    Only for benchmarks and tests that measure the pipeline around the encoder.
+    """
+
+    def __init__(self, dim: int = 768, size: int = 32) -> None:
+        self.model_id = "null"
+        self.dim = dim
+        self.input_size = size
+        self.device = "none"
+
+    @classmethod
+    def from_config(cls, settings: Settings) -> NullEncoder:
+        log.warning("!!! REID_ENCODER=null: no model runs; embeddings are hash-seeded random vectors. "
+                    "For benchmarks and tests only !!!")
+        return cls()
+
+    def preprocess(self, crop: Image.Image) -> np.ndarray:
+        return np.asarray(crop, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32)
+
+    def encode(self, batch: np.ndarray) -> np.ndarray:
+        rows = []
+        for item in batch:
+            seed = int.from_bytes(hashlib.blake2b(item.tobytes(), digest_size=8).digest(), "little")
+            rows.append(np.random.default_rng(seed).standard_normal(self.dim, dtype=np.float32))
+        return l2_normalize(np.stack(rows)) if rows else np.zeros((0, self.dim), np.float32)
+
+
+def load_encoder(settings: Settings) -> Encoder:
+    if settings.encoder == "null":
+        return NullEncoder.from_config(settings)
+    return ClipEncoder.from_config(settings)

@@ -1,0 +1,182 @@
+"""Schemas of the topics' messages and of the HTTP views; topics/*.schema.json are generated from these."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from reid_stream.errors import DetectionError
+
+EntityType = Literal["person", "vehicle"]
+ENTITY_TYPES: tuple[str, ...] = ("person", "vehicle")
+Ident = Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")
+
+
+class BBox(BaseModel):
+    """A box in pixels on the source image; x2 > x1 and y2 > y1."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    x1: float = Field(ge=0)
+    y1: float = Field(ge=0)
+    x2: float = Field(ge=0)
+    y2: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _positive_area(self) -> BBox:
+        if not (self.x2 > self.x1 and self.y2 > self.y1):
+            raise ValueError("bbox needs x2 > x1 and y2 > y1 (a positive area)")
+        return self
+
+
+class Detection(BaseModel):
+    """One object seen by one camera in one frame (topic `detections`, keyed by camera_id)."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+    detection_id: str = Ident
+    camera_id: str = Ident
+    entity_type: EntityType
+    timestamp: AwareDatetime
+    bbox: BBox
+    image_path: str | None = Field(default=None, min_length=1, max_length=4096)
+    image_b64: str | None = Field(default=None, min_length=1)
+    image_url: str | None = Field(default=None, min_length=1, max_length=4096)
+    track_id: str | None = Field(default=None, max_length=256)
+    camera_name: str | None = Field(default=None, max_length=256)
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("track_id", mode="before")
+    @classmethod
+    def _track_id_as_text(cls, value: Any) -> Any:
+        # NVRs commonly number their tracks; keep them as text.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _one_image_reference(self) -> Detection:
+        given = [n for n in ("image_path", "image_b64", "image_url") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(f"exactly one of image_path, image_b64, image_url is required, got {given or 'none'}")
+        return self
+
+
+class MatchRef(BaseModel):
+    detection_id: str
+    entity_id: str
+    camera_id: str
+    timestamp: datetime
+    similarity: float
+
+
+class MatchEvent(BaseModel):
+    """The outcome for one detection (topic `entity-matches`, keyed by entity_id)."""
+
+    detection_id: str
+    entity_id: str
+    is_new_entity: bool
+    entity_type: EntityType
+    camera_id: str
+    camera_name: str | None = None
+    track_id: str | None = None
+    timestamp: datetime
+    model: str
+    matches: list[MatchRef] = Field(description="Best matches, highest similarity first.")
+    processed_at: datetime
+
+
+class DeadLetter(BaseModel):
+    """An event that could not be processed (topic `detections-dlq`)."""
+
+    error_code: str
+    message: str
+    stage: str
+    time: datetime
+    original_b64: str = Field(description="The original message value, base64.")
+    original_key_b64: str | None = None
+    source_topic: str | None = None
+    source_partition: int | None = None
+    source_offset: int | None = None
+    detection_id: str | None = None
+    details: list[dict[str, Any]] | None = None
+
+
+class EntityAppearance(BaseModel):
+    detection_id: str
+    camera_id: str
+    camera_name: str | None = None
+    timestamp: datetime
+    similarity_score: float | None = Field(description="Similarity to the match that joined it; null for the first.")
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    thumbnail_url: str | None = None
+
+
+class EntitySummary(BaseModel):
+    entity_id: str
+    entity_type: EntityType
+    first_seen: datetime
+    last_seen: datetime
+    appearance_count: int
+    cameras_seen: list[str]
+
+
+class EntityDetail(EntitySummary):
+    appearances: list[EntityAppearance]
+
+
+class EntityList(BaseModel):
+    entities: list[EntitySummary]
+    count: int
+    limit: int
+    offset: int
+
+
+class EntityHistory(BaseModel):
+    entity_id: str
+    entity_type: EntityType
+    appearances: list[EntityAppearance]
+    count: int
+
+
+def parse_detection(raw: bytes, *, now: datetime | None = None, max_future_skew_seconds: int = 3600) -> Detection:
+    """Bytes from Kafka to a valid Detection, or a DetectionError saying exactly why not."""
+    try:
+        payload = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise DetectionError("invalid_json", f"value is not JSON: {exc}", "decode") from None
+    if not isinstance(payload, dict):
+        raise DetectionError("invalid_json", "value must be a JSON object", "decode")
+    try:
+        det = Detection.model_validate(payload)
+    except ValidationError as exc:
+        details = [
+            {"field": ".".join(map(str, e["loc"])) or "(root)", "type": e["type"], "message": e["msg"]}
+            for e in exc.errors(include_url=False, include_input=False)
+        ]
+        code = "unknown_entity_type" if any(d["field"] == "entity_type" for d in details) else "schema_invalid"
+        summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
+        raise DetectionError(code, summary, "validate", details=details) from None
+    now = now or datetime.now(UTC)
+    skew = (det.timestamp - now).total_seconds()
+    if skew > max_future_skew_seconds or not math.isfinite(skew):
+        raise DetectionError(
+            "timestamp_out_of_range", f"timestamp {det.timestamp.isoformat()} is in the future", "validate")
+    return det
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schemas kept in topics/, by topic role."""
+    return {
+        "detections": Detection.model_json_schema(),
+        "entity-matches": MatchEvent.model_json_schema(),
+        "detections-dlq": DeadLetter.model_json_schema(),
+    }

@@ -1,0 +1,201 @@
+"""Turns an image reference and a bbox into a letterboxed crop; pure, apart from reading the bytes."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urljoin, urlparse
+
+import aiohttp
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from reid_stream.errors import DetectionError
+from reid_stream.events import BBox, Detection
+
+ALLOWED_FORMATS = frozenset({"JPEG", "PNG"})
+MAX_REDIRECTS = 3
+
+
+# --- geometry (pure) ------------------------------------------------------------------------------
+
+def clamp_bbox(bbox: BBox, width: int, height: int) -> tuple[int, int, int, int]:
+    """Integer pixel box inside the image: floor the start, ceil the end, clip to the borders."""
+    x1 = max(0, min(width, math.floor(bbox.x1)))
+    y1 = max(0, min(height, math.floor(bbox.y1)))
+    x2 = max(0, min(width, math.ceil(bbox.x2)))
+    y2 = max(0, min(height, math.ceil(bbox.y2)))
+    if x2 - x1 < 1 or y2 - y1 < 1:
+        raise DetectionError(
+            "bbox_outside_image",
+            f"bbox ({bbox.x1}, {bbox.y1}, {bbox.x2}, {bbox.y2}) does not overlap the {width}x{height} image",
+            "crop",
+        )
+    return x1, y1, x2, y2
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Where a w x h crop lands on a size x size canvas: scaled to fit, centred, the rest padded."""
+
+    new_w: int
+    new_h: int
+    left: int
+    top: int
+
+
+def letterbox_geometry(width: int, height: int, size: int) -> Letterbox:
+    scale = size / max(width, height)
+    new_w = max(1, min(size, round(width * scale)))
+    new_h = max(1, min(size, round(height * scale)))
+    return Letterbox(new_w, new_h, (size - new_w) // 2, (size - new_h) // 2)
+
+
+def letterbox(crop: Image.Image, size: int, fill: tuple[int, int, int]) -> Image.Image:
+    """Pad, never centre-crop, so that a tall person keeps head and feet."""
+    geo = letterbox_geometry(crop.width, crop.height, size)
+    canvas = Image.new("RGB", (size, size), fill)
+    canvas.paste(crop.resize((geo.new_w, geo.new_h), Image.Resampling.BICUBIC), (geo.left, geo.top))
+    return canvas
+
+
+# --- reading bytes --------------------------------------------------------------------------------
+
+def resolve_image_path(raw: str, roots: tuple[Path, ...]) -> Path:
+    """The real file a path names, only if it lies inside one of the roots (after resolving links)."""
+    if not roots:
+        raise DetectionError("path_not_allowed", "image_path is disabled: REID_IMAGE_ROOTS is empty", "load_image")
+    if "\x00" in raw:
+        raise DetectionError("path_not_allowed", "image_path contains a NUL byte", "load_image")
+    candidate = Path(raw)
+    if not candidate.is_absolute():
+        candidate = roots[0] / candidate
+    real = Path(os.path.realpath(candidate))
+    for root in roots:
+        real_root = Path(os.path.realpath(root))
+        if real == real_root or real_root in real.parents:
+            return real
+    raise DetectionError("path_not_allowed", "image_path resolves outside the allowed roots", "load_image")
+
+
+def read_path(raw: str, roots: tuple[Path, ...], max_bytes: int) -> bytes:
+    path = resolve_image_path(raw, roots)
+    try:
+        size = path.stat().st_size
+        if not path.is_file():
+            raise DetectionError("image_not_found", "image_path is not a regular file", "load_image")
+        if size > max_bytes:
+            raise DetectionError("image_too_large", f"image file has {size} bytes, limit {max_bytes}", "load_image")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise DetectionError("image_not_found", "image_path does not exist", "load_image") from None
+    except PermissionError:
+        raise DetectionError("image_unreadable", "image_path cannot be read", "load_image") from None
+
+
+def read_b64(data: str, max_bytes: int) -> bytes:
+    if len(data) > (max_bytes * 4) // 3 + 4:
+        raise DetectionError("image_too_large", f"image_b64 decodes to more than {max_bytes} bytes", "load_image")
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise DetectionError("invalid_base64", f"image_b64 is not valid base64: {exc}", "load_image") from None
+
+
+def check_url(url: str, allowed_hosts: tuple[str, ...]) -> None:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise DetectionError("url_not_allowed", "image_url must be an absolute http(s) URL", "load_image")
+    if parsed.hostname.lower() not in {h.lower() for h in allowed_hosts}:
+        raise DetectionError("url_not_allowed", f"host {parsed.hostname!r} is not in REID_URL_ALLOWED_HOSTS",
+                             "load_image")
+
+
+async def fetch_url(session: aiohttp.ClientSession, url: str, allowed_hosts: tuple[str, ...],
+                    max_bytes: int, timeout_s: float) -> bytes:
+    """GET with a host allow-list checked on every redirect hop, a total time limit and a size limit."""
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    for _ in range(MAX_REDIRECTS + 1):
+        check_url(url, allowed_hosts)
+        try:
+            async with session.get(url, allow_redirects=False, timeout=timeout) as resp:
+                if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
+                    url = urljoin(url, resp.headers["Location"])
+                    continue
+                if resp.status != 200:
+                    raise DetectionError("image_fetch_failed", f"image_url answered HTTP {resp.status}", "load_image")
+                if (resp.content_length or 0) > max_bytes:
+                    raise DetectionError("image_too_large", f"image_url body is over {max_bytes} bytes", "load_image")
+                body = bytearray()
+                async for chunk in resp.content.iter_chunked(65536):
+                    body.extend(chunk)
+                    if len(body) > max_bytes:
+                        raise DetectionError("image_too_large", f"image_url body is over {max_bytes} bytes",
+                                             "load_image")
+                return bytes(body)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise DetectionError("image_fetch_failed", f"image_url could not be fetched: {exc!r}",
+                                 "load_image") from None
+    raise DetectionError("image_fetch_failed", f"image_url redirected more than {MAX_REDIRECTS} times", "load_image")
+
+
+# --- decoding and cropping ------------------------------------------------------------------------
+
+def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Decode JPEG or PNG fully, refusing bombs and truncated files."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            if img.format not in ALLOWED_FORMATS:
+                raise DetectionError("unsupported_image_format", f"image is {img.format}, not JPEG or PNG",
+                                     "load_image")
+            if img.width * img.height > max_pixels:
+                raise DetectionError("image_too_large", f"image is {img.width}x{img.height}, over {max_pixels} pixels",
+                                     "load_image")
+            img.load()
+    except DetectionError:
+        raise
+    except UnidentifiedImageError:
+        raise DetectionError("image_decode_failed", "bytes are not a recognisable image", "load_image") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DetectionError("image_too_large", str(exc), "load_image") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DetectionError("image_decode_failed", f"image could not be decoded: {exc}", "load_image") from None
+    return img
+
+
+def crop_letterbox(img: Image.Image, bbox: BBox, size: int, fill: tuple[int, int, int]) -> Image.Image:
+    box = clamp_bbox(bbox, img.width, img.height)
+    return letterbox(img.crop(box).convert("RGB"), size, fill)
+
+
+def to_chw(img: Image.Image, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """HWC uint8 -> normalised CHW float32, the model's input layout."""
+    arr = np.asarray(img, dtype=np.float32) * (1.0 / 255.0)
+    return np.ascontiguousarray(((arr - mean) / std).transpose(2, 0, 1))
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    roots: tuple[Path, ...]
+    allowed_hosts: tuple[str, ...]
+    max_bytes: int
+    max_pixels: int
+    url_timeout_s: float
+
+
+def read_local(det: Detection, limits: ImageLimits) -> bytes | None:
+    """Bytes of a path or inline reference; None for a URL, which is fetched asynchronously."""
+    if det.image_path is not None:
+        return read_path(det.image_path, limits.roots, limits.max_bytes)
+    if det.image_b64 is not None:
+        return read_b64(det.image_b64, limits.max_bytes)
+    check_url(det.image_url or "", limits.allowed_hosts)
+    return None

@@ -1,0 +1,1 @@
+"""Local Kafka and Redis for tests and the demo (standard library only)."""

@@ -1,0 +1,5 @@
+import sys
+
+from reid_stream.infra.services import main
+
+sys.exit(main())

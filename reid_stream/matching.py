@@ -1,0 +1,136 @@
+"""The pure core: cosine search over stored embeddings and entity assignment, with no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class EntityEmbedding:
+    """One stored embedding and whom it belongs to (the design's JSON shape via to_dict/from_dict)."""
+
+    detection_id: str
+    entity_id: str
+    entity_type: str
+    camera_id: str
+    timestamp: datetime
+    embedding: np.ndarray
+    model: str = ""
+    stored_at: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "detection_id": self.detection_id,
+            "entity_id": self.entity_id,
+            "entity_type": self.entity_type,
+            "camera_id": self.camera_id,
+            "timestamp": self.timestamp.isoformat(),
+            "embedding": [float(x) for x in self.embedding],
+            "model": self.model,
+            "stored_at": self.stored_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EntityEmbedding:
+        ts = data["timestamp"]
+        return cls(
+            detection_id=data["detection_id"],
+            entity_id=data["entity_id"],
+            entity_type=data["entity_type"],
+            camera_id=data["camera_id"],
+            timestamp=ts if isinstance(ts, datetime) else datetime.fromisoformat(ts),
+            embedding=np.asarray(data["embedding"], dtype=np.float32),
+            model=data.get("model", ""),
+            stored_at=float(data.get("stored_at", 0.0)),
+        )
+
+
+@dataclass(frozen=True)
+class Assignment:
+    entity_id: str
+    is_new_entity: bool
+    similarity: float | None  # to the match it joined; None for a new entity
+
+
+def assign_entity(detection_id: str, matches: list[tuple[EntityEmbedding, float]], threshold: float) -> Assignment:
+    """Join the best match at or above the threshold; otherwise start an entity named after the detection."""
+    if matches and matches[0][1] >= threshold:
+        best, score = matches[0]
+        return Assignment(best.entity_id, False, score)
+    return Assignment(detection_id, True, None)
+
+
+class VectorIndex:
+    """Exact cosine search over a contiguous float32 matrix of unit rows (a BLAS matrix-vector product)."""
+
+    def __init__(self, dim: int, capacity: int = 1024) -> None:
+        self.dim = dim
+        self._matrix = np.zeros((max(capacity, 1), dim), dtype=np.float32)
+        self._items: list[EntityEmbedding] = []
+        self._pos: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, detection_id: str) -> bool:
+        return detection_id in self._pos
+
+    def add(self, item: EntityEmbedding) -> None:
+        if item.detection_id in self._pos:
+            return
+        n = len(self._items)
+        if n == self._matrix.shape[0]:
+            grown = np.zeros((n * 2, self.dim), dtype=np.float32)
+            grown[:n] = self._matrix
+            self._matrix = grown
+        self._matrix[n] = item.embedding
+        item.embedding = self._matrix[n]  # a view: the matrix is the only copy
+        self._items.append(item)
+        self._pos[item.detection_id] = n
+
+    def remove(self, detection_ids: list[str]) -> None:
+        """Swap-remove, O(1) each."""
+        for det in detection_ids:
+            i = self._pos.pop(det, None)
+            if i is None:
+                continue
+            last = len(self._items) - 1
+            if i != last:
+                moved = self._items[last]
+                self._matrix[i] = self._matrix[last]
+                moved.embedding = self._matrix[i]
+                self._items[i] = moved
+                self._pos[moved.detection_id] = i
+            self._items.pop()
+
+    def expire(self, min_stored_at: float) -> list[str]:
+        old = [it.detection_id for it in self._items if it.stored_at < min_stored_at]
+        self.remove(old)
+        return old
+
+    def search(self, query: np.ndarray, limit: int, min_similarity: float | None = None,
+               camera_id: str | None = None) -> list[tuple[EntityEmbedding, float]]:
+        n = len(self._items)
+        if n == 0 or limit <= 0:
+            return []
+        scores = self._matrix[:n] @ np.asarray(query, dtype=np.float32)
+        if camera_id is not None:
+            scores = np.where([it.camera_id == camera_id for it in self._items], scores, -np.inf)
+        k = min(limit, n)
+        top = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
+        top = top[np.argsort(-scores[top], kind="stable")]
+        out = []
+        for i in top:
+            score = float(scores[i])
+            if score == -np.inf or (min_similarity is not None and score < min_similarity):
+                break
+            out.append((self._items[i], score))
+        return out
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

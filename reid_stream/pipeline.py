@@ -1,0 +1,308 @@
+"""The two stages, free of Faust: embed (validate, load, crop, encode) and assign (match, store, decide).
+
+Stage 1 runs wherever the camera-keyed `detections` partitions land. Its output is re-keyed by entity
+type, so stage 2 -- the only stage that creates entities -- has one writer per type at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import struct
+import time
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import aiohttp
+import numpy as np
+
+from reid_stream.config import Settings
+from reid_stream.encoder import Encoder
+from reid_stream.errors import DetectionError
+from reid_stream.events import DeadLetter, Detection, EntityAppearance, MatchEvent, MatchRef, parse_detection
+from reid_stream.images import ImageLimits, crop_letterbox, decode_image, fetch_url, read_local
+from reid_stream.matching import EntityEmbedding, VectorIndex, assign_entity
+from reid_stream.store import PlannedWrite, ReidStore
+
+log = logging.getLogger(__name__)
+MAX_CONFLICT_RETRIES = 20
+
+
+@dataclass(frozen=True)
+class RawEvent:
+    """A Kafka message as received, so that a dead letter can carry it back unchanged."""
+
+    value: bytes
+    key: bytes | None = None
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+
+def dead_letter(raw: RawEvent, err: DetectionError, detection_id: str | None = None) -> DeadLetter:
+    return DeadLetter(
+        error_code=err.code, message=err.message, stage=err.stage, time=datetime.now(UTC),
+        original_b64=base64.b64encode(raw.value).decode(),
+        original_key_b64=base64.b64encode(raw.key).decode() if raw.key is not None else None,
+        source_topic=raw.topic, source_partition=raw.partition, source_offset=raw.offset,
+        detection_id=detection_id, details=err.details)
+
+
+@dataclass
+class Embedded:
+    """Stage 1's output: the detection without its image, its vector and where it came from."""
+
+    detection: Detection
+    vector: np.ndarray
+    model: str
+    fingerprint: str
+    source: RawEvent = field(default_factory=lambda: RawEvent(b""))
+
+    def to_bytes(self) -> bytes:
+        header = json.dumps({
+            "detection": self.detection.model_dump(mode="json", exclude={"image_b64"}),
+            "model": self.model, "fingerprint": self.fingerprint,
+            "source": {"topic": self.source.topic, "partition": self.source.partition, "offset": self.source.offset},
+        }).encode()
+        return struct.pack(">I", len(header)) + header + np.ascontiguousarray(self.vector, np.float32).tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Embedded:
+        (n,) = struct.unpack_from(">I", data)
+        header = json.loads(data[4: 4 + n])
+        det = header["detection"]
+        if det.get("image_path") is None and det.get("image_url") is None:
+            det["image_b64"] = "-"  # stripped on the wire; keeps the one-reference rule satisfied
+        src = header["source"]
+        return cls(Detection.model_validate(det), np.frombuffer(data[4 + n:], dtype=np.float32).copy(),
+                   header["model"], header["fingerprint"],
+                   RawEvent(data, None, src["topic"], src["partition"], src["offset"]))
+
+
+def fingerprint(det: Detection) -> str:
+    """Identifies a detection's content: a redelivery matches it, a different event reusing the id does not."""
+    return hashlib.blake2b(det.model_dump_json().encode(), digest_size=16).hexdigest()
+
+
+class Embedder:
+    """Stage 1: raw messages -> Embedded records and dead letters. Bad input never raises."""
+
+    def __init__(self, settings: Settings, encoder: Encoder, io_pool: Executor, model_pool: Executor,
+                 http: aiohttp.ClientSession | None = None) -> None:
+        self.settings = settings
+        self.encoder = encoder
+        self.io_pool = io_pool
+        self.model_pool = model_pool
+        self.http = http
+        self.limits = ImageLimits(settings.image_roots, settings.url_allowed_hosts, settings.max_image_bytes,
+                                  settings.max_image_pixels, settings.url_timeout_seconds)
+        self.stage_seconds: dict[str, float] = {"decode": 0.0, "crop": 0.0, "encode": 0.0}
+
+    def _load_crop(self, det: Detection, data: bytes | None) -> np.ndarray:
+        t0 = time.perf_counter()
+        if data is None:
+            data = read_local(det, self.limits)
+        assert data is not None
+        img = decode_image(data, self.limits.max_pixels)
+        t1 = time.perf_counter()
+        crop = crop_letterbox(img, det.bbox, self.encoder.input_size, (0, 0, 0))
+        arr = self.encoder.preprocess(crop)
+        t2 = time.perf_counter()
+        self.stage_seconds["decode"] += t1 - t0
+        self.stage_seconds["crop"] += t2 - t1
+        return arr
+
+    async def _prepare(self, raw: RawEvent) -> tuple[Detection, np.ndarray] | DeadLetter:
+        det: Detection | None = None
+        try:
+            det = parse_detection(raw.value, max_future_skew_seconds=self.settings.max_future_skew_seconds)
+            data = None
+            if det.image_url is not None:
+                if self.http is None:
+                    raise DetectionError("url_not_allowed", "image_url is not enabled in this worker", "load_image")
+                read_local(det, self.limits)  # allow-list check before any network access
+                data = await fetch_url(self.http, det.image_url, self.limits.allowed_hosts,
+                                       self.limits.max_bytes, self.limits.url_timeout_s)
+            loop = asyncio.get_running_loop()
+            arr = await loop.run_in_executor(self.io_pool, self._load_crop, det, data)
+            return det, arr
+        except DetectionError as err:
+            return dead_letter(raw, err, det.detection_id if det else None)
+        except Exception as exc:  # a bug must not block the events behind this one
+            log.exception("unexpected error preparing a detection")
+            return dead_letter(raw, DetectionError("internal_error", repr(exc), "load_image"),
+                               det.detection_id if det else None)
+
+    async def _encode(self, arrays: list[np.ndarray]) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        out = await loop.run_in_executor(self.model_pool, self.encoder.encode, np.stack(arrays))
+        self.stage_seconds["encode"] += time.perf_counter() - t0
+        return out
+
+    async def embed(self, batch: Sequence[RawEvent]) -> tuple[list[Embedded], list[DeadLetter]]:
+        prepared = await asyncio.gather(*(self._prepare(raw) for raw in batch))
+        letters = [p for p in prepared if isinstance(p, DeadLetter)]
+        good = [(raw, p) for raw, p in zip(batch, prepared, strict=True) if not isinstance(p, DeadLetter)]
+        if not good:
+            return [], letters
+        try:
+            vectors = await self._encode([arr for _, (_, arr) in good])
+            encoded = list(zip(good, vectors, strict=True))
+        except Exception:
+            log.exception("batch encode failed; encoding one by one to isolate the culprit")
+            encoded = []
+            for item in good:
+                raw, (det, arr) = item
+                try:
+                    encoded.append((item, (await self._encode([arr]))[0]))
+                except Exception as exc:
+                    letters.append(dead_letter(raw, DetectionError("encode_failed", repr(exc), "encode"),
+                                               det.detection_id))
+        out = [Embedded(det, vec, self.encoder.model_id, fingerprint(det), raw)
+               for (raw, (det, _)), vec in encoded]
+        return out, letters
+
+
+@dataclass
+class _TypeCache:
+    version: int
+    index: VectorIndex
+
+
+class Assigner:
+    """Stage 2: match each embedded detection, decide its entity and store it. The single writer of a type.
+
+    It keeps a local copy of the type's embeddings and trusts it only while Redis' version counter says
+    nobody else wrote; any other writer makes the commit fail with 'conflict', and the copy is reloaded.
+    """
+
+    def __init__(self, settings: Settings, store: ReidStore) -> None:
+        self.settings = settings
+        self.store = store
+        self._caches: dict[tuple[str, str], _TypeCache] = {}
+        self.stage_seconds: dict[str, float] = {"match": 0.0, "store": 0.0}
+
+    def invalidate(self) -> None:
+        self._caches.clear()
+
+    async def _cache(self, model: str, etype: str, dim: int) -> _TypeCache:
+        key = (model, etype)
+        cache = self._caches.get(key)
+        current = await self.store.version(model, etype)
+        if cache is None or cache.version != current or cache.index.dim != dim:
+            version, index = await self.store.load_index(model, etype, dim)
+            cache = self._caches[key] = _TypeCache(version, index)
+        return cache
+
+    def _thumbnail(self, det: Detection) -> str | None:
+        template = self.settings.thumbnail_url_template
+        if template:
+            return template.format(camera_id=det.camera_id, detection_id=det.detection_id)
+        return det.image_url
+
+    def _plan(self, item: Embedded, cache: _TypeCache, now: float) -> PlannedWrite:
+        det = item.detection
+        matches = cache.index.search(item.vector, self.settings.match_top_k,
+                                     min_similarity=self.settings.similarity_threshold)
+        assignment = assign_entity(det.detection_id, matches, self.settings.similarity_threshold)
+        event = MatchEvent(
+            detection_id=det.detection_id, entity_id=assignment.entity_id, is_new_entity=assignment.is_new_entity,
+            entity_type=det.entity_type, camera_id=det.camera_id, camera_name=det.camera_name,
+            track_id=det.track_id, timestamp=det.timestamp, model=item.model,
+            matches=[MatchRef(detection_id=m.detection_id, entity_id=m.entity_id, camera_id=m.camera_id,
+                              timestamp=m.timestamp, similarity=round(score, 6)) for m, score in matches],
+            processed_at=datetime.now(UTC))
+        appearance = EntityAppearance(
+            detection_id=det.detection_id, camera_id=det.camera_id, camera_name=det.camera_name,
+            timestamp=det.timestamp, similarity_score=assignment.similarity, attributes=det.attributes,
+            thumbnail_url=self._thumbnail(det))
+        # Later detections of this batch must see this one: add it now, keep it only if the commit succeeds.
+        cache.index.add(EntityEmbedding(det.detection_id, assignment.entity_id, det.entity_type, det.camera_id,
+                                        det.timestamp, item.vector, item.model, now))
+        return PlannedWrite(event, item.vector, assignment, item.fingerprint, appearance, now)
+
+    async def assign(self, batch: Sequence[Embedded]) -> tuple[list[MatchEvent], list[DeadLetter]]:
+        """Match events for every detection (stored ones re-emitted as stored) and dead letters.
+
+        Raises only on infrastructure errors (Redis down); the caller retries the whole batch.
+        """
+        events: list[MatchEvent] = []
+        letters: list[DeadLetter] = []
+        markers = await self.store.markers(list({e.detection.detection_id for e in batch}))
+        seen: dict[str, str] = {}
+        fresh: list[Embedded] = []
+        for item in batch:
+            det_id = item.detection.detection_id
+            known = markers.get(det_id, {}).get("fp") or seen.get(det_id)
+            if known is None:
+                seen[det_id] = item.fingerprint
+                fresh.append(item)
+            elif known != item.fingerprint:
+                letters.append(dead_letter(item.source, DetectionError(
+                    "detection_id_conflict", "a different detection with this detection_id was already processed",
+                    "store"), det_id))
+            elif det_id in markers:  # a redelivery: publish the stored outcome again, store nothing
+                events.append(MatchEvent.model_validate(markers[det_id]["event"]))
+        groups: dict[tuple[str, str], list[Embedded]] = {}
+        for item in fresh:
+            groups.setdefault((item.model, item.detection.entity_type), []).append(item)
+        for (model, etype), items in groups.items():
+            group_events, group_letters = await self._assign_group(model, etype, items)
+            events.extend(group_events)
+            letters.extend(group_letters)
+        # Exact in-batch repeats follow their first copy's outcome.
+        by_id = {e.detection_id: e for e in events}
+        fresh_ids = {id(item) for item in fresh}
+        for item in batch:
+            det_id = item.detection.detection_id
+            if (det_id not in markers and id(item) not in fresh_ids and seen.get(det_id) == item.fingerprint
+                    and det_id in by_id):
+                events.append(by_id[det_id])
+        return events, letters
+
+    async def _assign_group(self, model: str, etype: str,
+                            items: list[Embedded]) -> tuple[list[MatchEvent], list[DeadLetter]]:
+        out: list[MatchEvent] = []
+        letters: list[DeadLetter] = []
+        pending = items
+        for _attempt in range(MAX_CONFLICT_RETRIES):
+            t0 = time.perf_counter()
+            cache = await self._cache(model, etype, pending[0].vector.shape[0])
+            now = time.time()
+            cache.index.expire(now - self.settings.embedding_ttl_seconds)
+            plans = [self._plan(item, cache, now) for item in pending]
+            t1 = time.perf_counter()
+            results = await self.store.commit(plans, cache.version)
+            self.stage_seconds["match"] += t1 - t0
+            self.stage_seconds["store"] += time.perf_counter() - t1
+            redo: list[Embedded] = []
+            for item, plan, res in zip(pending, plans, results, strict=True):
+                if res.status == "ok":
+                    cache.version = res.version or cache.version
+                    cache.index.remove(list(res.evicted))
+                    out.append(plan.event)
+                elif res.status == "dup" and res.marker is not None:
+                    # Stored meanwhile by another writer: same content re-emits, different content is a conflict.
+                    if res.marker["fp"] == item.fingerprint:
+                        out.append(MatchEvent.model_validate(res.marker["event"]))
+                    else:
+                        letters.append(dead_letter(item.source, DetectionError(
+                            "detection_id_conflict",
+                            "a different detection with this detection_id was already processed", "store"),
+                            item.detection.detection_id))
+                else:
+                    redo.append(item)
+            if any(res.status != "ok" for res in results):
+                # The local copy holds tentative rows that were not stored: reload it.
+                self._caches.pop((model, etype), None)
+            if not redo:
+                return out, letters
+            log.info("assignment conflict on %s/%s: %d detections re-matched", model, etype, len(redo))
+            pending = redo
+        raise RuntimeError(f"gave up after {MAX_CONFLICT_RETRIES} assignment conflicts on {model}/{etype}")

@@ -1,0 +1,262 @@
+"""Redis persistence of embeddings, entities and TTLs; the only module that talks to Redis."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
+
+from reid_stream.config import Settings
+from reid_stream.events import ENTITY_TYPES, EntityAppearance, EntityDetail, EntitySummary, MatchEvent
+from reid_stream.matching import Assignment, EntityEmbedding, VectorIndex
+
+COMMIT_LUA = (Path(__file__).resolve().parent / "store.lua").read_text()
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Every key name in one place. Embedding keys carry the model id, so vector spaces never mix."""
+
+    prefix: str
+
+    def version(self, model: str, etype: str) -> str:
+        return f"{self.prefix}:ver:{model}:{etype}"
+
+    def index(self, model: str, etype: str) -> str:
+        return f"{self.prefix}:idx:{model}:{etype}"
+
+    def vec_prefix(self, model: str, etype: str) -> str:
+        # The design's entity_embeddings:{date} family, split by model and type.
+        return f"{self.prefix}:entity_embeddings:{model}:{etype}:"
+
+    def meta_prefix(self, model: str, etype: str) -> str:
+        return f"{self.prefix}:entity_meta:{model}:{etype}:"
+
+    def marker(self, detection_id: str) -> str:
+        return f"{self.prefix}:det:{detection_id}"
+
+    def entity(self, entity_id: str) -> str:
+        return f"{self.prefix}:ent:{entity_id}"
+
+    def cameras(self, entity_id: str) -> str:
+        return f"{self.prefix}:ent:{entity_id}:cams"
+
+    def appearances(self, entity_id: str) -> str:
+        return f"{self.prefix}:ent:{entity_id}:apps"
+
+    def order(self, entity_id: str) -> str:
+        return f"{self.prefix}:ent:{entity_id}:order"
+
+    def by_type(self, etype: str) -> str:
+        return f"{self.prefix}:entities:{etype}"
+
+    def by_camera(self, etype: str, camera_id: str) -> str:
+        return f"{self.prefix}:cam:{etype}:{camera_id}"
+
+
+@dataclass(frozen=True)
+class PlannedWrite:
+    """One detection ready to be stored: its vector, its assignment and the match event it produces."""
+
+    event: MatchEvent
+    vector: np.ndarray
+    assignment: Assignment
+    fingerprint: str
+    appearance: EntityAppearance
+    stored_at: float
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    status: str  # ok | dup | conflict
+    version: int | None = None
+    evicted: tuple[str, ...] = ()
+    marker: dict[str, Any] | None = None
+
+
+def day_of(ts: datetime) -> str:
+    """The UTC day a detection belongs to, which names its embedding keys."""
+    return ts.astimezone(UTC).date().isoformat()
+
+
+class ReidStore:
+    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+        self.redis = client
+        self.settings = settings
+        self.keys = Keys(settings.redis_prefix)
+        self._sha: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ReidStore:
+        client = aioredis.Redis.from_url(
+            settings.redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=15)
+        return cls(client, settings)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+    # --- the writer side ----------------------------------------------------------------------
+
+    async def version(self, model: str, etype: str) -> int:
+        return int(await self.redis.get(self.keys.version(model, etype)) or 0)
+
+    async def load_index(self, model: str, etype: str, dim: int) -> tuple[int, VectorIndex]:
+        """A consistent snapshot: re-read until the version did not move during the read."""
+        while True:
+            before = await self.version(model, etype)
+            members = await self.redis.zrange(self.keys.index(model, etype), 0, -1, withscores=True)
+            by_day: dict[str, list[tuple[str, float]]] = {}
+            for member, score in members:
+                day, _, det = member.decode().partition("|")
+                by_day.setdefault(day, []).append((det, score))
+            pipe = self.redis.pipeline(transaction=False)
+            for day, items in by_day.items():
+                dets = [d for d, _ in items]
+                pipe.hmget(self.keys.vec_prefix(model, etype) + day, dets)
+                pipe.hmget(self.keys.meta_prefix(model, etype) + day, dets)
+            replies = await pipe.execute() if by_day else []
+            index = VectorIndex(dim, capacity=max(1024, len(members)))
+            for n, (_day, items) in enumerate(by_day.items()):
+                vecs, metas = replies[2 * n], replies[2 * n + 1]
+                for (det, score), vec, meta in zip(items, vecs, metas, strict=True):
+                    if vec is None or meta is None:
+                        continue
+                    m = json.loads(meta)
+                    index.add(EntityEmbedding(
+                        detection_id=det, entity_id=m["e"], entity_type=etype, camera_id=m["c"],
+                        timestamp=datetime.fromisoformat(m["t"]), embedding=np.frombuffer(vec, dtype=np.float32),
+                        model=model, stored_at=score))
+            if await self.version(model, etype) == before:
+                return before, index
+
+    async def markers(self, detection_ids: list[str]) -> dict[str, dict[str, Any]]:
+        if not detection_ids:
+            return {}
+        raw = await self.redis.mget([self.keys.marker(d) for d in detection_ids])
+        return {d: json.loads(r) for d, r in zip(detection_ids, raw, strict=True) if r is not None}
+
+    def _commit_args(self, w: PlannedWrite, expected: int) -> tuple[list[str], list[Any]]:
+        ev, k, s = w.event, self.keys, self.settings
+        model, etype, det, eid = ev.model, ev.entity_type, ev.detection_id, ev.entity_id
+        day = day_of(ev.timestamp)
+        keys = [k.version(model, etype), k.index(model, etype), k.vec_prefix(model, etype) + day,
+                k.meta_prefix(model, etype) + day, k.marker(det), k.entity(eid), k.cameras(eid),
+                k.appearances(eid), k.order(eid), k.by_type(etype), k.by_camera(etype, ev.camera_id)]
+        meta = json.dumps({"e": eid, "c": ev.camera_id, "t": ev.timestamp.isoformat()})
+        marker = json.dumps({"fp": w.fingerprint, "event": ev.model_dump(mode="json")})
+        args = [expected, s.embedding_ttl_seconds, s.max_embeddings, det, f"{day}|{det}",
+                np.ascontiguousarray(w.vector, dtype=np.float32).tobytes(), meta, w.stored_at, marker, etype,
+                ev.camera_id, ev.timestamp.timestamp(), ev.timestamp.isoformat(),
+                w.appearance.model_dump_json(), k.vec_prefix(model, etype), k.meta_prefix(model, etype),
+                model, eid]
+        return keys, args
+
+    async def commit(self, writes: list[PlannedWrite], expected_version: int) -> list[CommitResult]:
+        """Run the commit script for each write in one round trip; versions expected in sequence."""
+        if not writes:
+            return []
+        if self._sha is None:
+            self._sha = await self.redis.script_load(COMMIT_LUA)
+        for _attempt in range(2):
+            pipe = self.redis.pipeline(transaction=False)
+            for i, w in enumerate(writes):
+                keys, args = self._commit_args(w, expected_version + i)
+                pipe.evalsha(self._sha, len(keys), *keys, *args)
+            try:
+                replies = await pipe.execute()
+                break
+            except NoScriptError:  # Redis restarted and lost its script cache
+                self._sha = await self.redis.script_load(COMMIT_LUA)
+        else:
+            raise RuntimeError("commit script could not be loaded")
+        out = []
+        for reply in replies:
+            status = reply[0].decode()
+            if status == "ok":
+                out.append(CommitResult("ok", int(reply[1]), tuple(r.decode() for r in reply[2:])))
+            elif status == "dup":
+                out.append(CommitResult("dup", marker=json.loads(reply[1])))
+            else:
+                out.append(CommitResult("conflict", int(reply[1])))
+        return out
+
+    # --- the reader side (HTTP views) ---------------------------------------------------------
+
+    async def list_entities(self, entity_type: str | None, camera_id: str | None, since: float | None,
+                            limit: int, offset: int) -> tuple[list[EntitySummary], int]:
+        """Most recently seen first. Each (type, camera) index is merged, so paging stays exact."""
+        types = [entity_type] if entity_type else list(ENTITY_TYPES)
+        index_keys = [self.keys.by_camera(t, camera_id) if camera_id else self.keys.by_type(t) for t in types]
+        low = "-inf" if since is None else since
+        pipe = self.redis.pipeline(transaction=False)
+        for key in index_keys:
+            pipe.zrevrangebyscore(key, "+inf", low, start=0, num=offset + limit, withscores=True)
+            pipe.zcount(key, low, "+inf")
+        replies = await pipe.execute()
+        merged: list[tuple[float, str]] = []
+        total = 0
+        for i in range(len(index_keys)):
+            merged.extend((score, member.decode()) for member, score in replies[2 * i])
+            total += int(replies[2 * i + 1])
+        merged.sort(key=lambda sm: (-sm[0], sm[1]))
+        ids = [eid for _, eid in merged[offset: offset + limit]]
+        summaries = await self._summaries(ids)
+        return [s for s in summaries if s is not None], total
+
+    async def _summaries(self, entity_ids: list[str]) -> list[EntitySummary | None]:
+        pipe = self.redis.pipeline(transaction=False)
+        for eid in entity_ids:
+            pipe.hgetall(self.keys.entity(eid))
+            pipe.smembers(self.keys.cameras(eid))
+            pipe.hlen(self.keys.appearances(eid))
+        replies = await pipe.execute() if entity_ids else []
+        out: list[EntitySummary | None] = []
+        for i, eid in enumerate(entity_ids):
+            h, cams, count = replies[3 * i], replies[3 * i + 1], replies[3 * i + 2]
+            if not h:  # expired since the index was read
+                out.append(None)
+                continue
+            h = {k.decode(): v.decode() for k, v in h.items()}
+            out.append(EntitySummary(
+                entity_id=eid, entity_type=h["entity_type"], first_seen=h["first_seen"], last_seen=h["last_seen"],
+                appearance_count=int(count), cameras_seen=sorted(c.decode() for c in cams)))
+        return out
+
+    async def get_entity(self, entity_id: str) -> EntityDetail | None:
+        (summary,) = await self._summaries([entity_id])
+        if summary is None:
+            return None
+        order = await self.redis.zrange(self.keys.order(entity_id), 0, -1)
+        raw = await self.redis.hmget(self.keys.appearances(entity_id), order) if order else []
+        appearances = [EntityAppearance.model_validate_json(r) for r in raw if r is not None]
+        return EntityDetail(**summary.model_dump(), appearances=appearances)
+
+    async def find_matching_entities(self, query_embedding: np.ndarray, entity_type: str, model: str,
+                                     camera_id: str | None = None, min_similarity: float | None = None,
+                                     limit: int = 10) -> list[tuple[EntityEmbedding, float]]:
+        query = np.asarray(query_embedding, dtype=np.float32)
+        _, index = await self.load_index(model, entity_type, dim=query.shape[0])
+        index.expire(time.time() - self.settings.embedding_ttl_seconds)
+        threshold = self.settings.similarity_threshold if min_similarity is None else min_similarity
+        return index.search(query, limit, min_similarity=threshold, camera_id=camera_id)
+
+
+async def find_matching_entities(redis: aioredis.Redis, query_embedding: np.ndarray, entity_type: str,
+                                 camera_id: str | None = None, min_similarity: float | None = None,
+                                 limit: int = 10, *, settings: Settings | None = None,
+                                 model: str | None = None) -> list[tuple[EntityEmbedding, float]]:
+    """The design's API: (embedding, cosine score) pairs of one type, best first, at or above the threshold."""
+    settings = settings or Settings.from_env()
+    store = ReidStore(redis, settings)
+    return await store.find_matching_entities(query_embedding, entity_type, model or settings.model_id,
+                                              camera_id, min_similarity, limit)

@@ -1,0 +1,85 @@
+"""Shared fixtures. Tests that need Kafka or Redis start them (or reuse running ones) and never skip."""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach a model hub
+
+from reid_stream.config import Settings  # noqa: E402
+from reid_stream.infra.services import InfraConfig, up  # noqa: E402
+
+TINY_MODEL = "reid-tiny-vit"
+
+
+@pytest.fixture(scope="session")
+def infra() -> InfraConfig:
+    """Real Kafka and Redis: started here if they are not running. Failing to start them fails the test."""
+    cfg = InfraConfig.from_env()
+    up(cfg)
+    return cfg
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def make_settings(tag: str, **overrides: object) -> Settings:
+    """Settings isolated by tag: own topics, consumer group and Redis key prefix."""
+    base = dict(
+        app_id=f"reid-test-{tag}", topic_detections=f"det-{tag}", topic_matches=f"matches-{tag}",
+        topic_dlq=f"dlq-{tag}", topic_embedded=f"emb-{tag}", redis_prefix=f"reidtest:{tag}",
+        clip_model=TINY_MODEL, clip_pretrained="none", device="cpu", similarity_threshold=0.99,
+    )
+    base.update(overrides)
+    return Settings.from_env({}, **base)
+
+
+@pytest.fixture
+async def redis_client(infra: InfraConfig) -> AsyncIterator[object]:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(Settings.from_env().redis_url)
+    yield client
+    await client.aclose()
+
+
+def pattern_image(seed: int, size: tuple[int, int] = (48, 96)) -> Image.Image:
+    """A crop with its own colours and stripes; different seeds give clearly different images."""
+    import random
+
+    rng = random.Random(seed)
+    img = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
+    draw = ImageDraw.Draw(img)
+    for _ in range(5):
+        x0, y0 = rng.randrange(size[0]), rng.randrange(size[1])
+        draw.rectangle((x0, y0, x0 + rng.randrange(4, size[0]), y0 + rng.randrange(4, size[1])),
+                       fill=tuple(rng.randrange(256) for _ in range(3)))
+    return img
+
+
+def encode_png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def encode_jpeg(img: Image.Image, quality: int = 95) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def image_root(tmp_path: Path) -> Iterator[Path]:
+    root = tmp_path / "images"
+    root.mkdir()
+    yield root

@@ -1,0 +1,54 @@
+from pathlib import Path
+
+import pytest
+
+from reid_stream.config import ConfigError, Settings, describe
+
+
+def test_defaults_follow_the_design():
+    s = Settings.from_env({})
+    assert (s.similarity_threshold, s.embedding_ttl_seconds, s.max_embeddings) == (0.85, 86400, 1000)
+    assert s.kafka_bootstrap == "127.0.0.1:9092" and s.redis_url == "redis://127.0.0.1:6379/0"
+    assert (s.clip_model, s.clip_pretrained) == ("ViT-L-14", "openai")
+
+
+def test_values_are_parsed():
+    s = Settings.from_env({"REID_IMAGE_ROOTS": "/a,/b", "REID_BATCH_SIZE": "8", "REID_SIMILARITY_THRESHOLD": "0.9"})
+    assert s.image_roots == (Path("/a"), Path("/b")) and s.batch_size == 8 and s.similarity_threshold == 0.9
+
+
+@pytest.mark.parametrize(("var", "value"), [
+    ("REID_SIMILARITY_THRESHOLD", "high"),
+    ("REID_SIMILARITY_THRESHOLD", "1.5"),
+    ("REID_SIMILARITY_THRESHOLD", "nan"),
+    ("REID_EMBEDDING_TTL_SECONDS", "0"),
+    ("REID_MAX_EMBEDDINGS", "-3"),
+    ("REID_KAFKA_BOOTSTRAP", "localhost"),
+    ("REID_REDIS_URL", "http://x"),
+    ("REID_WEB_PORT", "70000"),
+    ("REID_DEVICE", "tpu"),
+    ("REID_BATCH_SIZE", "0"),
+    ("REID_BATCH_MAX_LATENCY_MS", "soon"),
+    ("REID_IMAGE_ROOTS", "relative/dir"),
+    ("REID_ENCODER", "magic"),
+])
+def test_an_invalid_value_names_its_variable(var, value):
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({var: value})
+    assert var in str(err.value)
+
+
+def test_model_id_separates_weights():
+    ids = {
+        Settings.from_env({"REID_CLIP_MODEL": "ViT-B-32"}).model_id,
+        Settings.from_env({"REID_CLIP_MODEL": "ViT-B-32", "REID_CLIP_PRETRAINED": "none"}).model_id,
+        Settings.from_env({"REID_CLIP_MODEL": "ViT-B-32", "REID_CLIP_PRETRAINED": "/w/ft.pt"}).model_id,
+        Settings.from_env({"REID_CLIP_MODEL": "ViT-L-14"}).model_id,
+    }
+    assert len(ids) == 4
+
+
+def test_every_setting_is_documented():
+    rows = describe()
+    assert all(env.startswith("REID_") and doc for env, _, doc in rows)
+    assert len({env for env, _, _ in rows}) == len(rows)

@@ -1,0 +1,75 @@
+import json
+import math
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from reid_stream.errors import DetectionError
+from reid_stream.events import parse_detection
+
+NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
+
+
+def valid(**changes):
+    det = {
+        "detection_id": "d1", "camera_id": "cam-1", "entity_type": "person",
+        "timestamp": "2026-06-01T11:59:00+00:00", "bbox": {"x1": 1, "y1": 2, "x2": 30, "y2": 60},
+        "image_path": "a.png",
+    }
+    det.update(changes)
+    return {k: v for k, v in det.items() if v is not ...}
+
+
+def parse(obj) -> object:
+    raw = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+    return parse_detection(raw, now=NOW, max_future_skew_seconds=3600)
+
+
+def code_of(obj) -> str:
+    with pytest.raises(DetectionError) as err:
+        parse(obj)
+    return err.value.code
+
+
+def test_valid_detection_with_optional_fields():
+    det = parse(valid(track_id=17, camera_name="Porch", attributes={"color": "red", "confidence": 0.9}))
+    assert det.track_id == "17" and det.camera_name == "Porch" and det.attributes["color"] == "red"
+    assert det.timestamp.tzinfo is not None
+
+
+@pytest.mark.parametrize(("raw", "code"), [
+    (b"{not json", "invalid_json"),
+    (b"\xff\xfe", "invalid_json"),
+    (b"[1, 2]", "invalid_json"),
+    (valid(detection_id=...), "schema_invalid"),
+    (valid(camera_id=5), "schema_invalid"),
+    (valid(entity_type="bicycle"), "unknown_entity_type"),
+    (valid(timestamp="2026-06-01T11:59:00"), "schema_invalid"),  # no time zone
+    (valid(timestamp="yesterday"), "schema_invalid"),
+    (valid(bbox={"x1": -1, "y1": 0, "x2": 5, "y2": 5}), "schema_invalid"),
+    (valid(bbox={"x1": 5, "y1": 5, "x2": 5, "y2": 9}), "schema_invalid"),  # zero area
+    (valid(bbox={"x1": 0, "y1": 0, "x2": 5}), "schema_invalid"),
+    (valid(image_path=..., image_url=""), "schema_invalid"),
+    (valid(image_b64="AAAA"), "schema_invalid"),  # two references
+    (valid(image_path=...), "schema_invalid"),  # none
+    (valid(timestamp="9999-12-31T23:59:59+00:00"), "timestamp_out_of_range"),
+])
+def test_bad_events_get_their_code(raw, code):
+    assert code_of(raw) == code
+
+
+def test_nan_in_bbox_is_refused():
+    raw = json.dumps(valid()).replace('"x1": 1', '"x1": NaN').encode()
+    assert math.isnan(json.loads(raw)["bbox"]["x1"])
+    assert code_of(raw) == "schema_invalid"
+
+
+def test_schema_errors_name_the_field():
+    with pytest.raises(DetectionError) as err:
+        parse(valid(bbox={"x1": "a", "y1": 0, "x2": 5, "y2": 5}))
+    assert err.value.details and err.value.details[0]["field"] == "bbox.x1"
+    assert err.value.stage == "validate"
+
+
+def test_small_clock_skew_is_tolerated():
+    assert parse(valid(timestamp=(NOW + timedelta(minutes=5)).isoformat())).detection_id == "d1"

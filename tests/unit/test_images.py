@@ -1,0 +1,137 @@
+import base64
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from reid_stream.errors import DetectionError
+from reid_stream.events import BBox
+from reid_stream.images import (
+    clamp_bbox,
+    crop_letterbox,
+    decode_image,
+    letterbox_geometry,
+    read_b64,
+    read_path,
+    resolve_image_path,
+)
+from tests.conftest import encode_jpeg, encode_png, pattern_image
+
+
+def box(x1: float, y1: float, x2: float, y2: float) -> BBox:
+    return BBox(x1=x1, y1=y1, x2=x2, y2=y2)
+
+
+def test_clamp_keeps_an_inside_box_and_rounds_outwards():
+    assert clamp_bbox(box(10.4, 20.6, 30.2, 40.9), 100, 100) == (10, 20, 31, 41)
+
+
+def test_clamp_clips_a_box_that_overhangs_the_border():
+    assert clamp_bbox(box(90, 80, 150, 200), 100, 100) == (90, 80, 100, 100)
+
+
+def test_a_box_entirely_outside_the_image_is_refused():
+    with pytest.raises(DetectionError) as err:
+        clamp_bbox(box(200, 200, 300, 300), 100, 100)
+    assert err.value.code == "bbox_outside_image"
+
+
+@pytest.mark.parametrize(("w", "h", "expected"), [
+    (50, 100, (112, 224, 56, 0)),   # tall: full height, padded left and right
+    (100, 50, (224, 112, 0, 56)),   # wide: full width, padded top and bottom
+    (224, 224, (224, 224, 0, 0)),   # square: no padding
+    (1, 1000, (1, 224, 111, 0)),    # a sliver never collapses to zero width
+])
+def test_letterbox_geometry_fits_the_long_side_and_centres(w, h, expected):
+    geo = letterbox_geometry(w, h, 224)
+    assert (geo.new_w, geo.new_h, geo.left, geo.top) == expected
+
+
+def test_letterbox_pads_instead_of_cropping_a_tall_person():
+    # A tall crop whose head (top rows) and feet (bottom rows) are red must keep both after letterboxing.
+    img = Image.new("RGB", (40, 160), (0, 255, 0))
+    for y in list(range(0, 10)) + list(range(150, 160)):
+        for x in range(40):
+            img.putpixel((x, y), (255, 0, 0))
+    out = crop_letterbox(img, box(0, 0, 40, 160), 64, (0, 0, 0))
+    assert out.size == (64, 64)
+    assert out.getpixel((32, 1))[0] > 200  # the head is still there
+    assert out.getpixel((32, 62))[0] > 200  # and the feet
+    assert out.getpixel((2, 32)) == (0, 0, 0)  # the sides are padding
+
+
+def test_path_inside_root_resolves(image_root: Path):
+    (image_root / "a.png").write_bytes(encode_png(pattern_image(1)))
+    assert resolve_image_path(str(image_root / "a.png"), (image_root,)) == (image_root / "a.png").resolve()
+    assert resolve_image_path("a.png", (image_root,)) == (image_root / "a.png").resolve()
+
+
+@pytest.mark.parametrize("raw", ["../outside.png", "/etc/passwd", "sub/../../outside.png"])
+def test_paths_escaping_the_roots_are_refused(image_root: Path, raw: str):
+    (image_root.parent / "outside.png").write_bytes(encode_png(pattern_image(1)))
+    with pytest.raises(DetectionError) as err:
+        resolve_image_path(raw, (image_root,))
+    assert err.value.code == "path_not_allowed"
+
+
+def test_a_symlink_escaping_the_root_is_refused(image_root: Path):
+    target = image_root.parent / "secret.png"
+    target.write_bytes(encode_png(pattern_image(1)))
+    os.symlink(target, image_root / "link.png")
+    with pytest.raises(DetectionError) as err:
+        read_path(str(image_root / "link.png"), (image_root,), 10**6)
+    assert err.value.code == "path_not_allowed"
+
+
+def test_no_roots_means_no_paths(image_root: Path):
+    with pytest.raises(DetectionError) as err:
+        resolve_image_path(str(image_root / "a.png"), ())
+    assert err.value.code == "path_not_allowed"
+
+
+def test_missing_file_and_oversized_file(image_root: Path):
+    with pytest.raises(DetectionError) as err:
+        read_path(str(image_root / "nope.png"), (image_root,), 10**6)
+    assert err.value.code == "image_not_found"
+    (image_root / "big.png").write_bytes(b"x" * 2000)
+    with pytest.raises(DetectionError) as err:
+        read_path(str(image_root / "big.png"), (image_root,), 1000)
+    assert err.value.code == "image_too_large"
+
+
+def test_b64_errors():
+    with pytest.raises(DetectionError) as err:
+        read_b64("not base64 !!", 10**6)
+    assert err.value.code == "invalid_base64"
+    with pytest.raises(DetectionError) as err:
+        read_b64("A" * 5000, 1000)  # refused before decoding anything
+    assert err.value.code == "image_too_large"
+    assert read_b64(base64.b64encode(b"abc").decode(), 1000) == b"abc"
+
+
+def test_decode_accepts_png_and_jpeg():
+    assert decode_image(encode_png(pattern_image(3)), 10**6).size == (48, 96)
+    assert decode_image(encode_jpeg(pattern_image(3)), 10**6).size == (48, 96)
+
+
+def test_decode_refuses_garbage_truncation_bombs_and_other_formats():
+    cases = {
+        b"hello, not an image": "image_decode_failed",
+        encode_jpeg(pattern_image(3))[:300]: "image_decode_failed",
+    }
+    for data, code in cases.items():
+        with pytest.raises(DetectionError) as err:
+            decode_image(data, 10**6)
+        assert err.value.code == code
+    bomb = encode_png(Image.new("RGB", (4000, 4000)))  # tiny file, 16 Mpx decoded
+    with pytest.raises(DetectionError) as err:
+        decode_image(bomb, 1_000_000)
+    assert err.value.code == "image_too_large"
+    import io
+
+    gif = io.BytesIO()
+    pattern_image(1).save(gif, format="GIF")
+    with pytest.raises(DetectionError) as err:
+        decode_image(gif.getvalue(), 10**6)
+    assert err.value.code == "unsupported_image_format"

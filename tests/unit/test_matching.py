@@ -1,0 +1,78 @@
+from datetime import UTC, datetime
+
+import numpy as np
+
+from reid_stream.matching import EntityEmbedding, VectorIndex, assign_entity
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def unit(v):
+    v = np.asarray(v, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+def emb(det: str, vec, entity: str | None = None, camera: str = "c1", stored_at: float = 0.0) -> EntityEmbedding:
+    return EntityEmbedding(det, entity or det, "person", camera, NOW, unit(vec), "m", stored_at)
+
+
+def test_search_is_cosine_sorted_highest_first():
+    idx = VectorIndex(3, capacity=1)  # forces growth
+    idx.add(emb("a", [1, 0, 0]))
+    idx.add(emb("b", [1, 1, 0]))
+    idx.add(emb("c", [0, 1, 0]))
+    got = idx.search(unit([1, 0.1, 0]), limit=3)
+    assert [e.detection_id for e, _ in got] == ["a", "b", "c"]
+    scores = [s for _, s in got]
+    assert scores == sorted(scores, reverse=True)
+    assert abs(scores[0] - float(unit([1, 0.1, 0]) @ unit([1, 0, 0]))) < 1e-6
+
+
+def test_search_threshold_limit_and_camera_filter():
+    idx = VectorIndex(2)
+    idx.add(emb("a", [1, 0], camera="c1"))
+    idx.add(emb("b", [1, 0.05], camera="c2"))
+    idx.add(emb("c", [0, 1], camera="c2"))
+    assert [e.detection_id for e, _ in idx.search(unit([1, 0]), 10, min_similarity=0.9)] == ["a", "b"]
+    assert [e.detection_id for e, _ in idx.search(unit([1, 0]), 1)] == ["a"]
+    assert [e.detection_id for e, _ in idx.search(unit([1, 0]), 10, camera_id="c2")] == ["b", "c"]
+
+
+def test_remove_and_expire_keep_the_rest_searchable():
+    idx = VectorIndex(2)
+    for i in range(5):
+        idx.add(emb(f"d{i}", [1, i], stored_at=float(i)))
+    idx.remove(["d1"])
+    assert "d1" not in idx and len(idx) == 4
+    assert sorted(idx.expire(3.0)) == ["d0", "d2"]
+    got = {e.detection_id: s for e, s in idx.search(unit([1, 4]), 10)}
+    assert set(got) == {"d3", "d4"}
+    assert abs(got["d4"] - 1.0) < 1e-6  # the swapped row still holds its own vector
+
+
+def test_adding_the_same_detection_twice_keeps_one_row():
+    idx = VectorIndex(2)
+    idx.add(emb("a", [1, 0]))
+    idx.add(emb("a", [0, 1]))
+    assert len(idx) == 1
+
+
+def test_assignment_joins_best_match_at_or_above_threshold():
+    a = emb("a", [1, 0], entity="E1")
+    assert assign_entity("new", [(a, 0.85)], 0.85).entity_id == "E1"
+    joined = assign_entity("new", [(a, 0.9)], 0.85)
+    assert (joined.entity_id, joined.is_new_entity, joined.similarity) == ("E1", False, 0.9)
+
+
+def test_assignment_below_threshold_or_no_match_starts_an_entity_named_after_the_detection():
+    a = emb("a", [1, 0], entity="E1")
+    for matches in ([(a, 0.84)], []):
+        got = assign_entity("det-9", matches, 0.85)
+        assert (got.entity_id, got.is_new_entity, got.similarity) == ("det-9", True, None)
+
+
+def test_entity_embedding_round_trips_through_its_dict():
+    e = emb("a", [3, 4], entity="E")
+    back = EntityEmbedding.from_dict(e.to_dict())
+    assert back.detection_id == "a" and back.entity_id == "E" and back.timestamp == NOW
+    assert np.allclose(back.embedding, e.embedding)

@@ -1,0 +1,22 @@
+import json
+from pathlib import Path
+
+from reid_stream.config import Settings
+from reid_stream.events import json_schemas
+from reid_stream.topics import TOPICS_DIR, topic_specs
+
+
+def test_topic_schemas_match_the_code():
+    for role, schema in json_schemas().items():
+        path = TOPICS_DIR / f"{role}.schema.json"
+        assert json.loads(path.read_text()) == schema, f"{path} is stale: run `make schemas`"
+
+
+def test_every_topic_has_settings():
+    specs = {s["role"]: s for s in topic_specs(Settings.from_env({}))}
+    assert set(specs) == {"detections", "entity-matches", "detections-dlq", "reid-embedded"}
+    assert all(s["partitions"] >= 1 and "cleanup.policy" in s["config"] for s in specs.values())
+
+
+def test_topics_dir_is_the_repos():
+    assert TOPICS_DIR == Path(__file__).resolve().parents[2] / "topics"
