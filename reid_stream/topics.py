@@ -45,16 +45,17 @@ async def ensure_topics(settings: Settings) -> list[str]:
     created = []
     try:
         existing = set(await admin.list_topics())
-        for spec in topic_specs(settings):
-            if spec["name"] in existing:
-                continue
-            topic = NewTopic(spec["name"], spec["partitions"], spec["replication_factor"],
-                             topic_configs=spec.get("config", {}))
-            try:
-                await admin.create_topics([topic])
-                created.append(spec["name"])
-            except TopicAlreadyExistsError:
-                pass
+        missing = [NewTopic(spec["name"], spec["partitions"], spec["replication_factor"],
+                            topic_configs=spec.get("config", {}))
+                   for spec in topic_specs(settings) if spec["name"] not in existing]
+        if missing:
+            response = await admin.create_topics(missing)
+            # aiokafka reports per-topic errors in the response instead of raising.
+            for name, code, *rest in response.topic_errors:
+                if code == 0:
+                    created.append(name)
+                elif code != TopicAlreadyExistsError.errno:
+                    raise RuntimeError(f"cannot create topic {name}: error {code} {rest[0] if rest else ''}")
     finally:
         await admin.close()
     if created:

@@ -1,0 +1,153 @@
+"""The Redis store and the assignment stage against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from reid_stream.events import Detection
+from reid_stream.pipeline import Assigner, Embedded, fingerprint
+from reid_stream.store import ReidStore, find_matching_entities
+from tests.conftest import make_settings
+
+pytestmark = pytest.mark.integration
+T0 = datetime.now(UTC).replace(microsecond=0)
+
+
+def unit(seed: int, dim: int = 16) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def item(det_id: str, vec: np.ndarray, camera: str = "c1", etype: str = "person", minutes: int = 0,
+         **extra: object) -> Embedded:
+    det = Detection.model_validate({
+        "detection_id": det_id, "camera_id": camera, "entity_type": etype,
+        "timestamp": (T0 + timedelta(minutes=minutes)).isoformat(), "bbox": {"x1": 0, "y1": 0, "x2": 4, "y2": 4},
+        "image_path": "x.png", **extra})
+    return Embedded(det, vec, "test-model", fingerprint(det))
+
+
+@pytest.fixture
+async def store(redis_client, unique):
+    settings = make_settings(unique, similarity_threshold=0.9, embedding_ttl_seconds=600, max_embeddings=5)
+    s = ReidStore(redis_client, settings)
+    yield s
+    keys = [k async for k in redis_client.scan_iter(match=f"{settings.redis_prefix}:*")]
+    if keys:
+        await redis_client.delete(*keys)
+
+
+async def all_keys(store: ReidStore) -> list[bytes]:
+    return [k async for k in store.redis.scan_iter(match=f"{store.settings.redis_prefix}:*")]
+
+
+async def test_same_vector_on_two_cameras_is_one_entity_and_an_unrelated_one_is_new(store):
+    a = Assigner(store.settings, store)
+    v = unit(1)
+    events, letters = await a.assign([item("d1", v, "c1"), item("d2", v, "c2", minutes=1), item("d3", unit(2))])
+    assert not letters
+    by = {e.detection_id: e for e in events}
+    assert by["d1"].is_new_entity and by["d1"].entity_id == "d1"
+    assert not by["d2"].is_new_entity and by["d2"].entity_id == "d1"
+    assert by["d2"].matches[0].detection_id == "d1" and by["d2"].matches[0].similarity == pytest.approx(1.0)
+    assert by["d3"].is_new_entity and by["d3"].entity_id == "d3"
+    detail = await store.get_entity("d1")
+    assert detail.appearance_count == 2 and detail.cameras_seen == ["c1", "c2"]
+    assert [ap.detection_id for ap in detail.appearances] == ["d1", "d2"]
+    assert detail.appearances[1].similarity_score == pytest.approx(1.0)
+    assert detail.first_seen == T0 and detail.last_seen == T0 + timedelta(minutes=1)
+
+
+async def test_redelivery_stores_once_and_re_emits_the_same_event(store):
+    a = Assigner(store.settings, store)
+    first, _ = await a.assign([item("d1", unit(1))])
+    again, letters = await Assigner(store.settings, store).assign([item("d1", unit(1))])
+    assert not letters and again[0] == first[0]
+    twice_in_batch, _ = await a.assign([item("d9", unit(9)), item("d9", unit(9))])
+    assert [e.detection_id for e in twice_in_batch] == ["d9", "d9"] and twice_in_batch[0] == twice_in_batch[1]
+    assert (await store.get_entity("d1")).appearance_count == 1
+    assert (await store.get_entity("d9")).appearance_count == 1
+    assert await store.redis.zcard(store.keys.index("test-model", "person")) == 2
+
+
+async def test_a_different_event_reusing_a_detection_id_is_dead_lettered(store):
+    a = Assigner(store.settings, store)
+    await a.assign([item("d1", unit(1), camera="c1")])
+    events, letters = await a.assign([item("d1", unit(1), camera="c7")])
+    assert not events and [ltr.error_code for ltr in letters] == ["detection_id_conflict"]
+
+
+async def test_every_key_has_a_ttl(store):
+    a = Assigner(store.settings, store)
+    await a.assign([item(f"d{i}", unit(i % 3), camera=f"c{i}") for i in range(8)])
+    keys = await all_keys(store)
+    assert len(keys) > 10
+    ttls = [await store.redis.ttl(k) for k in keys]
+    assert all(0 < t <= 600 for t in ttls), dict(zip(keys, ttls, strict=True))
+
+
+async def test_cap_drops_the_oldest_embeddings_first(store):
+    a = Assigner(store.settings, store)
+    for i in range(8):  # cap is 5
+        await a.assign([item(f"d{i}", unit(100 + i))])
+    members = await store.redis.zrange(store.keys.index("test-model", "person"), 0, -1)
+    assert sorted(m.decode().split("|")[1] for m in members) == [f"d{i}" for i in range(3, 8)]
+    _, index = await store.load_index("test-model", "person", 16)
+    assert len(index) == 5 and "d0" not in index
+    # The entity and its appearance outlive the evicted embedding; only matching forgets it.
+    assert (await store.get_entity("d0")).appearance_count == 1
+
+
+async def test_find_matching_entities_design_api(store):
+    a = Assigner(store.settings, store)
+    v = unit(5)
+    await a.assign([item("d1", v, "c1"), item("d2", unit(6), "c2")])
+    got = await find_matching_entities(store.redis, v, "person", settings=store.settings, model="test-model")
+    assert [(e.detection_id, round(s, 4)) for e, s in got] == [("d1", 1.0)]
+    everything = await find_matching_entities(store.redis, v, "person", min_similarity=-1.0, limit=10,
+                                              settings=store.settings, model="test-model")
+    assert [e.detection_id for e, _ in everything] == ["d1", "d2"]
+    assert everything[0][1] >= everything[1][1]
+    assert await find_matching_entities(store.redis, v, "vehicle", settings=store.settings, model="test-model") == []
+    assert await find_matching_entities(store.redis, v, "person", settings=store.settings, model="other") == []
+
+
+async def test_two_concurrent_writers_never_create_the_same_entity_twice(store):
+    """Two assigners (as two workers would be during a rebalance) see the same new person at once."""
+    v = unit(42)
+    w1, w2 = Assigner(store.settings, store), Assigner(store.settings, store)
+    await w1.assign([item("warm1", unit(1))])
+    await w2.assign([item("warm2", unit(2))])  # both caches hold a version that is about to go stale
+    (e1, _), (e2, _) = await asyncio.gather(w1.assign([item("p-a", v, "c1")]), w2.assign([item("p-b", v, "c2")]))
+    ids = {e1[0].entity_id, e2[0].entity_id}
+    assert len(ids) == 1, "both detections of the same person must share one entity"
+    assert (await store.get_entity(ids.pop())).appearance_count == 2
+
+
+async def test_list_filters_and_pages(store):
+    a = Assigner(store.settings, store)
+    await a.assign([item("p1", unit(1), "c1", minutes=1), item("p2", unit(2), "c2", minutes=2),
+                    item("v1", unit(3), "c1", etype="vehicle", minutes=3)])
+    everyone, total = await store.list_entities(None, None, None, 50, 0)
+    assert [e.entity_id for e in everyone] == ["v1", "p2", "p1"] and total == 3
+    persons, _ = await store.list_entities("person", None, None, 50, 0)
+    assert [e.entity_id for e in persons] == ["p2", "p1"]
+    cam1, total1 = await store.list_entities(None, "c1", None, 50, 0)
+    assert [e.entity_id for e in cam1] == ["v1", "p1"] and total1 == 2
+    page, total = await store.list_entities(None, None, None, 1, 1)
+    assert [e.entity_id for e in page] == ["p2"] and total == 3
+    recent, _ = await store.list_entities(None, None, (T0 + timedelta(minutes=2)).timestamp(), 50, 0)
+    assert [e.entity_id for e in recent] == ["v1", "p2"]
+
+
+async def test_cache_survives_a_version_bump_by_someone_else(store):
+    a, b = Assigner(store.settings, store), Assigner(store.settings, store)
+    v = unit(7)
+    await a.assign([item("x1", v)])
+    await b.assign([item("x2", unit(8))])  # a's cached version is now stale
+    events, _ = await a.assign([item("x3", v)])
+    assert events[0].entity_id == "x1"
