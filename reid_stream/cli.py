@@ -39,7 +39,7 @@ def cmd_worker(_: argparse.Namespace) -> int:
     if settings.create_topics:
         try:
             loop.run_until_complete(asyncio.wait_for(ensure_topics(settings), timeout=60))
-        except Exception as exc:  # noqa: BLE001 - any failure here means "Kafka not reachable"
+        except Exception as exc:
             print(f"reid-stream: cannot create topics on {settings.kafka_bootstrap}: {exc!r}", file=sys.stderr)
             return 4
     app, _ = create_app(settings, lambda: build_runtime(settings, encoder))

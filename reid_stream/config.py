@@ -101,11 +101,14 @@ class Settings:
     """Every knob of the worker. `Settings.from_env()` is the only constructor the app uses."""
 
     similarity_threshold: float = setting(
-        "REID_SIMILARITY_THRESHOLD", 0.85, _float(-1.0, 1.0), "Cosine similarity at or above which a detection joins an entity.")
+        "REID_SIMILARITY_THRESHOLD", 0.85, _float(-1.0, 1.0),
+        "Cosine similarity at or above which a detection joins an entity.")
     embedding_ttl_seconds: int = setting(
-        "REID_EMBEDDING_TTL_SECONDS", 86400, _int(1, 365 * 86400), "Lifetime of every Redis key: embeddings, entities, markers.")
+        "REID_EMBEDDING_TTL_SECONDS", 86400, _int(1, 365 * 86400),
+        "Lifetime of every Redis key: embeddings, entities, markers.")
     max_embeddings: int = setting(
-        "REID_MAX_EMBEDDINGS", 1000, _int(1, 10_000_000), "Most embeddings kept per model and entity type; the oldest go first.")
+        "REID_MAX_EMBEDDINGS", 1000, _int(1, 10_000_000),
+        "Most embeddings kept per model and entity type; the oldest go first.")
     kafka_bootstrap: str = setting(
         "REID_KAFKA_BOOTSTRAP", "127.0.0.1:9092", _bootstrap, "Kafka bootstrap servers, comma-separated host:port.")
     redis_url: str = setting("REID_REDIS_URL", "redis://127.0.0.1:6379/0", _redis_url, "Redis URL.")
@@ -123,7 +126,8 @@ class Settings:
     batch_max_latency_ms: int = setting(
         "REID_BATCH_MAX_LATENCY_MS", 50, _int(1, 60_000), "Longest wait to fill a batch before it runs anyway.")
     image_roots: tuple[Path, ...] = setting(
-        "REID_IMAGE_ROOTS", (), _roots, "Absolute directories `image_path` may point into (comma-separated). Empty: none.")
+        "REID_IMAGE_ROOTS", (), _roots,
+        "Absolute directories `image_path` may point into (comma-separated). Empty: none.")
     url_allowed_hosts: tuple[str, ...] = setting(
         "REID_URL_ALLOWED_HOSTS", (), _list, "Hosts `image_url` may name (comma-separated). Empty: URLs are refused.")
     url_timeout_seconds: float = setting(
@@ -131,9 +135,11 @@ class Settings:
     max_image_bytes: int = setting(
         "REID_MAX_IMAGE_BYTES", 20 * 1024 * 1024, _int(1024, 1 << 30), "Largest encoded image accepted, in bytes.")
     max_image_pixels: int = setting(
-        "REID_MAX_IMAGE_PIXELS", 50_000_000, _int(1, 1 << 32), "Largest decoded image accepted (guards decompression bombs).")
+        "REID_MAX_IMAGE_PIXELS", 50_000_000, _int(1, 1 << 32),
+        "Largest decoded image accepted (guards decompression bombs).")
     max_future_skew_seconds: int = setting(
-        "REID_MAX_FUTURE_SKEW_SECONDS", 3600, _int(0, 365 * 86400), "How far in the future a detection timestamp may be.")
+        "REID_MAX_FUTURE_SKEW_SECONDS", 3600, _int(0, 365 * 86400),
+        "How far in the future a detection timestamp may be.")
     match_top_k: int = setting("REID_MATCH_TOP_K", 5, _int(1, 100), "Matches listed in each match event.")
     decode_workers: int = setting("REID_DECODE_WORKERS", 4, _int(1, 64), "Threads that load, decode and crop images.")
     app_id: str = setting("REID_APP_ID", "reid-stream", _nonempty, "Kafka consumer group and Faust app id.")
@@ -141,14 +147,17 @@ class Settings:
     topic_matches: str = setting("REID_TOPIC_MATCHES", "entity-matches", _nonempty, "Output topic of match events.")
     topic_dlq: str = setting("REID_TOPIC_DLQ", "detections-dlq", _nonempty, "Dead-letter topic.")
     topic_embedded: str = setting(
-        "REID_TOPIC_EMBEDDED", "reid-embedded", _nonempty, "Internal topic keyed by entity type (single writer per type).")
+        "REID_TOPIC_EMBEDDED", "reid-embedded", _nonempty,
+        "Internal topic keyed by entity type (single writer per type).")
     redis_prefix: str = setting("REID_REDIS_PREFIX", "reid", _nonempty, "Prefix of every Redis key.")
     thumbnail_url_template: str = setting(
         "REID_THUMBNAIL_URL_TEMPLATE", "", str,
         "Format string for appearances' thumbnail_url, e.g. `https://nvr/{camera_id}/{detection_id}.jpg`.")
     seed: int = setting("REID_SEED", 0, _int(0, 2**31 - 1), "Seed of random (`none`) weights, so restarts agree.")
-    log_level: str = setting("REID_LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"), "Worker log level.")
-    create_topics: bool = setting("REID_CREATE_TOPICS", True, _bool, "Create missing topics from topics/*.json at start.")
+    log_level: str = setting("REID_LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"),
+        "Worker log level.")
+    create_topics: bool = setting("REID_CREATE_TOPICS", True, _bool,
+        "Create missing topics from topics/*.json at start.")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -76,8 +76,10 @@ async def run_demo(settings: Settings, count: int, cameras: int, wait_seconds: f
         dets = demo_detections(count, cameras)
         ids = {d["detection_id"] for d in dets}
         for d in dets:
-            await producer.send_and_wait(settings.topic_detections, json.dumps(d).encode(), key=d["camera_id"].encode())
-        print(f"produced {len(dets)} detections of 5 identities from {cameras} cameras to '{settings.topic_detections}'")
+            await producer.send_and_wait(settings.topic_detections, json.dumps(d).encode(),
+                                         key=d["camera_id"].encode())
+        print(f"produced {len(dets)} detections of 5 identities from {cameras} cameras "
+              f"to '{settings.topic_detections}'")
         seen: set[str] = set()
         deadline = asyncio.get_running_loop().time() + wait_seconds
         while seen != ids and asyncio.get_running_loop().time() < deadline:

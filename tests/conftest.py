@@ -13,8 +13,8 @@ from PIL import Image, ImageDraw
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach a model hub
 
-from reid_stream.config import Settings  # noqa: E402
-from reid_stream.infra.services import InfraConfig, up  # noqa: E402
+from reid_stream.config import Settings
+from reid_stream.infra.services import InfraConfig, up
 
 TINY_MODEL = "reid-tiny-vit"
 

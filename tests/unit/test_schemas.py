@@ -19,4 +19,4 @@ def test_every_topic_has_settings():
 
 
 def test_topics_dir_is_the_repos():
-    assert TOPICS_DIR == Path(__file__).resolve().parents[2] / "topics"
+    assert Path(__file__).resolve().parents[2] / "topics" == TOPICS_DIR

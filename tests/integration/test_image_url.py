@@ -1,0 +1,73 @@
+"""image_url references against a real HTTP server on loopback: allow-list, redirects, limits."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from reid_stream.encoder import NullEncoder
+from reid_stream.pipeline import Embedder, RawEvent
+from tests.conftest import encode_png, make_settings, pattern_image
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def server():
+    png = encode_png(pattern_image(5))
+    app = web.Application()
+
+    async def image(_: web.Request) -> web.Response:
+        return web.Response(body=png, content_type="image/png")
+
+    async def big(_: web.Request) -> web.Response:
+        return web.Response(body=b"\x89PNG" + b"0" * 300_000, content_type="image/png")
+
+    async def to_local(_: web.Request) -> web.Response:
+        raise web.HTTPFound("/image.png")
+
+    async def to_foreign(_: web.Request) -> web.Response:
+        raise web.HTTPFound("http://localhost:1/image.png")  # localhost is not on the allow-list
+
+    app.add_routes([web.get("/image.png", image), web.get("/big.png", big), web.get("/hop", to_local),
+                    web.get("/escape", to_foreign)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+def event(url: str, det_id: str) -> RawEvent:
+    det = {"detection_id": det_id, "camera_id": "c", "entity_type": "vehicle",
+           "timestamp": datetime.now(UTC).isoformat(), "bbox": {"x1": 0, "y1": 0, "x2": 20, "y2": 20},
+           "image_url": url}
+    return RawEvent(json.dumps(det).encode())
+
+
+async def test_url_references(server: str):
+    settings = make_settings("url", url_allowed_hosts=("127.0.0.1",), max_image_bytes=100_000)
+    async with aiohttp.ClientSession() as http:
+        with ThreadPoolExecutor(2) as pool:
+            embedder = Embedder(settings, NullEncoder(dim=8), pool, pool, http)
+            records, letters = await embedder.embed([
+                event(f"{server}/image.png", "ok"),
+                event(f"{server}/hop", "redirected-ok"),
+                event(f"{server}/escape", "redirect-out"),
+                event(server.replace("127.0.0.1", "localhost") + "/image.png", "foreign"),
+                event(f"{server}/big.png", "big"),
+                event(f"{server}/missing.png", "missing"),
+                event("ftp://127.0.0.1/x.png", "scheme"),
+            ])
+    assert sorted(r.detection.detection_id for r in records) == ["ok", "redirected-ok"]
+    assert records[0].vector.shape == (8,)
+    codes = {ltr.detection_id: ltr.error_code for ltr in letters}
+    assert codes == {"redirect-out": "url_not_allowed", "foreign": "url_not_allowed", "big": "image_too_large",
+                     "missing": "image_fetch_failed", "scheme": "url_not_allowed"}
