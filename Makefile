@@ -20,26 +20,30 @@ DEMO_ENV := REID_CLIP_MODEL=$${REID_CLIP_MODEL:-ViT-B-32} REID_CLIP_PRETRAINED=$
 	REID_SIMILARITY_THRESHOLD=$${REID_SIMILARITY_THRESHOLD:-0.99}
 WEB_PORT := $${REID_WEB_PORT:-6066}
 
-.PHONY: help install infra infra-down worker demo demo-stop test test-unit lint format schemas clean
+.PHONY: help install venv infra infra-down worker demo demo-stop test test-unit lint format schemas clean
 
 help:
 	@echo "make demo   - install, start Kafka + Redis + a worker, stream generated detections, show results"
 	@echo "make test   - the full test suite against real Kafka and Redis"
 	@echo "make install | infra | infra-down | worker | demo-stop | lint | schemas"
 
-install: $(VENV)/.complete
+install:
+	@mkdir -p $(CACHE_DIR)
+	@# The hash in the path is the cache key; flock keeps two clones from building the same venv at once.
+	@flock $(CACHE_DIR)/.venv.lock $(MAKE) --no-print-directory venv
 	@ln -sfn $(VENV) .venv
 	@echo "virtualenv: .venv -> $(VENV)"
 
-$(VENV)/.complete: pyproject.toml reid_stream/infra/requirements.lock
-	@echo "creating $(VENV) (first time only: torch is large)"
-	rm -rf $(VENV)
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -c reid_stream/infra/requirements.lock \
-		$$($(PYTHON) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-		print(' '.join(repr(d) for d in p['dependencies'] + p['optional-dependencies']['dev']))" | tr -d "'")
-	touch $@
+venv:
+	@if [ ! -f $(VENV)/.complete ]; then \
+		echo "creating $(VENV) (first time only: torch is large)"; \
+		rm -rf $(VENV) && $(PYTHON) -m venv $(VENV) && \
+		$(VENV)/bin/python -m pip install -q --upgrade pip && \
+		$(VENV)/bin/python -m pip install -q -c reid_stream/infra/requirements.lock \
+			$$($(PYTHON) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+			print(' '.join(p['dependencies'] + p['optional-dependencies']['dev']))") && \
+		touch $(VENV)/.complete; \
+	fi
 
 infra:
 	$(PYTHON) -m reid_stream.infra up

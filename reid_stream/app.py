@@ -82,6 +82,8 @@ def create_app(settings: Settings, runtime_factory: Callable[[], Runtime]) -> tu
         web_bind=settings.web_host,
         web_port=settings.web_port,
         producer_acks=-1,
+        # Room for a dead letter that carries a cut original (REID_DLQ_MAX_ORIGINAL_BYTES, base64) and its JSON.
+        producer_max_request_size=16 << 20,
         consumer_auto_offset_reset="earliest",
         store="memory://",
         topic_disable_leader=False,

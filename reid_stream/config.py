@@ -92,6 +92,15 @@ def _bool(raw: str) -> bool:
     raise ValueError("must be true or false")
 
 
+def _template(raw: str) -> str:
+    if raw:
+        try:
+            raw.format(camera_id="c", detection_id="d")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"may only use {{camera_id}} and {{detection_id}}: {exc!r}") from None
+    return raw
+
+
 def setting(env: str, default: Any, parse: Callable[[str], Any], doc: str) -> Any:
     return field(default=default, metadata={"env": env, "parse": parse, "doc": doc})
 
@@ -141,6 +150,9 @@ class Settings:
         "REID_MAX_FUTURE_SKEW_SECONDS", 3600, _int(0, 365 * 86400),
         "How far in the future a detection timestamp may be.")
     match_top_k: int = setting("REID_MATCH_TOP_K", 5, _int(1, 100), "Matches listed in each match event.")
+    dlq_max_original_bytes: int = setting(
+        "REID_DLQ_MAX_ORIGINAL_BYTES", 1 << 20, _int(1024, 8 << 20),
+        "Most bytes of the original event kept in a dead letter; longer ones are cut and flagged.")
     decode_workers: int = setting("REID_DECODE_WORKERS", 4, _int(1, 64), "Threads that load, decode and crop images.")
     app_id: str = setting("REID_APP_ID", "reid-stream", _nonempty, "Kafka consumer group and Faust app id.")
     topic_detections: str = setting("REID_TOPIC_DETECTIONS", "detections", _nonempty, "Input topic.")
@@ -151,7 +163,7 @@ class Settings:
         "Internal topic keyed by entity type (single writer per type).")
     redis_prefix: str = setting("REID_REDIS_PREFIX", "reid", _nonempty, "Prefix of every Redis key.")
     thumbnail_url_template: str = setting(
-        "REID_THUMBNAIL_URL_TEMPLATE", "", str,
+        "REID_THUMBNAIL_URL_TEMPLATE", "", _template,
         "Format string for appearances' thumbnail_url, e.g. `https://nvr/{camera_id}/{detection_id}.jpg`.")
     seed: int = setting("REID_SEED", 0, _int(0, 2**31 - 1), "Seed of random (`none`) weights, so restarts agree.")
     log_level: str = setting("REID_LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"),
@@ -201,5 +213,5 @@ def describe() -> list[tuple[str, str, str]]:
     for f in fields(Settings):
         default = f.default
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
-        rows.append((f.metadata["env"], shown, f.metadata["doc"]))
+        rows.append((f.metadata["env"], shown or "(empty)", f.metadata["doc"]))
     return rows

@@ -21,6 +21,7 @@ from reid_stream.errors import DetectionError
 
 EntityType = Literal["person", "vehicle"]
 ENTITY_TYPES: tuple[str, ...] = ("person", "vehicle")
+MAX_ATTRIBUTES_BYTES = 16384  # attributes travel on every match event and appearance: keep them small
 Ident = Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")
 
 
@@ -101,7 +102,9 @@ class DeadLetter(BaseModel):
     message: str
     stage: str
     time: datetime
-    original_b64: str = Field(description="The original message value, base64.")
+    original_b64: str = Field(description="The original message value, base64 (cut if original_truncated).")
+    original_size: int = Field(description="Size of the original message value in bytes.")
+    original_truncated: bool = False
     original_key_b64: str | None = None
     source_topic: str | None = None
     source_partition: int | None = None
@@ -165,6 +168,9 @@ def parse_detection(raw: bytes, *, now: datetime | None = None, max_future_skew_
         code = "unknown_entity_type" if any(d["field"] == "entity_type" for d in details) else "schema_invalid"
         summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
         raise DetectionError(code, summary, "validate", details=details) from None
+    if len(json.dumps(det.attributes, default=str)) > MAX_ATTRIBUTES_BYTES:
+        raise DetectionError("attributes_too_large", f"attributes exceed {MAX_ATTRIBUTES_BYTES} bytes as JSON",
+                             "validate")
     now = now or datetime.now(UTC)
     skew = (det.timestamp - now).total_seconds()
     if skew > max_future_skew_seconds or not math.isfinite(skew):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import json
 import logging
@@ -44,10 +45,13 @@ class RawEvent:
     offset: int | None = None
 
 
-def dead_letter(raw: RawEvent, err: DetectionError, detection_id: str | None = None) -> DeadLetter:
+def dead_letter(raw: RawEvent, err: DetectionError, detection_id: str | None = None,
+                max_original: int = 1 << 20) -> DeadLetter:
+    """A dead letter carrying the original bytes, cut at max_original so the letter itself can be sent."""
     return DeadLetter(
-        error_code=err.code, message=err.message, stage=err.stage, time=datetime.now(UTC),
-        original_b64=base64.b64encode(raw.value).decode(),
+        error_code=err.code, message=err.message[:2000], stage=err.stage, time=datetime.now(UTC),
+        original_b64=base64.b64encode(raw.value[:max_original]).decode(),
+        original_size=len(raw.value), original_truncated=len(raw.value) > max_original,
         original_key_b64=base64.b64encode(raw.key).decode() if raw.key is not None else None,
         source_topic=raw.topic, source_partition=raw.partition, source_offset=raw.offset,
         detection_id=detection_id, details=err.details)
@@ -102,6 +106,7 @@ class Embedder:
         self.limits = ImageLimits(settings.image_roots, settings.url_allowed_hosts, settings.max_image_bytes,
                                   settings.max_image_pixels, settings.url_timeout_seconds)
         self.stage_seconds: dict[str, float] = {"decode": 0.0, "crop": 0.0, "encode": 0.0}
+        self._letter = functools.partial(dead_letter, max_original=settings.dlq_max_original_bytes)
 
     def _load_crop(self, det: Detection, data: bytes | None) -> np.ndarray:
         t0 = time.perf_counter()
@@ -132,10 +137,10 @@ class Embedder:
             arr = await loop.run_in_executor(self.io_pool, self._load_crop, det, data)
             return det, arr
         except DetectionError as err:
-            return dead_letter(raw, err, det.detection_id if det else None)
+            return self._letter(raw, err, det.detection_id if det else None)
         except Exception as exc:  # a bug must not block the events behind this one
             log.exception("unexpected error preparing a detection")
-            return dead_letter(raw, DetectionError("internal_error", repr(exc), "load_image"),
+            return self._letter(raw, DetectionError("internal_error", repr(exc), "load_image"),
                                det.detection_id if det else None)
 
     async def _encode(self, arrays: list[np.ndarray]) -> np.ndarray:
@@ -162,7 +167,7 @@ class Embedder:
                 try:
                     encoded.append((item, (await self._encode([arr]))[0]))
                 except Exception as exc:
-                    letters.append(dead_letter(raw, DetectionError("encode_failed", repr(exc), "encode"),
+                    letters.append(self._letter(raw, DetectionError("encode_failed", repr(exc), "encode"),
                                                det.detection_id))
         out = [Embedded(det, vec, self.encoder.model_id, fingerprint(det), raw)
                for (raw, (det, _)), vec in encoded]

@@ -52,3 +52,9 @@ def test_every_setting_is_documented():
     rows = describe()
     assert all(env.startswith("REID_") and doc for env, _, doc in rows)
     assert len({env for env, _, _ in rows}) == len(rows)
+
+
+def test_readme_documents_every_setting_with_its_default():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for env, default, _ in describe():
+        assert f"| `{env}` | `{default}` |" in readme, f"README's configuration table lacks {env}={default}"
