@@ -47,7 +47,7 @@ def demo_detections(count: int, cameras: int, identities: int = 5, seed: int = 7
     crops = {i: render_identity(1000 + i, kinds[i]) for i in range(identities)}
     out = []
     for n in range(count):
-        ident = rng.randrange(identities)
+        ident = n if n < identities else rng.randrange(identities)  # everyone appears at least once
         cam = f"cam-{rng.randrange(cameras) + 1}"
         data, bbox = frame_with(crops[ident], seed * 100_000 + n)
         out.append({
