@@ -41,7 +41,7 @@ venv:
 		$(VENV)/bin/python -m pip install -q --upgrade pip && \
 		$(VENV)/bin/python -m pip install -q -c reid_stream/infra/requirements.lock \
 			$$($(PYTHON) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-			print(' '.join(p['dependencies'] + p['optional-dependencies']['dev']))") && \
+			print(' '.join(p['dependencies'] + p['optional-dependencies']['dev'] + p['optional-dependencies']['bench']))") && \
 		touch $(VENV)/.complete; \
 	fi
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from redis.exceptions import RedisError
 from reid_stream.config import Settings
 from reid_stream.encoder import Encoder
 from reid_stream.events import DeadLetter, MatchEvent
+from reid_stream.metrics import Metrics
 from reid_stream.pipeline import Assigner, Embedded, Embedder, RawEvent
 from reid_stream.store import ReidStore
 
@@ -37,11 +39,10 @@ class Runtime:
     model_pool: ThreadPoolExecutor
     http: aiohttp.ClientSession | None = None
     redis_ok: bool = True
-    counters: dict[str, int] = field(default_factory=lambda: {"processed": 0, "new_entities": 0,
-                                                              "matched": 0, "dead_lettered": 0})
+    metrics: Metrics = field(default_factory=Metrics)
 
 
-async def retry_forever(what: str, op: Callable[[], Awaitable[T]]) -> T:
+async def retry_forever(what: str, op: Callable[[], Awaitable[T]], metrics: Metrics | None = None) -> T:
     """Retry an infrastructure step with capped exponential backoff; the batch stays unacked meanwhile.
 
     If the worker is told to stop while the step still fails, it exits without acking: Faust's take()
@@ -56,13 +57,15 @@ async def retry_forever(what: str, op: Callable[[], Awaitable[T]]) -> T:
             os._exit(75)
         except (RedisError, OSError, RuntimeError, faust.exceptions.ProducerSendError) as exc:
             log.warning("%s failed (%r); retrying in %.1fs", what, exc, delay)
+            if metrics is not None:
+                metrics.retries.labels(what).inc()
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX_S)
 
 
 def _raw(event: Any) -> RawEvent:
     msg = event.message
-    return RawEvent(msg.value or b"", msg.key, msg.topic, msg.partition, msg.offset)
+    return RawEvent(msg.value or b"", msg.key, msg.topic, msg.partition, msg.offset, msg.timestamp)
 
 
 async def _deliver(sends: Iterable[Awaitable[Any]]) -> None:
@@ -102,10 +105,14 @@ def create_app(settings: Settings, runtime_factory: Callable[[], Runtime]) -> tu
     dlq = app.topic(settings.topic_dlq, value_type=bytes, key_type=bytes)
     app.reid_runtime = runtime  # type: ignore[attr-defined]
 
-    def publish_letters(letters: list[DeadLetter]) -> list[Awaitable[Any]]:
-        runtime.counters["dead_lettered"] += len(letters)
+    metrics = runtime.metrics
+
+    def count_letters(letters: list[DeadLetter]) -> None:
         for letter in letters:
+            metrics.dead_lettered.labels(letter.error_code).inc()
             log.info("dead letter %s at %s: %s", letter.error_code, letter.stage, letter.message)
+
+    def publish_letters(letters: list[DeadLetter]) -> list[Awaitable[Any]]:
         return [dlq.send(key=(letter.detection_id or "").encode() or None, value=letter.model_dump_json().encode(),
                          force=True) for letter in letters]
 
@@ -113,7 +120,7 @@ def create_app(settings: Settings, runtime_factory: Callable[[], Runtime]) -> tu
     async def embed_agent(stream: faust.StreamT) -> None:
         if runtime.http is None:
             runtime.http = aiohttp.ClientSession()
-        embedder = Embedder(settings, runtime.encoder, runtime.io_pool, runtime.model_pool, runtime.http)
+        embedder = Embedder(settings, runtime.encoder, runtime.io_pool, runtime.model_pool, runtime.http, metrics)
         app.reid_embedder = embedder  # type: ignore[attr-defined]
         async for events in stream.take_events(settings.batch_size, within=settings.batch_max_latency_ms / 1000):
             raws = [_raw(e) for e in events]
@@ -125,11 +132,12 @@ def create_app(settings: Settings, runtime_factory: Callable[[], Runtime]) -> tu
                       for r in records),
                     *publish_letters(letters)])
 
-            await retry_forever("publishing embeddings", forward)
+            await retry_forever("publishing embeddings", forward, metrics)
+            count_letters(letters)
 
     @app.agent(embedded, name="assign", concurrency=1)
     async def assign_agent(stream: faust.StreamT) -> None:
-        assigner = Assigner(settings, runtime.store)
+        assigner = Assigner(settings, runtime.store, metrics)
         app.reid_assigner = assigner  # type: ignore[attr-defined]
         async for events in stream.take_events(max(64, settings.batch_size * 4), within=0.01):
             items: list[Embedded] = []
@@ -149,10 +157,7 @@ def create_app(settings: Settings, runtime_factory: Callable[[], Runtime]) -> tu
                     assigner.invalidate()
                     raise
 
-            out, letters = await retry_forever("storing detections", run)
-            for ev in out:
-                runtime.counters["processed"] += 1
-                runtime.counters["new_entities" if ev.is_new_entity else "matched"] += 1
+            out, letters = await retry_forever("storing detections", run, metrics)
 
             async def publish(out: list[MatchEvent] = out, letters: list[DeadLetter] = letters) -> None:
                 await _deliver([
@@ -160,7 +165,17 @@ def create_app(settings: Settings, runtime_factory: Callable[[], Runtime]) -> tu
                       for ev in out),
                     *publish_letters(letters)])
 
-            await retry_forever("publishing match events", publish)
+            t0 = time.perf_counter()
+            await retry_forever("publishing match events", publish, metrics)
+            metrics.stage("publish", time.perf_counter() - t0)
+            count_letters(letters)
+            now = time.time()
+            sent_at = {i.detection.detection_id: i.source.timestamp for i in items}
+            for ev in out:
+                metrics.processed.inc()
+                (metrics.new_entities if ev.is_new_entity else metrics.matched).inc()
+                if sent_at.get(ev.detection_id):
+                    metrics.latency.observe(max(0.0, now - sent_at[ev.detection_id]))
 
     from reid_stream.web import register_views
 

@@ -28,6 +28,7 @@ from reid_stream.errors import DetectionError
 from reid_stream.events import DeadLetter, Detection, EntityAppearance, MatchEvent, MatchRef, parse_detection
 from reid_stream.images import ImageLimits, crop_letterbox, decode_image, fetch_url, read_local
 from reid_stream.matching import EntityEmbedding, VectorIndex, assign_entity
+from reid_stream.metrics import Metrics
 from reid_stream.store import PlannedWrite, ReidStore
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class RawEvent:
     topic: str | None = None
     partition: int | None = None
     offset: int | None = None
+    timestamp: float | None = None  # the Kafka record's timestamp, seconds since the epoch
 
 
 def dead_letter(raw: RawEvent, err: DetectionError, detection_id: str | None = None,
@@ -71,7 +73,8 @@ class Embedded:
         header = json.dumps({
             "detection": self.detection.model_dump(mode="json", exclude={"image_b64"}),
             "model": self.model, "fingerprint": self.fingerprint,
-            "source": {"topic": self.source.topic, "partition": self.source.partition, "offset": self.source.offset},
+            "source": {"topic": self.source.topic, "partition": self.source.partition, "offset": self.source.offset,
+                       "timestamp": self.source.timestamp},
         }).encode()
         return struct.pack(">I", len(header)) + header + np.ascontiguousarray(self.vector, np.float32).tobytes()
 
@@ -85,7 +88,7 @@ class Embedded:
         src = header["source"]
         return cls(Detection.model_validate(det), np.frombuffer(data[4 + n:], dtype=np.float32).copy(),
                    header["model"], header["fingerprint"],
-                   RawEvent(data, None, src["topic"], src["partition"], src["offset"]))
+                   RawEvent(data, None, src["topic"], src["partition"], src["offset"], src.get("timestamp")))
 
 
 def fingerprint(det: Detection) -> str:
@@ -97,15 +100,15 @@ class Embedder:
     """Stage 1: raw messages -> Embedded records and dead letters. Bad input never raises."""
 
     def __init__(self, settings: Settings, encoder: Encoder, io_pool: Executor, model_pool: Executor,
-                 http: aiohttp.ClientSession | None = None) -> None:
+                 http: aiohttp.ClientSession | None = None, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.encoder = encoder
         self.io_pool = io_pool
         self.model_pool = model_pool
         self.http = http
+        self.metrics = metrics or Metrics()
         self.limits = ImageLimits(settings.image_roots, settings.url_allowed_hosts, settings.max_image_bytes,
                                   settings.max_image_pixels, settings.url_timeout_seconds)
-        self.stage_seconds: dict[str, float] = {"decode": 0.0, "crop": 0.0, "encode": 0.0}
         self._letter = functools.partial(dead_letter, max_original=settings.dlq_max_original_bytes)
 
     def _load_crop(self, det: Detection, data: bytes | None) -> np.ndarray:
@@ -118,8 +121,8 @@ class Embedder:
         crop = crop_letterbox(img, det.bbox, self.encoder.input_size, (0, 0, 0))
         arr = self.encoder.preprocess(crop)
         t2 = time.perf_counter()
-        self.stage_seconds["decode"] += t1 - t0
-        self.stage_seconds["crop"] += t2 - t1
+        self.metrics.stage("decode", t1 - t0)
+        self.metrics.stage("crop", t2 - t1)
         return arr
 
     async def _prepare(self, raw: RawEvent) -> tuple[Detection, np.ndarray] | DeadLetter:
@@ -147,7 +150,10 @@ class Embedder:
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         out = await loop.run_in_executor(self.model_pool, self.encoder.encode, np.stack(arrays))
-        self.stage_seconds["encode"] += time.perf_counter() - t0
+        took = time.perf_counter() - t0
+        self.metrics.stage("encode", took)
+        self.metrics.batch_size.observe(len(arrays))
+        self.metrics.encode_seconds.observe(took)
         return out
 
     async def embed(self, batch: Sequence[RawEvent]) -> tuple[list[Embedded], list[DeadLetter]]:
@@ -187,11 +193,11 @@ class Assigner:
     nobody else wrote; any other writer makes the commit fail with 'conflict', and the copy is reloaded.
     """
 
-    def __init__(self, settings: Settings, store: ReidStore) -> None:
+    def __init__(self, settings: Settings, store: ReidStore, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.store = store
+        self.metrics = metrics or Metrics()
         self._caches: dict[tuple[str, str], _TypeCache] = {}
-        self.stage_seconds: dict[str, float] = {"match": 0.0, "store": 0.0}
 
     def invalidate(self) -> None:
         self._caches.clear()
@@ -284,8 +290,8 @@ class Assigner:
             plans = [self._plan(item, cache, now) for item in pending]
             t1 = time.perf_counter()
             results = await self.store.commit(plans, cache.version)
-            self.stage_seconds["match"] += t1 - t0
-            self.stage_seconds["store"] += time.perf_counter() - t1
+            self.metrics.stage("match", t1 - t0)
+            self.metrics.stage("store", time.perf_counter() - t1)
             redo: list[Embedded] = []
             for item, plan, res in zip(pending, plans, results, strict=True):
                 if res.status == "ok":

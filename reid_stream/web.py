@@ -12,6 +12,7 @@ from faust.web import Request, Response, View
 from redis.exceptions import RedisError
 
 from reid_stream.events import ENTITY_TYPES, EntityHistory, EntityList
+from reid_stream.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
     from reid_stream.app import Runtime
@@ -124,6 +125,12 @@ def register_views(app: faust.App, runtime: Runtime) -> None:
     class HealthView(View):
         async def get(self, request: Request) -> Response:
             return self.json({"status": "ok"})
+
+    @app.page("/metrics")
+    class MetricsView(View):
+        async def get(self, request: Request) -> Response:
+            # aiohttp refuses a charset inside content_type=, so the exposition type goes in as a header.
+            return self.bytes(runtime.metrics.render(app), headers={"Content-Type": CONTENT_TYPE})
 
     @app.page("/ready")
     class ReadyView(View):

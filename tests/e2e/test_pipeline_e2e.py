@@ -120,6 +120,23 @@ async def test_detections_become_entities_matches_and_dead_letters(worker: Worke
     status, body, _ = await get_json(f"{worker.base}/health")
     assert status == 200 and body["status"] == "ok"
 
+    # Metrics moved with the traffic.
+    import aiohttp
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with aiohttp.ClientSession() as http, http.get(f"{worker.base}/metrics") as resp:
+        assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/plain")
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for fam in text_string_to_metric_families(await resp.text()) for s in fam.samples}
+    assert samples[("reid_processed_total", ())] == 5  # A twice, B, C, D
+    assert samples[("reid_new_entities_total", ())] + samples[("reid_matched_total", ())] == 5
+    assert samples[("reid_dead_lettered_total", (("error_code", "invalid_json"),))] == 1
+    assert samples[("reid_dead_lettered_total", (("error_code", "path_not_allowed"),))] == 1
+    assert samples[("reid_batch_size_count", ())] >= 1 and samples[("reid_encode_seconds_count", ())] >= 1
+    assert samples[("reid_end_to_end_latency_seconds_count", ())] == 5
+    lag = {k: v for k, v in samples.items() if k[0] == "reid_consumer_lag"}
+    assert lag and all(v >= 0 for v in lag.values())
+
     # Privacy: every key the worker wrote expires.
     import redis.asyncio as aioredis
 

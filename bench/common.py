@@ -1,0 +1,131 @@
+"""What every benchmark shares: the machine description, result files, a worker process, and traffic."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+sys.path.insert(0, str(REPO))
+
+from tests.e2e.harness import Worker, free_port, worker_env  # noqa: E402
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return {"cores": os.cpu_count(), "cpu": cpu, "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "torch": torch.__version__, "when": datetime.now(UTC).isoformat()}
+
+
+def announce(name: str, settings: dict[str, Any]) -> dict[str, Any]:
+    info = machine()
+    print(f"== {name} on {info['cores']} cores, {info['cpu']}, torch threads {info['torch_threads']}")
+    print(f"   settings: {json.dumps(settings)}")
+    return info
+
+
+def write_results(name: str, payload: dict[str, Any], markdown: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    (RESULTS / f"{name}.md").write_text(markdown.rstrip() + "\n")
+    print(markdown)
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan"), "n": 0}
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return {"p50": statistics.median(ordered), "p95": at(0.95), "p99": at(0.99), "n": len(ordered)}
+
+
+def crop_jpeg(seed: int, size: tuple[int, int] = (64, 128)) -> bytes:
+    """A small camera-like crop; distinct per seed."""
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(seed)
+    img = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
+    draw = ImageDraw.Draw(img)
+    for _ in range(6):
+        x, y = rng.randrange(size[0]), rng.randrange(size[1])
+        draw.rectangle((x, y, x + rng.randrange(4, size[0]), y + rng.randrange(4, size[1] // 2)),
+                       fill=tuple(rng.randrange(256) for _ in range(3)))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def detection_message(i: int, image: bytes, tag: str) -> tuple[bytes, bytes]:
+    cam = f"cam-{i % 8}"
+    det = {"detection_id": f"{tag}-{i}", "camera_id": cam, "entity_type": "person" if i % 3 else "vehicle",
+           "timestamp": datetime.now(UTC).isoformat(), "bbox": {"x1": 0, "y1": 0, "x2": 64, "y2": 128},
+           "image_b64": base64.b64encode(image).decode()}
+    return cam.encode(), json.dumps(det).encode()
+
+
+def start_worker(tag: str, log: Path, **env: str) -> Worker:
+    return Worker(worker_env(tag, REID_WEB_PORT=str(free_port()), REID_LOG_LEVEL="warning", **env), log).start()
+
+
+async def drain_matches(bootstrap: str, topic: str, expected: int, timeout: float,
+                        on_record: Callable[[Any], None] | None = None, progress: Any = None) -> float:
+    """Consume `expected` match events; returns the wall time of the last one."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                group_id=f"bench-{uuid.uuid4().hex[:8]}", enable_auto_commit=False,
+                                max_poll_records=2000)
+    await consumer.start()
+    seen: set[bytes] = set()
+    last = time.time()
+    deadline = time.monotonic() + timeout
+    try:
+        while len(seen) < expected and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200, max_records=2000)
+            now = time.time()
+            for records in batch.values():
+                for rec in records:
+                    det_id = json.loads(rec.value)["detection_id"].encode()
+                    if det_id in seen:
+                        continue
+                    seen.add(det_id)
+                    last = now
+                    if on_record is not None:
+                        on_record(rec)
+                    if progress is not None:
+                        progress.update(1)
+    finally:
+        await consumer.stop()
+    if len(seen) < expected:
+        raise RuntimeError(f"only {len(seen)}/{expected} match events within {timeout}s")
+    return last
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)

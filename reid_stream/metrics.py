@@ -1,0 +1,68 @@
+"""The worker's Prometheus metrics (prometheus-client), one registry per worker process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 1, 2, 5, 10, 30, 60)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.processed = Counter("reid_processed", "Detections processed (a match event published).", registry=r)
+        self.matched = Counter("reid_matched", "Detections that joined an existing entity.", registry=r)
+        self.new_entities = Counter("reid_new_entities", "Detections that started a new entity.", registry=r)
+        self.dead_lettered = Counter("reid_dead_lettered", "Events sent to the dead-letter topic.",
+                                     ["error_code"], registry=r)
+        self.batch_size = Histogram("reid_batch_size", "Crops per encoder batch.", buckets=BATCH_BUCKETS,
+                                    registry=r)
+        self.encode_seconds = Histogram("reid_encode_seconds", "Encoder time per batch.",
+                                        buckets=LATENCY_BUCKETS, registry=r)
+        self.latency = Histogram("reid_end_to_end_latency_seconds",
+                                 "From the detection's Kafka timestamp to its match event's acknowledgement.",
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.lag = Gauge("reid_consumer_lag", "Messages behind the log end, per assigned partition.",
+                         ["topic", "partition"], registry=r)
+        self.stage_seconds = Counter("reid_stage_seconds", "Time spent per pipeline stage (decode, crop, encode, "
+                                     "match, store, publish); decode and crop add up across threads.",
+                                     ["stage"], registry=r)
+        self.retries = Counter("reid_infra_retries", "Retried infrastructure steps (Redis or Kafka down).",
+                               ["step"], registry=r)
+
+    def stage(self, name: str, seconds: float) -> None:
+        self.stage_seconds.labels(name).inc(seconds)
+
+    def render(self, app: Any) -> bytes:
+        self._update_lag(app)
+        return generate_latest(self.registry)
+
+    def _update_lag(self, app: Any) -> None:
+        from faust.sensors.metrics import performance_metrics
+
+        try:
+            perf = performance_metrics(app)
+        except Exception:  # metrics must never break the view; lag is best effort during rebalances
+            return
+        lag = _find(perf, "lag_by_partition") or {}
+        self.lag.clear()
+        for topic, parts in lag.items():
+            for partition, behind in parts.items():
+                self.lag.labels(topic, str(partition)).set(behind)
+
+
+def _find(tree: Any, key: str) -> Any:
+    if isinstance(tree, dict):
+        if key in tree:
+            return tree[key]
+        for value in tree.values():
+            found = _find(value, key)
+            if found is not None:
+                return found
+    return None
