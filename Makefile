@@ -20,11 +20,12 @@ DEMO_ENV := REID_CLIP_MODEL=$${REID_CLIP_MODEL:-ViT-B-32} REID_CLIP_PRETRAINED=$
 	REID_SIMILARITY_THRESHOLD=$${REID_SIMILARITY_THRESHOLD:-0.99}
 WEB_PORT := $${REID_WEB_PORT:-6066}
 
-.PHONY: help install venv infra infra-down worker demo demo-stop test test-unit lint format schemas clean
+.PHONY: help install venv infra infra-down worker demo demo-stop test bench test-unit lint format schemas clean
 
 help:
 	@echo "make demo   - install, start Kafka + Redis + a worker, stream generated detections, show results"
 	@echo "make test   - the full test suite against real Kafka and Redis"
+	@echo "make bench  - the benchmarks (results in bench/results/)"
 	@echo "make install | infra | infra-down | worker | demo-stop | lint | schemas"
 
 install:
@@ -78,6 +79,16 @@ demo-stop:
 
 test: install infra
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# Benchmarks, apart from the tests: results (JSON, Markdown, PNG) land in bench/results/.
+bench: install infra
+	$(PY) -m bench.pipeline encoder
+	$(PY) -m bench.pipeline batch
+	$(PY) -m bench.pipeline overhead
+	$(PY) -m bench.store memory
+	$(PY) -m bench.store restart
+	$(PY) bench/search.py
+	$(PY) -m bench.report
 
 test-unit: install
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
