@@ -16,8 +16,10 @@ export REID_CACHE_DIR := $(CACHE_DIR)
 
 # The demo runs offline: a real open_clip architecture with random weights, and a strict threshold
 # because random weights make unrelated crops look alike (identical crops still score 1.0).
+# The demo's API token is made once per machine and kept beside the other run files.
 DEMO_ENV := REID_CLIP_MODEL=$${REID_CLIP_MODEL:-ViT-B-32} REID_CLIP_PRETRAINED=$${REID_CLIP_PRETRAINED:-none} \
-	REID_SIMILARITY_THRESHOLD=$${REID_SIMILARITY_THRESHOLD:-0.99}
+	REID_SIMILARITY_THRESHOLD=$${REID_SIMILARITY_THRESHOLD:-0.99} \
+	REID_API_TOKENS=$${REID_API_TOKENS:-demo:$$(cat $(RUN_DIR)/demo-token)}
 WEB_PORT := $${REID_WEB_PORT:-6066}
 
 .PHONY: help install venv infra infra-down worker demo demo-stop test bench test-unit lint format schemas clean
@@ -57,6 +59,7 @@ worker: install infra
 
 demo: install infra
 	@mkdir -p $(RUN_DIR)
+	@[ -s $(RUN_DIR)/demo-token ] || (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > $(RUN_DIR)/demo-token)
 	@if [ -f $(RUN_DIR)/demo-worker.pid ] && kill -0 $$(cat $(RUN_DIR)/demo-worker.pid) 2>/dev/null; then \
 		echo "demo worker already running (pid $$(cat $(RUN_DIR)/demo-worker.pid))"; \
 	else \
@@ -94,7 +97,7 @@ test-unit: install
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
 
 lint: install
-	$(PY) -m ruff check reid_stream tests
+	$(PY) -m ruff check reid_stream tests bench
 
 format: install
 	$(PY) -m ruff format reid_stream tests

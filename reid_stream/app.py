@@ -97,6 +97,8 @@ def create_app(settings: Settings, runtime_factory: Callable[[], Runtime]) -> tu
         web_in_thread=False,
         stream_wait_empty=True,
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=max(1, settings.session_timeout_seconds // 4),
         logging_config=None,
     )
     detections = app.topic(settings.topic_detections, value_type=bytes, key_type=bytes)

@@ -1,4 +1,4 @@
-"""The entry points: worker, demo producer, topics and config admin."""
+"""The entry points: worker, demo producer, and admin (topics, config, purge)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,14 @@ def _settings() -> Settings:
 def cmd_worker(_: argparse.Namespace) -> int:
     settings = _settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from reid_stream.auth import Authenticator
     from reid_stream.encoder import EncoderLoadError, load_encoder
 
+    try:
+        Authenticator.from_settings(settings)  # token problems are configuration errors: say so before anything
+    except ConfigError as exc:
+        print(f"reid-stream: {exc}", file=sys.stderr)
+        return 2
     # Load the model before touching Kafka: a worker without weights must exit at once, saying why.
     try:
         encoder = load_encoder(settings)
@@ -66,6 +72,26 @@ def cmd_topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_purge(args: argparse.Namespace) -> int:
+    import json
+
+    from reid_stream.store import ReidStore
+
+    async def purge() -> dict | None:
+        store = ReidStore.from_settings(_settings())
+        try:
+            return await store.purge_entity(args.entity)
+        finally:
+            await store.close()
+
+    result = asyncio.run(purge())
+    if result is None:
+        print(f"reid-stream: entity {args.entity!r} not found (already erased or expired)", file=sys.stderr)
+        return 1
+    print(json.dumps({"purged": result}))
+    return 0
+
+
 def cmd_config(_: argparse.Namespace) -> int:
     print("| variable | default | meaning |\n|---|---|---|")
     for env, default, doc in describe():
@@ -91,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     topics.add_argument("action", choices=["create", "schemas"])
     topics.set_defaults(func=cmd_topics)
     sub.add_parser("config", help="print the configuration table").set_defaults(func=cmd_config)
+    purge = sub.add_parser("purge", help="erase an entity: appearances, embeddings, markers")
+    purge.add_argument("--entity", required=True, help="the entity id")
+    purge.set_defaults(func=cmd_purge)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

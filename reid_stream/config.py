@@ -35,12 +35,12 @@ def _float(lo: float, hi: float) -> Callable[[str], float]:
 
 
 def _list(raw: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in raw.replace(os.pathsep, ",").split(",") if part.strip())
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
 def _roots(raw: str) -> tuple[Path, ...]:
     roots = []
-    for part in _list(raw):
+    for part in _list(raw.replace(os.pathsep, ",")):  # PATH-style lists work too
         path = Path(part)
         if not path.is_absolute():
             raise ValueError(f"{part!r} is not an absolute path")
@@ -168,6 +168,22 @@ class Settings:
     seed: int = setting("REID_SEED", 0, _int(0, 2**31 - 1), "Seed of random (`none`) weights, so restarts agree.")
     log_level: str = setting("REID_LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"),
         "Worker log level.")
+    api_tokens: tuple[str, ...] = setting(
+        "REID_API_TOKENS", (), _list,
+        "Bearer tokens for /api, comma-separated, each `name:token` (the name is audited).")
+    api_token_file: str = setting(
+        "REID_API_TOKEN_FILE", "", str, "A file of `name:token` lines, read at start (in addition to REID_API_TOKENS).")
+    api_auth: bool = setting(
+        "REID_API_AUTH", True, _bool, "Require a bearer token on /api routes. `false` only for local experiments.")
+    protect_ops: bool = setting(
+        "REID_PROTECT_OPS", False, _bool, "Require a token on /health, /ready and /metrics too.")
+    audit_log: bool = setting(
+        "REID_AUDIT_LOG", False, _bool, "Log every entity query: token name, route, parameters, time (JSON lines).")
+    audit_log_file: str = setting(
+        "REID_AUDIT_LOG_FILE", "", str, "Append the audit log to this file instead of the worker log.")
+    session_timeout_seconds: int = setting(
+        "REID_SESSION_TIMEOUT_SECONDS", 10, _int(6, 300),
+        "Kafka group session timeout: how soon a crashed worker's partitions move on.")
     create_topics: bool = setting("REID_CREATE_TOPICS", True, _bool,
         "Create missing topics from topics/*.json at start.")
 

@@ -96,9 +96,12 @@ async def run_demo(settings: Settings, count: int, cameras: int, wait_seconds: f
                           + (f" (similarity {best:.3f})" if best is not None else ""))
         print(f"received {len(seen)}/{len(ids)} match events from '{settings.topic_matches}'")
         url = f"http://{settings.web_host}:{settings.web_port}/api/entities?limit=10"
-        async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        token = settings.api_tokens[0].partition(":")[2] if settings.api_tokens else ""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as resp:
             print(f"GET {url} -> {resp.status}")
             print(json.dumps(await resp.json(), indent=2))
+        print(f"Try it: curl -H 'Authorization: Bearer {token}' '{url}'")
         return 0 if seen == ids else 1
     finally:
         await producer.stop()

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, WatchError
 
 from reid_stream.config import Settings
 from reid_stream.events import ENTITY_TYPES, EntityAppearance, EntityDetail, EntitySummary, MatchEvent
@@ -240,6 +240,47 @@ class ReidStore:
         raw = await self.redis.hmget(self.keys.appearances(entity_id), order) if order else []
         appearances = [EntityAppearance.model_validate_json(r) for r in raw if r is not None]
         return EntityDetail(**summary.model_dump(), appearances=appearances)
+
+    async def purge_entity(self, entity_id: str) -> dict[str, Any] | None:
+        """Erase an entity, its appearances, its detections' markers and its embeddings (right to erasure).
+
+        Optimistic: WATCHed keys make the delete all-or-nothing against a writer adding an appearance.
+        Bumping the version makes the single writer drop its local copy of the vectors.
+        """
+        k = self.keys
+        for _ in range(20):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(k.entity(entity_id), k.appearances(entity_id))
+                    h = await pipe.hgetall(k.entity(entity_id))
+                    if not h:
+                        await pipe.unwatch()
+                        return None
+                    etype, model = h[b"entity_type"].decode(), h.get(b"model", b"").decode()
+                    await pipe.watch(k.version(model, etype))
+                    cams = [c.decode() for c in await pipe.smembers(k.cameras(entity_id))]
+                    dets = [(d.decode(), ts) for d, ts in await pipe.zrange(k.order(entity_id), 0, -1,
+                                                                             withscores=True)]
+                    pipe.multi()
+                    for det, ts in dets:
+                        day = day_of(datetime.fromtimestamp(ts, UTC))
+                        pipe.hdel(k.vec_prefix(model, etype) + day, det)
+                        pipe.hdel(k.meta_prefix(model, etype) + day, det)
+                        pipe.zrem(k.index(model, etype), f"{day}|{det}")
+                        pipe.delete(k.marker(det))
+                    pipe.delete(k.entity(entity_id), k.cameras(entity_id), k.appearances(entity_id),
+                                k.order(entity_id))
+                    pipe.zrem(k.by_type(etype), entity_id)
+                    for cam in cams:
+                        pipe.zrem(k.by_camera(etype, cam), entity_id)
+                    pipe.incr(k.version(model, etype))
+                    pipe.expire(k.version(model, etype), self.settings.embedding_ttl_seconds)
+                    await pipe.execute()
+                    return {"entity_id": entity_id, "entity_type": etype, "detections": [d for d, _ in dets],
+                            "cameras": cams}
+                except WatchError:
+                    continue
+        raise RuntimeError(f"entity {entity_id} kept changing; purge gave up after 20 attempts")
 
     async def find_matching_entities(self, query_embedding: np.ndarray, entity_type: str, model: str,
                                      camera_id: str | None = None, min_similarity: float | None = None,

@@ -1,4 +1,4 @@
-"""The HTTP views (Faust web). They only read, through the store."""
+"""The HTTP views (Faust web). They read through the store; the only write is an erasure (DELETE)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import faust
 from faust.web import Request, Response, View
 from redis.exceptions import RedisError
 
+from reid_stream.auth import Auditor, Authenticator
 from reid_stream.events import ENTITY_TYPES, EntityHistory, EntityList
 from reid_stream.metrics import CONTENT_TYPE
+from reid_stream.openapi import build_openapi
 
 if TYPE_CHECKING:
     from reid_stream.app import Runtime
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 50
+MAX_ID = 256
 
 
 class ParamError(ValueError):
@@ -48,8 +51,8 @@ def parse_list_params(query: Any) -> dict[str, Any]:
     if entity_type is not None and entity_type not in ENTITY_TYPES:
         raise ParamError("entity_type", f"entity_type must be one of {', '.join(ENTITY_TYPES)}")
     camera_id = query.get("camera_id") or None
-    if camera_id is not None and len(camera_id) > 256:
-        raise ParamError("camera_id", "camera_id is longer than 256 characters")
+    if camera_id is not None and len(camera_id) > MAX_ID:
+        raise ParamError("camera_id", f"camera_id is longer than {MAX_ID} characters")
     since = None
     if query.get("since"):
         try:
@@ -64,77 +67,153 @@ def parse_list_params(query: Any) -> dict[str, Any]:
         "camera_id": camera_id,
         "since": since,
         "limit": _int_param(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
-        "offset": _int_param(query, "offset", 0, 0, None),
+        "offset": _int_param(query, "offset", 0, 0, 10_000_000),
     }
-
-
-def _param_error(view: View, err: ParamError) -> Response:
-    return view.json({"detail": [{"loc": ["query", err.param], "msg": err.message, "type": "value_error"}]},
-                     status=422)
-
-
-def _unavailable(view: View) -> Response:
-    return view.json({"detail": "storage unavailable (Redis); retry later"}, status=503)
 
 
 def register_views(app: faust.App, runtime: Runtime) -> None:
     store = runtime.store
+    auth = Authenticator.from_settings(runtime.settings)
+    auditor = Auditor(runtime.settings.audit_log, runtime.settings.audit_log_file)
+    if auth.required and not auth.tokens:
+        log.warning("REID_API_AUTH is on but no tokens are configured (REID_API_TOKENS / REID_API_TOKEN_FILE): "
+                    "every /api request will get 401")
+
+    class ApiView(View):
+        """Checks the bearer token, answers JSON errors, and audits entity queries."""
+
+        audited = True
+
+        def guard(self, request: Request, protected: bool = True) -> tuple[str | None, Response | None]:
+            if not protected or not auth.required:
+                return None, None
+            who = auth.identify(request.headers.get("Authorization"))
+            if who is None:
+                return None, self.json({"detail": "missing or invalid bearer token"}, status=401,
+                                       headers={"WWW-Authenticate": 'Bearer realm="reid-stream"'})
+            return who, None
+
+        def done(self, request: Request, who: str | None, params: dict[str, Any], response: Response) -> Response:
+            auditor.record(who, request.method, request.path, params, response.status)
+            return response
+
+        def unavailable(self) -> Response:
+            return self.json({"detail": "storage unavailable (Redis); retry later"}, status=503)
+
+        def not_found(self, entity_id: str) -> Response:
+            return self.json({"detail": f"entity {entity_id!r} not found"}, status=404)
+
+        def bad_id(self, entity_id: str) -> Response | None:
+            if not 0 < len(entity_id) <= MAX_ID:
+                return self.json({"detail": [{"loc": ["path", "entity_id"], "type": "value_error",
+                                              "msg": f"entity_id must have 1 to {MAX_ID} characters"}]}, status=422)
+            return None
 
     @app.page("/api/entities")
-    class EntityListView(View):
+    class EntityListView(ApiView):
         async def get(self, request: Request) -> Response:
+            who, denied = self.guard(request)
+            if denied:
+                return denied
+            query = dict(request.query)
             try:
                 params = parse_list_params(request.query)
             except ParamError as err:
-                return _param_error(self, err)
+                return self.done(request, who, query, self.json(
+                    {"detail": [{"loc": ["query", err.param], "msg": err.message, "type": "value_error"}]},
+                    status=422))
             try:
                 entities, total = await store.list_entities(**params)
             except (RedisError, OSError) as exc:
                 # The design's fallback: an empty page, flagged, and the worker stays up.
                 log.warning("entity list without Redis: %r", exc)
                 body = EntityList(entities=[], count=0, limit=params["limit"], offset=params["offset"])
-                return self.json(body.model_dump(mode="json"), headers={"X-Reid-Degraded": "redis-unavailable"})
+                return self.done(request, who, query, self.json(
+                    body.model_dump(mode="json"), headers={"X-Reid-Degraded": "redis-unavailable"}))
             body = EntityList(entities=entities, count=total, limit=params["limit"], offset=params["offset"])
-            return self.json(body.model_dump(mode="json"))
+            return self.done(request, who, query, self.json(body.model_dump(mode="json")))
 
     @app.page("/api/entities/{entity_id}")
-    class EntityDetailView(View):
+    class EntityDetailView(ApiView):
         async def get(self, request: Request, entity_id: str) -> Response:
+            who, denied = self.guard(request)
+            if denied:
+                return denied
+            params = {"entity_id": entity_id}
+            if (bad := self.bad_id(entity_id)) is not None:
+                return self.done(request, who, params, bad)
             try:
                 detail = await store.get_entity(entity_id)
             except (RedisError, OSError):
-                return _unavailable(self)
+                return self.done(request, who, params, self.unavailable())
             if detail is None:
-                return self.json({"detail": f"entity {entity_id!r} not found"}, status=404)
-            return self.json(detail.model_dump(mode="json"))
+                return self.done(request, who, params, self.not_found(entity_id))
+            return self.done(request, who, params, self.json(detail.model_dump(mode="json")))
+
+        async def delete(self, request: Request, entity_id: str) -> Response:
+            who, denied = self.guard(request)
+            if denied:
+                return denied
+            params = {"entity_id": entity_id}
+            if (bad := self.bad_id(entity_id)) is not None:
+                return self.done(request, who, params, bad)
+            try:
+                purged = await store.purge_entity(entity_id)
+            except (RedisError, OSError):
+                return self.done(request, who, params, self.unavailable())
+            if purged is None:
+                return self.done(request, who, params, self.not_found(entity_id))
+            log.info("entity %s erased by %s (%d detections)", entity_id, who, len(purged["detections"]))
+            return self.done(request, who, params, self.json({"purged": purged}))
 
     @app.page("/api/entities/{entity_id}/history")
-    class EntityHistoryView(View):
+    class EntityHistoryView(ApiView):
         async def get(self, request: Request, entity_id: str) -> Response:
+            who, denied = self.guard(request)
+            if denied:
+                return denied
+            params = {"entity_id": entity_id}
+            if (bad := self.bad_id(entity_id)) is not None:
+                return self.done(request, who, params, bad)
             try:
                 detail = await store.get_entity(entity_id)
             except (RedisError, OSError):
-                return _unavailable(self)
+                return self.done(request, who, params, self.unavailable())
             if detail is None:
-                return self.json({"detail": f"entity {entity_id!r} not found"}, status=404)
+                return self.done(request, who, params, self.not_found(entity_id))
             body = EntityHistory(entity_id=detail.entity_id, entity_type=detail.entity_type,
                                  appearances=detail.appearances, count=len(detail.appearances))
-            return self.json(body.model_dump(mode="json"))
+            return self.done(request, who, params, self.json(body.model_dump(mode="json")))
+
+    openapi = build_openapi()
+
+    @app.page("/api/openapi.json")
+    class OpenApiView(ApiView):
+        async def get(self, request: Request) -> Response:
+            _, denied = self.guard(request)
+            return denied or self.json(openapi)
+
+    ops = runtime.settings.protect_ops
 
     @app.page("/health")
-    class HealthView(View):
+    class HealthView(ApiView):
         async def get(self, request: Request) -> Response:
-            return self.json({"status": "ok"})
+            _, denied = self.guard(request, ops)
+            return denied or self.json({"status": "ok"})
 
     @app.page("/metrics")
-    class MetricsView(View):
+    class MetricsView(ApiView):
         async def get(self, request: Request) -> Response:
+            _, denied = self.guard(request, ops)
             # aiohttp refuses a charset inside content_type=, so the exposition type goes in as a header.
-            return self.bytes(runtime.metrics.render(app), headers={"Content-Type": CONTENT_TYPE})
+            return denied or self.bytes(runtime.metrics.render(app), headers={"Content-Type": CONTENT_TYPE})
 
     @app.page("/ready")
-    class ReadyView(View):
+    class ReadyView(ApiView):
         async def get(self, request: Request) -> Response:
+            _, denied = self.guard(request, ops)
+            if denied:
+                return denied
             checks = {
                 "kafka": await _check_kafka(app),
                 "redis": await _check_redis(runtime),

@@ -18,6 +18,7 @@ import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 REPO = Path(__file__).resolve().parents[2]
+TEST_TOKEN = "t0k-" + os.urandom(12).hex()  # a fresh API token per test session
 
 
 def free_port() -> int:
@@ -34,7 +35,8 @@ def worker_env(tag: str, **extra: str) -> dict[str, str]:
         "REID_TOPIC_MATCHES": f"matches-{tag}", "REID_TOPIC_DLQ": f"dlq-{tag}", "REID_TOPIC_EMBEDDED": f"emb-{tag}",
         "REID_REDIS_PREFIX": f"reide2e:{tag}", "REID_CLIP_MODEL": "reid-tiny-vit", "REID_CLIP_PRETRAINED": "none",
         "REID_DEVICE": "cpu", "REID_SIMILARITY_THRESHOLD": "0.9995", "REID_BATCH_MAX_LATENCY_MS": "20",
-        "REID_WEB_PORT": str(free_port()),
+        "REID_WEB_PORT": str(free_port()), "REID_API_TOKENS": f"tester:{TEST_TOKEN}",
+        "REID_SESSION_TIMEOUT_SECONDS": "6",
     })
     env.update(extra)
     return env
@@ -86,8 +88,12 @@ class Worker:
             raise AssertionError(f"worker ignored SIGTERM for {timeout}s:\n{self.log_tail()}") from None
 
 
-async def get_json(url: str) -> tuple[int, Any, dict[str, str]]:
-    async with aiohttp.ClientSession() as http, http.get(url) as r:
+def auth_headers(token: str | None = TEST_TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+async def get_json(url: str, token: str | None = TEST_TOKEN, method: str = "GET") -> tuple[int, Any, dict[str, str]]:
+    async with aiohttp.ClientSession() as http, http.request(method, url, headers=auth_headers(token)) as r:
         return r.status, await r.json(), dict(r.headers)
 
 

@@ -1,0 +1,64 @@
+"""The OpenAPI 3.1 document of the HTTP views, built from the same pydantic models the views return."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from reid_stream import __version__
+from reid_stream.events import ENTITY_TYPES, EntityDetail, EntityHistory, EntityList
+
+REF = "#/components/schemas/{model}"
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": REF.format(
+        model="Error")}}}}
+
+
+def _ok(model: str) -> dict[str, Any]:
+    return {"description": "OK", "content": {"application/json": {"schema": {"$ref": REF.format(model=model)}}}}
+
+
+def build_openapi() -> dict[str, Any]:
+    _, defs = models_json_schema([(m, "serialization") for m in (EntityList, EntityDetail, EntityHistory)],
+                                 ref_template=REF)
+    schemas = defs["$defs"]
+    schemas["Error"] = {"type": "object", "required": ["detail"], "properties": {"detail": {}}}
+    entity_id = {"name": "entity_id", "in": "path", "required": True,
+                 "schema": {"type": "string", "minLength": 1, "maxLength": 256}}
+    common = {"401": _error("missing or wrong bearer token"), "503": _error("storage unavailable")}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "reid-stream", "version": __version__,
+                 "description": "Entities re-identified across cameras. Every /api route needs a bearer token."},
+        "components": {"schemas": schemas,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}],
+        "paths": {
+            "/api/entities": {"get": {
+                "summary": "List entities, most recently seen first",
+                "parameters": [
+                    {"name": "entity_type", "in": "query", "schema": {"type": "string", "enum": list(ENTITY_TYPES)}},
+                    {"name": "camera_id", "in": "query", "schema": {"type": "string", "maxLength": 256}},
+                    {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+                    {"name": "limit", "in": "query",
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}},
+                    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
+                ],
+                "responses": {"200": _ok("EntityList"), "422": _error("a parameter is invalid"), **common},
+            }},
+            "/api/entities/{entity_id}": {
+                "get": {"summary": "One entity with its appearances", "parameters": [entity_id],
+                        "responses": {"200": _ok("EntityDetail"), "404": _error("unknown entity"), **common}},
+                "delete": {"summary": "Erase an entity, its appearances and embeddings", "parameters": [entity_id],
+                           "responses": {"200": {"description": "erased"}, "404": _error("unknown entity"),
+                                         **common}},
+            },
+            "/api/entities/{entity_id}/history": {"get": {
+                "summary": "An entity's appearances, oldest first", "parameters": [entity_id],
+                "responses": {"200": _ok("EntityHistory"), "404": _error("unknown entity"), **common},
+            }},
+        },
+    }
