@@ -22,7 +22,7 @@ DEMO_ENV := REID_CLIP_MODEL=$${REID_CLIP_MODEL:-ViT-B-32} REID_CLIP_PRETRAINED=$
 	REID_API_TOKENS=$${REID_API_TOKENS:-demo:$$(cat $(RUN_DIR)/demo-token)}
 WEB_PORT := $${REID_WEB_PORT:-6066}
 
-.PHONY: help install venv infra infra-down worker demo demo-stop test bench test-unit lint format schemas clean
+.PHONY: help install venv infra infra-down worker demo demo-stop test test-faults bench test-unit lint format schemas clean
 
 help:
 	@echo "make demo   - install, start Kafka + Redis + a worker, stream generated detections, show results"
@@ -92,6 +92,10 @@ bench: install infra
 	$(PY) -m bench.store restart
 	$(PY) bench/search.py
 	$(PY) -m bench.report
+
+# Fault injection and load: crashes, outages, hostile input, 200 concurrent readers, schemathesis.
+test-faults: install infra
+	$(PY) -m pytest -q -p no:cacheprovider -s tests/faults
 
 test-unit: install
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit

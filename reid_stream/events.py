@@ -29,10 +29,11 @@ class BBox(BaseModel):
     """A box in pixels on the source image; x2 > x1 and y2 > y1."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    x1: float = Field(ge=0)
-    y1: float = Field(ge=0)
-    x2: float = Field(ge=0)
-    y2: float = Field(ge=0)
+    # strict: JSON numbers only, no "12" strings or booleans sneaking in as coordinates
+    x1: float = Field(ge=0, strict=True)
+    y1: float = Field(ge=0, strict=True)
+    x2: float = Field(ge=0, strict=True)
+    y2: float = Field(ge=0, strict=True)
 
     @model_validator(mode="after")
     def _positive_area(self) -> BBox:
@@ -56,6 +57,14 @@ class Detection(BaseModel):
     track_id: str | None = Field(default=None, max_length=256)
     camera_name: str | None = Field(default=None, max_length=256)
     attributes: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _timestamp_is_iso_text(cls, value: Any) -> Any:
+        # pydantic would read a bare number as epoch seconds; the contract is ISO 8601 text with a zone.
+        if not isinstance(value, str):
+            raise ValueError("timestamp must be an ISO 8601 string with a time zone")
+        return value
 
     @field_validator("track_id", mode="before")
     @classmethod
@@ -150,8 +159,12 @@ class EntityHistory(BaseModel):
     count: int
 
 
-def parse_detection(raw: bytes, *, now: datetime | None = None, max_future_skew_seconds: int = 3600) -> Detection:
+def parse_detection(raw: bytes, *, now: datetime | None = None, max_future_skew_seconds: int = 3600,
+                    max_event_bytes: int | None = None) -> Detection:
     """Bytes from Kafka to a valid Detection, or a DetectionError saying exactly why not."""
+    if max_event_bytes is not None and len(raw) > max_event_bytes:
+        # Refused before parsing: a 50 MB JSON document would cost several times its size in memory.
+        raise DetectionError("event_too_large", f"event has {len(raw)} bytes, limit {max_event_bytes}", "decode")
     try:
         payload = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:

@@ -33,6 +33,7 @@ from reid_stream.store import PlannedWrite, ReidStore
 
 log = logging.getLogger(__name__)
 MAX_CONFLICT_RETRIES = 20
+ORIGINAL_CARRIED = 64 * 1024  # bytes of the original event that travel with an embedding to stage 2
 
 
 @dataclass(frozen=True)
@@ -45,15 +46,17 @@ class RawEvent:
     partition: int | None = None
     offset: int | None = None
     timestamp: float | None = None  # the Kafka record's timestamp, seconds since the epoch
+    size: int | None = None  # of the original value, when `value` carries only its start
 
 
 def dead_letter(raw: RawEvent, err: DetectionError, detection_id: str | None = None,
                 max_original: int = 1 << 20) -> DeadLetter:
     """A dead letter carrying the original bytes, cut at max_original so the letter itself can be sent."""
+    size = raw.size if raw.size is not None else len(raw.value)
+    kept = raw.value[:max_original]
     return DeadLetter(
         error_code=err.code, message=err.message[:2000], stage=err.stage, time=datetime.now(UTC),
-        original_b64=base64.b64encode(raw.value[:max_original]).decode(),
-        original_size=len(raw.value), original_truncated=len(raw.value) > max_original,
+        original_b64=base64.b64encode(kept).decode(), original_size=size, original_truncated=len(kept) < size,
         original_key_b64=base64.b64encode(raw.key).decode() if raw.key is not None else None,
         source_topic=raw.topic, source_partition=raw.partition, source_offset=raw.offset,
         detection_id=detection_id, details=err.details)
@@ -70,11 +73,15 @@ class Embedded:
     source: RawEvent = field(default_factory=lambda: RawEvent(b""))
 
     def to_bytes(self) -> bytes:
+        src = self.source
         header = json.dumps({
             "detection": self.detection.model_dump(mode="json", exclude={"image_b64"}),
             "model": self.model, "fingerprint": self.fingerprint,
-            "source": {"topic": self.source.topic, "partition": self.source.partition, "offset": self.source.offset,
-                       "timestamp": self.source.timestamp},
+            # Enough of the original for a dead letter in stage 2 (a detection_id conflict).
+            "source": {"topic": src.topic, "partition": src.partition, "offset": src.offset,
+                       "timestamp": src.timestamp, "size": src.size if src.size is not None else len(src.value),
+                       "key": base64.b64encode(src.key).decode() if src.key is not None else None,
+                       "value": base64.b64encode(src.value[:ORIGINAL_CARRIED]).decode()},
         }).encode()
         return struct.pack(">I", len(header)) + header + np.ascontiguousarray(self.vector, np.float32).tobytes()
 
@@ -86,9 +93,11 @@ class Embedded:
         if det.get("image_path") is None and det.get("image_url") is None:
             det["image_b64"] = "-"  # stripped on the wire; keeps the one-reference rule satisfied
         src = header["source"]
+        key = base64.b64decode(src["key"]) if src.get("key") is not None else None
+        raw = RawEvent(base64.b64decode(src.get("value") or ""), key, src["topic"], src["partition"], src["offset"],
+                       src.get("timestamp"), src.get("size"))
         return cls(Detection.model_validate(det), np.frombuffer(data[4 + n:], dtype=np.float32).copy(),
-                   header["model"], header["fingerprint"],
-                   RawEvent(data, None, src["topic"], src["partition"], src["offset"], src.get("timestamp")))
+                   header["model"], header["fingerprint"], raw)
 
 
 def fingerprint(det: Detection) -> str:
@@ -110,6 +119,8 @@ class Embedder:
         self.limits = ImageLimits(settings.image_roots, settings.url_allowed_hosts, settings.max_image_bytes,
                                   settings.max_image_pixels, settings.url_timeout_seconds)
         self._letter = functools.partial(dead_letter, max_original=settings.dlq_max_original_bytes)
+        # An inline image at its size limit, base64-encoded, plus room for the other fields.
+        self.max_event_bytes = settings.max_image_bytes * 4 // 3 + 64 * 1024
 
     def _load_crop(self, det: Detection, data: bytes | None) -> np.ndarray:
         t0 = time.perf_counter()
@@ -128,7 +139,8 @@ class Embedder:
     async def _prepare(self, raw: RawEvent) -> tuple[Detection, np.ndarray] | DeadLetter:
         det: Detection | None = None
         try:
-            det = parse_detection(raw.value, max_future_skew_seconds=self.settings.max_future_skew_seconds)
+            det = parse_detection(raw.value, max_future_skew_seconds=self.settings.max_future_skew_seconds,
+                                  max_event_bytes=self.max_event_bytes)
             data = None
             if det.image_url is not None:
                 if self.http is None:

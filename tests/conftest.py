@@ -19,12 +19,35 @@ from reid_stream.infra.services import InfraConfig, up
 TINY_MODEL = "reid-tiny-vit"
 
 
+_USED_INFRA: list[InfraConfig] = []
+
+
 @pytest.fixture(scope="session")
 def infra() -> InfraConfig:
     """Real Kafka and Redis: started here if they are not running. Failing to start them fails the test."""
     cfg = InfraConfig.from_env()
     up(cfg)
+    _USED_INFRA.append(cfg)
     return cfg
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Privacy: after a run that used Redis, every key in it must carry a TTL."""
+    if not _USED_INFRA:
+        return
+    import redis
+
+    client = redis.Redis.from_url(Settings.from_env().redis_url)
+    immortal = [k for k in client.scan_iter(count=1000) if client.ttl(k) == -1]
+    scanned = client.dbsize()
+    client.close()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"privacy scan: {scanned} Redis keys, {len(immortal)} without a TTL")
+    if immortal:
+        if reporter is not None:
+            reporter.write_line(f"keys without TTL: {immortal[:20]}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture

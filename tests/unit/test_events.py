@@ -46,6 +46,9 @@ def test_valid_detection_with_optional_fields():
     (valid(entity_type="bicycle"), "unknown_entity_type"),
     (valid(timestamp="2026-06-01T11:59:00"), "schema_invalid"),  # no time zone
     (valid(timestamp="yesterday"), "schema_invalid"),
+    (valid(timestamp=1767225600), "schema_invalid"),  # epoch numbers are not the contract
+    (valid(bbox={"x1": "1", "y1": 0, "x2": 5, "y2": 5}), "schema_invalid"),
+    (valid(bbox={"x1": True, "y1": 0, "x2": 5, "y2": 5}), "schema_invalid"),
     (valid(bbox={"x1": -1, "y1": 0, "x2": 5, "y2": 5}), "schema_invalid"),
     (valid(bbox={"x1": 5, "y1": 5, "x2": 5, "y2": 9}), "schema_invalid"),  # zero area
     (valid(bbox={"x1": 0, "y1": 0, "x2": 5}), "schema_invalid"),
@@ -69,6 +72,12 @@ def test_schema_errors_name_the_field():
         parse(valid(bbox={"x1": "a", "y1": 0, "x2": 5, "y2": 5}))
     assert err.value.details and err.value.details[0]["field"] == "bbox.x1"
     assert err.value.stage == "validate"
+
+
+def test_oversized_events_are_refused_before_parsing():
+    with pytest.raises(DetectionError) as err:
+        parse_detection(b"{" + b" " * 5000 + b"}", max_event_bytes=1000)
+    assert err.value.code == "event_too_large" and err.value.stage == "decode"
 
 
 def test_small_clock_skew_is_tolerated():

@@ -76,3 +76,22 @@ def test_entity_embedding_round_trips_through_its_dict():
     back = EntityEmbedding.from_dict(e.to_dict())
     assert back.detection_id == "a" and back.entity_id == "E" and back.timestamp == NOW
     assert np.allclose(back.embedding, e.embedding)
+
+
+def test_embedded_record_round_trip_keeps_the_source_for_dead_letters():
+    from reid_stream.errors import DetectionError
+    from reid_stream.events import Detection
+    from reid_stream.pipeline import Embedded, RawEvent, dead_letter
+
+    det = Detection.model_validate({"detection_id": "d", "camera_id": "c", "entity_type": "person",
+                                    "timestamp": NOW.isoformat(), "bbox": {"x1": 0, "y1": 0, "x2": 2, "y2": 2},
+                                    "image_b64": "QUJD"})
+    original = b"x" * 70_000
+    rec = Embedded(det, unit([1, 2, 3]), "m", "fp", RawEvent(original, b"cam", "detections", 3, 41, 1.5))
+    back = Embedded.from_bytes(rec.to_bytes())
+    assert back.detection.detection_id == "d" and np.allclose(back.vector, rec.vector)
+    assert (back.source.key, back.source.topic, back.source.partition, back.source.offset) == (b"cam", "detections",
+                                                                                              3, 41)
+    letter = dead_letter(back.source, DetectionError("detection_id_conflict", "m", "store"), "d")
+    assert letter.original_size == 70_000 and letter.original_truncated
+    assert letter.original_key_b64 == "Y2Ft"

@@ -1,0 +1,201 @@
+"""R4: 10,000 hostile events interleaved with 1,000 valid ones; every bad one is dead-lettered with its code."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import random
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from tests.conftest import encode_jpeg, encode_png, pattern_image
+from tests.e2e.harness import Collector, Worker, worker_env
+from tests.faults.report import peak_rss_kib, record
+
+pytestmark = pytest.mark.faults
+BOOTSTRAP = "127.0.0.1:9092"
+N_BAD, N_VALID = 10_000, 1_000
+
+
+def base_event(det_id: str, **changes: Any) -> dict[str, Any]:
+    ev = {"detection_id": det_id, "camera_id": "cam-h", "entity_type": "person",
+          "timestamp": datetime.now(UTC).isoformat(), "bbox": {"x1": 0, "y1": 0, "x2": 48, "y2": 96},
+          "image_b64": VALID_B64}
+    ev.update(changes)
+    return {k: v for k, v in ev.items() if v is not ...}
+
+
+VALID_B64 = base64.b64encode(encode_png(pattern_image(99))).decode()
+
+
+def bomb_png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (10_000, 10_000)).save(buf, format="PNG", optimize=True)  # 100 Mpx that compress to ~100 KB
+    return buf.getvalue()
+
+
+def curated(root: Path, url_base: str) -> list[tuple[bytes, str]]:
+    """(value, expected error code) for every hostile case the issue lists."""
+    (root / "ok.png").write_bytes(encode_png(pattern_image(5)))
+    (root.parent / "secret.png").write_bytes(encode_png(pattern_image(6)))
+    os.symlink(root.parent / "secret.png", root / "escape.png")
+    truncated = encode_jpeg(pattern_image(7))[:400]
+
+    def j(ev: dict[str, Any]) -> bytes:
+        return json.dumps(ev).encode()
+
+    cases = [
+        (b"{", "invalid_json"), (b"null", "invalid_json"), (b"[1,2]", "invalid_json"),
+        (b"\xff\xfe\x00", "invalid_json"), (b"", "invalid_json"),
+        (j(base_event("c-types", camera_id=123)), "schema_invalid"),
+        (j(base_event("c-bbox-type", bbox="0,0,1,1")), "schema_invalid"),
+        (j(base_event("c-attrs", attributes=[1, 2])), "schema_invalid"),
+        (j(base_event(..., )), "schema_invalid"),
+        (j(base_event("c-nobbox", bbox=...)), "schema_invalid"),
+        (j(base_event("c-type", entity_type="cat")), "unknown_entity_type"),
+        (j(base_event("c-neg", bbox={"x1": -5, "y1": 0, "x2": 10, "y2": 10})), "schema_invalid"),
+        (j(base_event("c-zero", bbox={"x1": 5, "y1": 5, "x2": 5, "y2": 50})), "schema_invalid"),
+        (j(base_event("c-outside", bbox={"x1": 500, "y1": 500, "x2": 600, "y2": 600})), "bbox_outside_image"),
+        (j(base_event("c-nan")).replace(b'"x1": 0', b'"x1": NaN'), "schema_invalid"),
+        (j(base_event("c-missing", image_b64=..., image_path="nope.png")), "image_not_found"),
+        (j(base_event("c-notimage", image_b64=base64.b64encode(b"hello world, not an image").decode())),
+         "image_decode_failed"),
+        (j(base_event("c-truncated", image_b64=base64.b64encode(truncated).decode())), "image_decode_failed"),
+        (j(base_event("c-bomb", image_b64=base64.b64encode(bomb_png()).decode())), "image_too_large"),
+        (j(base_event("c-huge", image_b64="A" * (50 * 1024 * 1024))), "event_too_large"),
+        (j(base_event("c-dotdot", image_b64=..., image_path="../secret.png")), "path_not_allowed"),
+        (j(base_event("c-abs", image_b64=..., image_path="/etc/passwd")), "path_not_allowed"),
+        (j(base_event("c-symlink", image_b64=..., image_path="escape.png")), "path_not_allowed"),
+        (j(base_event("c-host", image_b64=..., image_url="http://example.invalid/x.png")), "url_not_allowed"),
+        (j(base_event("c-redirect", image_b64=..., image_url=f"{url_base}/escape")), "url_not_allowed"),
+        (j(base_event("c-future", timestamp="9999-12-31T23:59:59+00:00")), "timestamp_out_of_range"),
+        (j(base_event("c-b64", image_b64="***")), "invalid_base64"),
+    ]
+    return cases
+
+
+def generated(n: int) -> list[bytes]:
+    """Hypothesis-made bad events: garbage bytes, random JSON, and valid events with one field broken."""
+    out: list[bytes] = []
+    broken_field = st.sampled_from(["detection_id", "camera_id", "entity_type", "timestamp", "bbox", "image_b64"])
+    # Never a valid value for any of these fields: non-strings, or strings with a control character.
+    junk = st.one_of(st.none(), st.integers(), st.floats(allow_nan=False), st.booleans(),
+                     st.lists(st.integers(), max_size=3),
+                     st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+                     st.text(max_size=10).map(lambda t: t + "\x00"))
+
+    @st.composite
+    def broken_event(draw: st.DrawFn) -> bytes:
+        ev = base_event("gen")
+        field = draw(broken_field)
+        if draw(st.booleans()):
+            ev.pop(field)
+        elif field == "image_b64":
+            ev[field] = draw(st.text(alphabet="ABCDEFGH+/=", min_size=1, max_size=64))  # never a valid image
+        else:
+            ev[field] = draw(junk)
+        return json.dumps(ev).encode()
+
+    strategy = st.one_of(st.binary(max_size=64).filter(lambda b: not b.strip().startswith(b"{")),
+                         st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+                                      lambda c: st.lists(c, max_size=3), max_leaves=5).map(
+                             lambda v: json.dumps(v).encode()),
+                         broken_event())
+
+    @settings(max_examples=n, database=None, phases=[Phase.generate], deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def collect(value: bytes) -> None:
+        out.append(value)
+
+    collect()
+    return out
+
+
+@pytest.fixture
+async def url_server():
+    app = web.Application()
+
+    async def escape(_: web.Request) -> web.Response:
+        raise web.HTTPFound("http://localhost:9/x.png")
+
+    app.add_routes([web.get("/escape", escape)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    await runner.cleanup()
+
+
+async def test_hostile_events_are_dead_lettered_and_valid_ones_processed(infra, unique, image_root: Path,
+                                                                       tmp_path: Path, url_server: str):
+    env = worker_env(unique, REID_IMAGE_ROOTS=str(image_root), REID_URL_ALLOWED_HOSTS="127.0.0.1",
+                     REID_BATCH_SIZE="32")
+    worker = Worker(env, tmp_path / "worker.log").start()
+    pid = worker.proc.pid
+    try:
+        await worker.wait_ready()
+        cases = curated(image_root, url_server)
+        gen = generated(N_BAD - len(cases) - 1)
+        bad: list[tuple[bytes, bytes, str | None]] = [(f"bad-{i}".encode(), v, code)
+                                                      for i, (v, code) in enumerate(cases)]
+        bad += [(f"bad-g{i}".encode(), v, None) for i, v in enumerate(gen)]
+        valid = [(f"ok-{i}".encode(), json.dumps(base_event(f"{unique}-ok-{i}")).encode()) for i in range(N_VALID)]
+        # The same detection_id again with other content: a conflict, not a redelivery.
+        bad.append((b"bad-dup", json.dumps(base_event(f"{unique}-ok-0", camera_id="other")).encode(),
+                    "detection_id_conflict"))
+        while len(bad) < N_BAD:  # hypothesis may return fewer distinct examples than asked
+            bad.append((f"bad-pad{len(bad)}".encode(), os.urandom(16), None))
+        stream: list[tuple[bytes, bytes]] = [(k, v) for k, v, _ in bad[:-1]]
+        random.Random(4).shuffle(stream)
+        stream = [x for pair in zip(stream[::10], valid, strict=False) for x in pair] + \
+            [x for i, x in enumerate(stream) if i % 10] + [(bad[-1][0], bad[-1][1])]  # the conflict goes last
+        assert len(stream) == N_BAD + N_VALID
+
+        producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, max_request_size=64 * 1024 * 1024 + 4096,
+                                    linger_ms=5)
+        await producer.start()
+        t0 = time.monotonic()
+        try:
+            for key, value in stream:
+                await producer.send(env["REID_TOPIC_DETECTIONS"], value, key=key)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+        async with Collector(BOOTSTRAP, env["REID_TOPIC_MATCHES"]) as matches, \
+                Collector(BOOTSTRAP, env["REID_TOPIC_DLQ"]) as dlq:
+            await dlq.until(lambda items: len(items) >= N_BAD, 600, f"{N_BAD} dead letters")
+            await matches.until(lambda items: len({e["detection_id"] for e in items}) >= N_VALID, 600,
+                                f"{N_VALID} match events")
+        elapsed = time.monotonic() - t0
+        rss = peak_rss_kib(pid)
+        assert worker.alive() and worker.proc.pid == pid, "the worker must never restart"
+    finally:
+        code = worker.stop()
+    assert code == 0
+
+    letters = {base64.b64decode(x["original_key_b64"]).decode(): x for x in dlq.items}
+    assert set(letters) == {k.decode() for k, _, _ in bad}, "every bad event, and only those, is dead-lettered"
+    wrong = {k.decode(): (letters[k.decode()]["error_code"], code) for k, _, code in bad
+             if code is not None and letters[k.decode()]["error_code"] != code}
+    assert wrong == {}
+    assert all(x["error_code"] and x["stage"] and x["message"] for x in dlq.items)
+    assert letters["bad-19"]["original_truncated"] is True  # the 50 MB string, cut to fit the letter
+    processed = {e["detection_id"] for e in matches.items}
+    assert processed == {f"{unique}-ok-{i}" for i in range(N_VALID)}
+    record("R4 hostile input", {"bad_events": N_BAD, "valid_events": N_VALID, "dead_lettered": len(letters),
+                                "valid_processed": len(processed), "seconds": round(elapsed, 1),
+                                "worker_restarts": 0, "peak_rss_mib": round(rss / 1024, 1)})
