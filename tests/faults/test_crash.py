@@ -86,7 +86,7 @@ async def test_sigkill_five_times_loses_nothing_and_stores_once(infra, unique, t
     async for key in r.scan_iter(match=f"{prefix}:ent:*:apps", count=1000):
         entity = key.decode()[len(f"{prefix}:ent:"):-len(":apps")]
         apps = await r.hkeys(key)
-        count = int((await r.hlen(key)))
+        count = int(await r.hlen(key))
         assert count == await r.zcard(f"{prefix}:ent:{entity}:order")
         for det in apps:
             assert det.decode() not in stored, f"{det!r} stored in two entities"
