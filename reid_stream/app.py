@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 import faust
+from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from reid_stream.config import Settings
@@ -55,7 +56,7 @@ async def retry_forever(what: str, op: Callable[[], Awaitable[T]], metrics: Metr
         except asyncio.CancelledError:
             log.critical("stopping while %s still failing: exiting without committing this batch", what)
             os._exit(75)
-        except (RedisError, OSError, RuntimeError, faust.exceptions.ProducerSendError) as exc:
+        except (RedisError, OSError, RuntimeError, KafkaError, faust.exceptions.ProducerSendError) as exc:
             log.warning("%s failed (%r); retrying in %.1fs", what, exc, delay)
             if metrics is not None:
                 metrics.retries.labels(what).inc()
