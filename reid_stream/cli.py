@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 from reid_stream.config import ConfigError, Settings, describe
@@ -19,6 +20,8 @@ def _settings() -> Settings:
 
 
 def cmd_worker(_: argparse.Namespace) -> int:
+    # numpy's BLAS serves small per-batch products here; its thread pool only fights the encoder for cores.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     settings = _settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from reid_stream.auth import Authenticator

@@ -120,6 +120,19 @@ class VectorIndex:
         scores = self._matrix[:n] @ np.asarray(query, dtype=np.float32)
         if camera_id is not None:
             scores = np.where([it.camera_id == camera_id for it in self._items], scores, -np.inf)
+        return self._top(scores, limit, min_similarity)
+
+    def search_many(self, queries: np.ndarray, limit: int,
+                    min_similarity: float | None = None) -> list[list[tuple[EntityEmbedding, float]]]:
+        """One matrix product for a whole batch of queries (rows), instead of one per query."""
+        n = len(self._items)
+        if n == 0 or limit <= 0:
+            return [[] for _ in range(len(queries))]
+        scores = self._matrix[:n] @ np.asarray(queries, dtype=np.float32).T
+        return [self._top(scores[:, j], limit, min_similarity) for j in range(scores.shape[1])]
+
+    def _top(self, scores: np.ndarray, limit: int, min_similarity: float | None) -> list[tuple[EntityEmbedding, float]]:
+        n = len(scores)
         k = min(limit, n)
         top = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
         top = top[np.argsort(-scores[top], kind="stable")]
@@ -130,6 +143,10 @@ class VectorIndex:
                 break
             out.append((self._items[i], score))
         return out
+
+
+def merge_matches(*lists: list[tuple[EntityEmbedding, float]], limit: int) -> list[tuple[EntityEmbedding, float]]:
+    return sorted((m for lst in lists for m in lst), key=lambda m: -m[1])[:limit]
 
 
 def utcnow() -> datetime:

@@ -27,7 +27,7 @@ from reid_stream.encoder import Encoder
 from reid_stream.errors import DetectionError
 from reid_stream.events import DeadLetter, Detection, EntityAppearance, MatchEvent, MatchRef, parse_detection
 from reid_stream.images import ImageLimits, crop_letterbox, decode_image, fetch_url, read_local
-from reid_stream.matching import EntityEmbedding, VectorIndex, assign_entity
+from reid_stream.matching import EntityEmbedding, VectorIndex, assign_entity, merge_matches
 from reid_stream.metrics import Metrics
 from reid_stream.store import PlannedWrite, ReidStore
 
@@ -229,10 +229,8 @@ class Assigner:
             return template.format(camera_id=det.camera_id, detection_id=det.detection_id)
         return det.image_url
 
-    def _plan(self, item: Embedded, cache: _TypeCache, now: float) -> PlannedWrite:
+    def _plan(self, item: Embedded, matches: list[tuple[EntityEmbedding, float]], now: float) -> PlannedWrite:
         det = item.detection
-        matches = cache.index.search(item.vector, self.settings.match_top_k,
-                                     min_similarity=self.settings.similarity_threshold)
         assignment = assign_entity(det.detection_id, matches, self.settings.similarity_threshold)
         event = MatchEvent(
             detection_id=det.detection_id, entity_id=assignment.entity_id, is_new_entity=assignment.is_new_entity,
@@ -245,9 +243,6 @@ class Assigner:
             detection_id=det.detection_id, camera_id=det.camera_id, camera_name=det.camera_name,
             timestamp=det.timestamp, similarity_score=assignment.similarity, attributes=det.attributes,
             thumbnail_url=self._thumbnail(det))
-        # Later detections of this batch must see this one: add it now, keep it only if the commit succeeds.
-        cache.index.add(EntityEmbedding(det.detection_id, assignment.entity_id, det.entity_type, det.camera_id,
-                                        det.timestamp, item.vector, item.model, now))
         return PlannedWrite(event, item.vector, assignment, item.fingerprint, appearance, now)
 
     async def assign(self, batch: Sequence[Embedded]) -> tuple[list[MatchEvent], list[DeadLetter]]:
@@ -289,6 +284,22 @@ class Assigner:
                 events.append(by_id[det_id])
         return events, letters
 
+    def _plan_batch(self, items: list[Embedded], cache: _TypeCache, now: float) -> list[PlannedWrite]:
+        """Match a batch in order: stored vectors in one matrix product, earlier items of the batch one by one."""
+        k, threshold = self.settings.match_top_k, self.settings.similarity_threshold
+        stored = cache.index.search_many(np.stack([i.vector for i in items]), k, threshold)
+        batch = VectorIndex(items[0].vector.shape[0], capacity=len(items))
+        plans = []
+        for item, prior in zip(items, stored, strict=True):
+            matches = merge_matches(prior, batch.search(item.vector, k, threshold), limit=k)
+            plan = self._plan(item, matches, now)
+            plans.append(plan)
+            det = item.detection
+            for index in (batch, cache.index):  # kept in the cache only if the commit succeeds
+                index.add(EntityEmbedding(det.detection_id, plan.assignment.entity_id, det.entity_type,
+                                          det.camera_id, det.timestamp, item.vector, item.model, now))
+        return plans
+
     async def _assign_group(self, model: str, etype: str,
                             items: list[Embedded]) -> tuple[list[MatchEvent], list[DeadLetter]]:
         out: list[MatchEvent] = []
@@ -299,7 +310,7 @@ class Assigner:
             cache = await self._cache(model, etype, pending[0].vector.shape[0])
             now = time.time()
             cache.index.expire(now - self.settings.embedding_ttl_seconds)
-            plans = [self._plan(item, cache, now) for item in pending]
+            plans = self._plan_batch(pending, cache, now)
             t1 = time.perf_counter()
             results = await self.store.commit(plans, cache.version)
             self.metrics.stage("match", t1 - t0)

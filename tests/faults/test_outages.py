@@ -94,6 +94,7 @@ async def test_r2_redis_down_for_15s_pauses_and_loses_nothing(infra, unique, tmp
         after = await committed("127.0.0.1:9092", env["REID_APP_ID"], env["REID_TOPIC_EMBEDDED"])
         assert before == after, "no offset of unstored detections may be committed during the outage"
         assert worker.alive()
+        await asyncio.sleep(max(0.0, 15.2 - (time.monotonic() - down_at)))
         redis_server(port, rdir)
         outage = time.monotonic() - down_at
         await stream

@@ -95,3 +95,23 @@ def test_embedded_record_round_trip_keeps_the_source_for_dead_letters():
     letter = dead_letter(back.source, DetectionError("detection_id_conflict", "m", "store"), "d")
     assert letter.original_size == 70_000 and letter.original_truncated
     assert letter.original_key_b64 == "Y2Ft"
+
+
+def test_search_many_equals_one_search_per_query():
+    rng = np.random.default_rng(3)
+    idx = VectorIndex(8)
+    for i in range(50):
+        idx.add(emb(f"d{i}", rng.standard_normal(8)))
+    queries = np.stack([unit(rng.standard_normal(8)) for _ in range(5)])
+    many = idx.search_many(queries, 4, min_similarity=0.1)
+    for q, got in zip(queries, many, strict=True):
+        assert [(e.detection_id, round(s, 5)) for e, s in got] == \
+            [(e.detection_id, round(s, 5)) for e, s in idx.search(q, 4, min_similarity=0.1)]
+    assert VectorIndex(8).search_many(queries, 4) == [[]] * 5
+
+
+def test_merge_matches_keeps_the_best():
+    from reid_stream.matching import merge_matches
+
+    a, b, c = emb("a", [1, 0]), emb("b", [1, 0]), emb("c", [1, 0])
+    assert [e.detection_id for e, _ in merge_matches([(a, 0.9), (b, 0.5)], [(c, 0.7)], limit=2)] == ["a", "c"]
