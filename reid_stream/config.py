@@ -118,6 +118,9 @@ class Settings:
     max_embeddings: int = setting(
         "REID_MAX_EMBEDDINGS", 1000, _int(1, 10_000_000),
         "Most embeddings kept per model and entity type; the oldest go first.")
+    ann_min_size: int = setting(
+        "REID_ANN_MIN_SIZE", 20000, _int(1000, 1 << 31),
+        "Above this many embeddings of a type, an HNSW index (hnswlib) answers searches; below, search is exact.")
     kafka_bootstrap: str = setting(
         "REID_KAFKA_BOOTSTRAP", "127.0.0.1:9092", _bootstrap, "Kafka bootstrap servers, comma-separated host:port.")
     redis_url: str = setting("REID_REDIS_URL", "redis://127.0.0.1:6379/0", _redis_url, "Redis URL.")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from reid_stream.ann import HnswCompanion
 
 
 @dataclass
@@ -65,13 +68,26 @@ def assign_entity(detection_id: str, matches: list[tuple[EntityEmbedding, float]
 
 
 class VectorIndex:
-    """Exact cosine search over a contiguous float32 matrix of unit rows (a BLAS matrix-vector product)."""
+    """Exact cosine search over a contiguous float32 matrix of unit rows (a BLAS matrix-vector product).
 
-    def __init__(self, dim: int, capacity: int = 1024) -> None:
+    Above `ann_min_size` rows an HNSW companion is built in the background and, once ready, answers
+    unfiltered searches; below it (the default cap is far below) search is always exact.
+    """
+
+    def __init__(self, dim: int, capacity: int = 1024, ann_min_size: int | None = None) -> None:
         self.dim = dim
         self._matrix = np.zeros((max(capacity, 1), dim), dtype=np.float32)
         self._items: list[EntityEmbedding] = []
         self._pos: dict[str, int] = {}
+        self._ann_min_size = ann_min_size
+        self._ann: HnswCompanion | None = None
+        self._labels: list[int] = []  # stable ids for the companion, parallel to rows
+        self._by_label: dict[int, EntityEmbedding] = {}
+        self._next_label = 0
+
+    @property
+    def approximate(self) -> bool:
+        return self._ann is not None and self._ann.ready
 
     def __len__(self) -> int:
         return len(self._items)
@@ -91,6 +107,17 @@ class VectorIndex:
         item.embedding = self._matrix[n]  # a view: the matrix is the only copy
         self._items.append(item)
         self._pos[item.detection_id] = n
+        label = self._next_label
+        self._next_label += 1
+        self._labels.append(label)
+        self._by_label[label] = item
+        if self._ann is not None:
+            self._ann.add(label, self._matrix[n])
+        elif self._ann_min_size is not None and n + 1 > self._ann_min_size:
+            from reid_stream.ann import HnswCompanion
+
+            self._ann = HnswCompanion(self.dim)
+            self._ann.build(np.asarray(self._labels, dtype=np.int64), self._matrix[: n + 1])
 
     def remove(self, detection_ids: list[str]) -> None:
         """Swap-remove, O(1) each."""
@@ -98,14 +125,20 @@ class VectorIndex:
             i = self._pos.pop(det, None)
             if i is None:
                 continue
+            label = self._labels[i]
+            del self._by_label[label]
+            if self._ann is not None:
+                self._ann.remove(label)
             last = len(self._items) - 1
             if i != last:
                 moved = self._items[last]
                 self._matrix[i] = self._matrix[last]
                 moved.embedding = self._matrix[i]
                 self._items[i] = moved
+                self._labels[i] = self._labels[last]
                 self._pos[moved.detection_id] = i
             self._items.pop()
+            self._labels.pop()
 
     def expire(self, min_stored_at: float) -> list[str]:
         old = [it.detection_id for it in self._items if it.stored_at < min_stored_at]
@@ -117,6 +150,8 @@ class VectorIndex:
         n = len(self._items)
         if n == 0 or limit <= 0:
             return []
+        if camera_id is None and self.approximate:
+            return self._approximate(np.asarray(query, dtype=np.float32)[None, :], limit, min_similarity)[0]
         scores = self._matrix[:n] @ np.asarray(query, dtype=np.float32)
         if camera_id is not None:
             scores = np.where([it.camera_id == camera_id for it in self._items], scores, -np.inf)
@@ -128,8 +163,21 @@ class VectorIndex:
         n = len(self._items)
         if n == 0 or limit <= 0:
             return [[] for _ in range(len(queries))]
+        if self.approximate:
+            return self._approximate(np.asarray(queries, dtype=np.float32), limit, min_similarity)
         scores = self._matrix[:n] @ np.asarray(queries, dtype=np.float32).T
         return [self._top(scores[:, j], limit, min_similarity) for j in range(scores.shape[1])]
+
+    def _approximate(self, queries: np.ndarray, limit: int,
+                     min_similarity: float | None) -> list[list[tuple[EntityEmbedding, float]]]:
+        assert self._ann is not None
+        labels, scores = self._ann.query(queries, min(limit, len(self._items)))
+        out = []
+        for row_labels, row_scores in zip(labels, scores, strict=True):
+            hits = [(self._by_label[int(lb)], float(sc)) for lb, sc in zip(row_labels, row_scores, strict=True)
+                    if int(lb) in self._by_label and (min_similarity is None or sc >= min_similarity)]
+            out.append(hits)
+        return out
 
     def _top(self, scores: np.ndarray, limit: int, min_similarity: float | None) -> list[tuple[EntityEmbedding, float]]:
         n = len(scores)

@@ -125,7 +125,7 @@ class ReidStore:
                 pipe.hmget(self.keys.vec_prefix(model, etype) + day, dets)
                 pipe.hmget(self.keys.meta_prefix(model, etype) + day, dets)
             replies = await pipe.execute() if by_day else []
-            index = VectorIndex(dim, capacity=max(1024, len(members)))
+            index = VectorIndex(dim, capacity=max(1024, len(members)), ann_min_size=self.settings.ann_min_size)
             for n, (_day, items) in enumerate(by_day.items()):
                 vecs, metas = replies[2 * n], replies[2 * n + 1]
                 for (det, score), vec, meta in zip(items, vecs, metas, strict=True):

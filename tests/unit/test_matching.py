@@ -115,3 +115,31 @@ def test_merge_matches_keeps_the_best():
 
     a, b, c = emb("a", [1, 0]), emb("b", [1, 0]), emb("c", [1, 0])
     assert [e.detection_id for e, _ in merge_matches([(a, 0.9), (b, 0.5)], [(c, 0.7)], limit=2)] == ["a", "c"]
+
+
+def test_above_the_ann_size_search_turns_approximate_with_the_same_answers():
+    import time
+
+    rng = np.random.default_rng(5)
+    centres = rng.standard_normal((50, 32))
+    idx = VectorIndex(32, ann_min_size=1000)
+    for i in range(1500):
+        idx.add(emb(f"d{i}", centres[i % 50] + 0.3 * rng.standard_normal(32)))
+    deadline = time.monotonic() + 60
+    while not idx.approximate and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert idx.approximate
+    idx.remove([f"d{i}" for i in range(0, 1500, 3)])  # removals after the build reach the HNSW index too
+    idx.add(emb("late", centres[7]))
+    queries = np.stack([unit(centres[j] + 0.3 * rng.standard_normal(32)) for j in range(20)])
+    approx = idx.search_many(queries, 10)
+    hits = 0
+    for q, got in zip(queries, approx, strict=True):
+        exact = np.argsort(-(idx._matrix[: len(idx)] @ q))[:10]
+        hits += len({idx._items[i].detection_id for i in exact} & {e.detection_id for e, _ in got})
+        assert all(e.detection_id in idx for e, _ in got)
+    assert hits / (20 * 10) >= 0.95
+    assert idx.search(unit(centres[7]), 1)[0][0].detection_id in idx
+    small = VectorIndex(32, ann_min_size=1000)
+    small.add(emb("x", centres[0]))
+    assert not small.approximate  # under the size, always exact
