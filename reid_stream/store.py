@@ -233,13 +233,21 @@ class ReidStore:
         return out
 
     async def get_entity(self, entity_id: str) -> EntityDetail | None:
-        (summary,) = await self._summaries([entity_id])
-        if summary is None:
+        """One round trip: the entity, its cameras and its appearances in time order."""
+        k = self.keys
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(k.entity(entity_id))
+        pipe.smembers(k.cameras(entity_id))
+        pipe.zrange(k.order(entity_id), 0, -1)
+        pipe.hgetall(k.appearances(entity_id))
+        h, cams, order, apps = await pipe.execute()
+        if not h:
             return None
-        order = await self.redis.zrange(self.keys.order(entity_id), 0, -1)
-        raw = await self.redis.hmget(self.keys.appearances(entity_id), order) if order else []
-        appearances = [EntityAppearance.model_validate_json(r) for r in raw if r is not None]
-        return EntityDetail(**summary.model_dump(), appearances=appearances)
+        h = {key.decode(): v.decode() for key, v in h.items()}
+        appearances = [EntityAppearance.model_validate_json(apps[d]) for d in order if d in apps]
+        return EntityDetail(entity_id=entity_id, entity_type=h["entity_type"], first_seen=h["first_seen"],
+                            last_seen=h["last_seen"], appearance_count=len(apps),
+                            cameras_seen=sorted(c.decode() for c in cams), appearances=appearances)
 
     async def purge_entity(self, entity_id: str) -> dict[str, Any] | None:
         """Erase an entity, its appearances, its detections' markers and its embeddings (right to erasure).

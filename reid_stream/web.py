@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 from faust.web import Request, Response, View
+from pydantic import BaseModel
 from redis.exceptions import RedisError
 
 from reid_stream.auth import Auditor, Authenticator
@@ -97,6 +98,11 @@ def register_views(app: faust.App, runtime: Runtime) -> None:
             auditor.record(who, request.method, request.path, params, response.status)
             return response
 
+        def model(self, body: BaseModel, status: int = 200) -> Response:
+            # pydantic's own serializer: several times faster than model_dump() followed by json.dumps().
+            return self.bytes(body.model_dump_json().encode(), status=status,
+                              headers={"Content-Type": "application/json"})
+
         def unavailable(self) -> Response:
             return self.json({"detail": "storage unavailable (Redis); retry later"}, status=503)
 
@@ -131,7 +137,7 @@ def register_views(app: faust.App, runtime: Runtime) -> None:
                 return self.done(request, who, query, self.json(
                     body.model_dump(mode="json"), headers={"X-Reid-Degraded": "redis-unavailable"}))
             body = EntityList(entities=entities, count=total, limit=params["limit"], offset=params["offset"])
-            return self.done(request, who, query, self.json(body.model_dump(mode="json")))
+            return self.done(request, who, query, self.model(body))
 
     @app.page("/api/entities/{entity_id}")
     class EntityDetailView(ApiView):
@@ -148,7 +154,7 @@ def register_views(app: faust.App, runtime: Runtime) -> None:
                 return self.done(request, who, params, self.unavailable())
             if detail is None:
                 return self.done(request, who, params, self.not_found(entity_id))
-            return self.done(request, who, params, self.json(detail.model_dump(mode="json")))
+            return self.done(request, who, params, self.model(detail))
 
         async def delete(self, request: Request, entity_id: str) -> Response:
             who, denied = self.guard(request)
@@ -183,7 +189,7 @@ def register_views(app: faust.App, runtime: Runtime) -> None:
                 return self.done(request, who, params, self.not_found(entity_id))
             body = EntityHistory(entity_id=detail.entity_id, entity_type=detail.entity_type,
                                  appearances=detail.appearances, count=len(detail.appearances))
-            return self.done(request, who, params, self.json(body.model_dump(mode="json")))
+            return self.done(request, who, params, self.model(body))
 
     openapi = build_openapi()
 
