@@ -119,12 +119,12 @@ def create_app(settings: Settings, runtime_factory: Callable[[], Runtime]) -> tu
         return [dlq.send(key=(letter.detection_id or "").encode() or None, value=letter.model_dump_json().encode(),
                          force=True) for letter in letters]
 
-    @app.agent(detections, name="embed", concurrency=1)
+    # Embedding needs no single writer: concurrent actors overlap one batch's decoding with another's encoding.
+    @app.agent(detections, name="embed", concurrency=settings.embed_concurrency)
     async def embed_agent(stream: faust.StreamT) -> None:
         if runtime.http is None:
             runtime.http = aiohttp.ClientSession()
         embedder = Embedder(settings, runtime.encoder, runtime.io_pool, runtime.model_pool, runtime.http, metrics)
-        app.reid_embedder = embedder  # type: ignore[attr-defined]
         async for events in stream.take_events(settings.batch_size, within=settings.batch_max_latency_ms / 1000):
             raws = [_raw(e) for e in events]
             records, letters = await embedder.embed(raws)
@@ -141,7 +141,6 @@ def create_app(settings: Settings, runtime_factory: Callable[[], Runtime]) -> tu
     @app.agent(embedded, name="assign", concurrency=1)
     async def assign_agent(stream: faust.StreamT) -> None:
         assigner = Assigner(settings, runtime.store, metrics)
-        app.reid_assigner = assigner  # type: ignore[attr-defined]
         async for events in stream.take_events(max(64, settings.batch_size * 4), within=0.01):
             items: list[Embedded] = []
             for e in events:

@@ -156,6 +156,9 @@ class Settings:
     dlq_max_original_bytes: int = setting(
         "REID_DLQ_MAX_ORIGINAL_BYTES", 1 << 20, _int(1024, 8 << 20),
         "Most bytes of the original event kept in a dead letter; longer ones are cut and flagged.")
+    embed_concurrency: int = setting(
+        "REID_EMBED_CONCURRENCY", 2, _int(1, 16),
+        "Embed-stage batches in flight: one decodes while another encodes. Assignment always has one writer.")
     decode_workers: int = setting("REID_DECODE_WORKERS", 4, _int(1, 64), "Threads that load, decode and crop images.")
     app_id: str = setting("REID_APP_ID", "reid-stream", _nonempty, "Kafka consumer group and Faust app id.")
     topic_detections: str = setting("REID_TOPIC_DETECTIONS", "detections", _nonempty, "Input topic.")
