@@ -179,6 +179,12 @@ def create_app(settings: Settings, runtime_factory: Callable[[], Runtime]) -> tu
                 if sent_at.get(ev.detection_id):
                     metrics.latency.observe(max(0.0, now - sent_at[ev.detection_id]))
 
+    @app.on_before_shutdown.connect
+    async def close_clients(app: faust.App, **kwargs: Any) -> None:
+        # Only the HTTP client: a batch still finishing may need Redis, and the process exits next.
+        if runtime.http is not None:
+            await runtime.http.close()
+
     from reid_stream.web import register_views
 
     register_views(app, runtime)
