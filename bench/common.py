@@ -24,6 +24,8 @@ sys.path.insert(0, str(REPO))
 
 from tests.e2e.harness import Worker, free_port, worker_env  # noqa: E402
 
+__all__ = ["REPO", "RESULTS", "Worker", "free_port", "worker_env"]
+
 
 def machine() -> dict[str, Any]:
     cpu = "unknown"
@@ -52,6 +54,29 @@ def write_results(name: str, payload: dict[str, Any], markdown: str) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
     (RESULTS / f"{name}.md").write_text(markdown.rstrip() + "\n")
     print(markdown)
+
+
+def bar_plot(name: str, title: str, labels: list[str], values: list[float], ylabel: str,
+             target: float | None = None) -> None:
+    """A labelled bar chart, with the target as a dashed line, saved as bench/results/<name>.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bars = ax.bar(labels, values, color="tab:blue")
+    ax.bar_label(bars, fmt="%.3g")
+    if target is not None:
+        ax.axhline(target, color="tab:red", linestyle="--", label=f"target {target:g}")
+        ax.legend()
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
+    fig.tight_layout()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    fig.savefig(RESULTS / f"{name}.png", dpi=110)
+    plt.close(fig)
 
 
 def percentiles(values: list[float]) -> dict[str, float]:

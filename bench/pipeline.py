@@ -24,6 +24,7 @@ from tqdm import tqdm
 from bench.common import (
     RESULTS,
     announce,
+    bar_plot,
     crop_jpeg,
     detection_message,
     drain_matches,
@@ -115,6 +116,11 @@ def cmd_encoder(args: argparse.Namespace) -> dict[str, Any]:
           f"| bare encoder | full pipeline | pipeline / bare | target |\n|---|---|---|---|\n"
           f"| {bare:.1f} det/s | {pipe['per_s']:.1f} det/s | {ratio:.3f} | ≥ 0.95 |\n\n"
           f"Per-stage time per detection (ms): {stages}\n")
+    bar_plot("encoder_efficiency", f"{MODEL} on CPU: bare encoder vs full pipeline (batch {args.batch})",
+             ["bare encoder", "pipeline", *(f"{k} ms/det" for k in sorted(pipe["stage_ms_per_detection"]))],
+             [bare, pipe["per_s"], *(v for _, v in sorted(pipe["stage_ms_per_detection"].items()))],
+             "detections/s (first two bars), ms per detection (stages)")
+    md += "\n![encoder efficiency](encoder_efficiency.png)\n"
     write_results("encoder_efficiency", result, md)
     return result
 
@@ -200,6 +206,24 @@ def cmd_overhead(args: argparse.Namespace) -> dict[str, Any]:
           f"Sustained: **{peak:.0f} detections/s** (target ≥ 3,000), draining a backlog of {args.n}.\n\n"
           f"| offered det/s | received | p50 ms | p95 ms | p99 ms |\n|---|---|---|---|---|\n{rows}\n\n"
           f"Per-stage time per detection (ms): {stages}\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for q in ("p50", "p95", "p99"):
+        ax.plot([x["offered_per_s"] for x in loads], [x[q] for x in loads], "o-", label=q)
+    ax.axhline(200, color="tab:red", linestyle="--", label="p99 target 200 ms (at 1,500/s)")
+    ax.set_yscale("log")
+    ax.set_xlabel("offered detections/s")
+    ax.set_ylabel("end-to-end latency (ms)")
+    ax.set_title(f"Null encoder, one worker: sustained {peak:.0f}/s")
+    ax.legend()
+    fig.tight_layout()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    fig.savefig(RESULTS / "pipeline_overhead.png", dpi=110)
+    md += "\n![pipeline overhead](pipeline_overhead.png)\n"
     write_results("pipeline_overhead", result, md)
     return result
 

@@ -20,7 +20,7 @@ import numpy as np
 import redis.asyncio as aioredis
 from tqdm import tqdm
 
-from bench.common import announce, crop_jpeg, detection_message, drain_matches, start_worker, write_results
+from bench.common import announce, bar_plot, crop_jpeg, detection_message, drain_matches, start_worker, write_results
 from reid_stream.events import Detection
 from reid_stream.pipeline import Assigner, Embedded, fingerprint
 from reid_stream.store import ReidStore
@@ -75,6 +75,10 @@ def cmd_memory(args: argparse.Namespace) -> None:
           f"Per stored embedding (vector + its metadata + index entry): **{r['embedding_bytes_each']:.0f} B** "
           f"(target ≤ 3,300 B). Everything a detection leaves (entity, appearance, marker too): "
           f"{r['all_bytes_per_detection']:.0f} B.\n\n| key family | bytes per detection |\n|---|---|\n{fam}\n")
+    fams = sorted(r["bytes_by_family"].items())
+    bar_plot("memory", "Redis bytes per detection, by key family", [k for k, _ in fams],
+             [v / r["n"] for _, v in fams], "bytes per detection")
+    md += "\n![memory](memory.png)\n"
     write_results("memory", {"machine": info, **r}, md)
 
 
@@ -139,6 +143,9 @@ def cmd_restart(args: argparse.Namespace) -> None:
           f"| start → /ready | first match (loads all vectors) | total | target |\n|---|---|---|---|\n"
           f"| {r['start_to_ready_s']:.1f} s | {r['first_match_after_ready_s']:.1f} s | {r['total_s']:.1f} s "
           f"| ≤ 10 s |\n")
+    bar_plot("restart", f"Restart with {args.n} stored embeddings", ["start → ready", "first match", "total"],
+             [r["start_to_ready_s"], r["first_match_after_ready_s"], r["total_s"]], "seconds", target=10)
+    md += "\n![restart](restart.png)\n"
     write_results("restart", {"machine": info, **r}, md)
 
 
