@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import faust
 from faust.web import Request, Response, View
@@ -13,7 +14,7 @@ from pydantic import BaseModel
 from redis.exceptions import RedisError
 
 from reid_stream.auth import Auditor, Authenticator
-from reid_stream.events import ENTITY_TYPES, EntityHistory, EntityList
+from reid_stream.events import ENTITY_TYPES, EntityDetail, EntityHistory, EntityList
 from reid_stream.metrics import CONTENT_TYPE
 from reid_stream.openapi import build_openapi
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from reid_stream.app import Runtime
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 50
 MAX_ID = 256
@@ -109,11 +111,24 @@ def register_views(app: faust.App, runtime: Runtime) -> None:
         def not_found(self, entity_id: str) -> Response:
             return self.json({"detail": f"entity {entity_id!r} not found"}, status=404)
 
-        def bad_id(self, entity_id: str) -> Response | None:
+        async def on_entity(self, request: Request, entity_id: str, fetch: Callable[[str], Awaitable[T | None]],
+                            render: Callable[[T], Response]) -> Response:
+            """The shared path of the per-entity routes: token, id check, Redis errors, 404, audit."""
+            who, denied = self.guard(request)
+            if denied:
+                return denied
+            params = {"entity_id": entity_id}
             if not 0 < len(entity_id) <= MAX_ID:
-                return self.json({"detail": [{"loc": ["path", "entity_id"], "type": "value_error",
-                                              "msg": f"entity_id must have 1 to {MAX_ID} characters"}]}, status=422)
-            return None
+                return self.done(request, who, params, self.json(
+                    {"detail": [{"loc": ["path", "entity_id"], "type": "value_error",
+                                 "msg": f"entity_id must have 1 to {MAX_ID} characters"}]}, status=422))
+            try:
+                found = await fetch(entity_id)
+            except (RedisError, OSError):
+                return self.done(request, who, params, self.unavailable())
+            if found is None:
+                return self.done(request, who, params, self.not_found(entity_id))
+            return self.done(request, who, params, render(found))
 
     @app.page("/api/entities")
     class EntityListView(ApiView):
@@ -142,54 +157,23 @@ def register_views(app: faust.App, runtime: Runtime) -> None:
     @app.page("/api/entities/{entity_id}")
     class EntityDetailView(ApiView):
         async def get(self, request: Request, entity_id: str) -> Response:
-            who, denied = self.guard(request)
-            if denied:
-                return denied
-            params = {"entity_id": entity_id}
-            if (bad := self.bad_id(entity_id)) is not None:
-                return self.done(request, who, params, bad)
-            try:
-                detail = await store.get_entity(entity_id)
-            except (RedisError, OSError):
-                return self.done(request, who, params, self.unavailable())
-            if detail is None:
-                return self.done(request, who, params, self.not_found(entity_id))
-            return self.done(request, who, params, self.model(detail))
+            return await self.on_entity(request, entity_id, store.get_entity, self.model)
 
         async def delete(self, request: Request, entity_id: str) -> Response:
-            who, denied = self.guard(request)
-            if denied:
-                return denied
-            params = {"entity_id": entity_id}
-            if (bad := self.bad_id(entity_id)) is not None:
-                return self.done(request, who, params, bad)
-            try:
-                purged = await store.purge_entity(entity_id)
-            except (RedisError, OSError):
-                return self.done(request, who, params, self.unavailable())
-            if purged is None:
-                return self.done(request, who, params, self.not_found(entity_id))
-            log.info("entity %s erased by %s (%d detections)", entity_id, who, len(purged["detections"]))
-            return self.done(request, who, params, self.json({"purged": purged}))
+            def erased(purged: dict[str, Any]) -> Response:
+                log.info("entity %s erased (%d detections)", entity_id, len(purged["detections"]))
+                return self.json({"purged": purged})
+
+            return await self.on_entity(request, entity_id, store.purge_entity, erased)
 
     @app.page("/api/entities/{entity_id}/history")
     class EntityHistoryView(ApiView):
         async def get(self, request: Request, entity_id: str) -> Response:
-            who, denied = self.guard(request)
-            if denied:
-                return denied
-            params = {"entity_id": entity_id}
-            if (bad := self.bad_id(entity_id)) is not None:
-                return self.done(request, who, params, bad)
-            try:
-                detail = await store.get_entity(entity_id)
-            except (RedisError, OSError):
-                return self.done(request, who, params, self.unavailable())
-            if detail is None:
-                return self.done(request, who, params, self.not_found(entity_id))
-            body = EntityHistory(entity_id=detail.entity_id, entity_type=detail.entity_type,
-                                 appearances=detail.appearances, count=len(detail.appearances))
-            return self.done(request, who, params, self.model(body))
+            def history(detail: EntityDetail) -> Response:
+                return self.model(EntityHistory(entity_id=detail.entity_id, entity_type=detail.entity_type,
+                                                appearances=detail.appearances, count=len(detail.appearances)))
+
+            return await self.on_entity(request, entity_id, store.get_entity, history)
 
     openapi = build_openapi()
 
