@@ -75,4 +75,5 @@ redis.call('EXPIRE', KEYS[11], ttl)
 
 redis.call('SET', KEYS[5], ARGV[9], 'EX', ttl)
 redis.call('SET', KEYS[1], version + 1, 'EX', ttl)
-return {'ok', tostring(version + 1), unpack(evicted)}
+-- Nested, not unpacked: Lua cannot unpack more than a few thousand values at once.
+return {'ok', tostring(version + 1), evicted}

@@ -183,7 +183,7 @@ class ReidStore:
         for reply in replies:
             status = reply[0].decode()
             if status == "ok":
-                out.append(CommitResult("ok", int(reply[1]), tuple(r.decode() for r in reply[2:])))
+                out.append(CommitResult("ok", int(reply[1]), tuple(r.decode() for r in reply[2])))
             elif status == "dup":
                 out.append(CommitResult("dup", marker=json.loads(reply[1])))
             else:

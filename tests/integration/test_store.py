@@ -151,3 +151,22 @@ async def test_cache_survives_a_version_bump_by_someone_else(store):
     await b.assign([item("x2", unit(8))])  # a's cached version is now stale
     events, _ = await a.assign([item("x3", v)])
     assert events[0].entity_id == "x1"
+
+
+async def test_a_mass_expiry_larger_than_lua_can_unpack_still_commits(store):
+    """After a long quiet spell thousands of embeddings expire in one commit; the script must cope."""
+    import time
+
+    from reid_stream.store import day_of
+
+    k, model = store.keys, "test-model"
+    old = time.time() - 10_000  # older than the 600 s TTL of this fixture
+    pipe = store.redis.pipeline(transaction=False)
+    day = day_of(T0)
+    for i in range(9000):
+        pipe.zadd(k.index(model, "person"), {f"{day}|old-{i}": old})
+    pipe.expire(k.index(model, "person"), 600)
+    await pipe.execute()
+    events, _ = await Assigner(store.settings, store).assign([item("fresh", unit(1))])
+    assert events[0].is_new_entity
+    assert await store.redis.zcard(k.index(model, "person")) == 1
