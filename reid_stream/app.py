@@ -18,9 +18,10 @@ from redis.exceptions import RedisError
 
 from reid_stream.config import Settings
 from reid_stream.encoder import Encoder
+from reid_stream.errors import DetectionError
 from reid_stream.events import DeadLetter, MatchEvent
 from reid_stream.metrics import Metrics
-from reid_stream.pipeline import Assigner, Embedded, Embedder, RawEvent
+from reid_stream.pipeline import Assigner, Embedded, Embedder, RawEvent, dead_letter
 from reid_stream.store import ReidStore
 
 log = logging.getLogger(__name__)
@@ -143,11 +144,13 @@ def create_app(settings: Settings, runtime_factory: Callable[[], Runtime]) -> tu
         assigner = Assigner(settings, runtime.store, metrics)
         async for events in stream.take_events(max(64, settings.batch_size * 4), within=0.01):
             items: list[Embedded] = []
+            unreadable: list[DeadLetter] = []
             for e in events:
                 try:
                     items.append(Embedded.from_bytes(e.message.value))
-                except Exception:  # written by our own stage 1; unreadable means a foreign producer
-                    log.exception("unreadable record on %s offset %s", e.message.topic, e.message.offset)
+                except Exception as exc:  # written by stage 1; unreadable means a foreign producer: keep it
+                    unreadable.append(dead_letter(_raw(e), DetectionError(
+                        "internal_record_unreadable", f"{settings.topic_embedded} record: {exc!r}", "assign")))
 
             async def run(items: list[Embedded] = items) -> tuple[list[MatchEvent], list[DeadLetter]]:
                 try:
@@ -160,6 +163,7 @@ def create_app(settings: Settings, runtime_factory: Callable[[], Runtime]) -> tu
                     raise
 
             out, letters = await retry_forever("storing detections", run, metrics)
+            letters = unreadable + letters
 
             async def publish(out: list[MatchEvent] = out, letters: list[DeadLetter] = letters) -> None:
                 await _deliver([

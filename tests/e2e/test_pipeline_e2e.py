@@ -63,12 +63,13 @@ async def test_detections_become_entities_matches_and_dead_letters(worker: Worke
     async with Collector(bootstrap, env["REID_TOPIC_MATCHES"]) as matches, \
             Collector(bootstrap, env["REID_TOPIC_DLQ"]) as dlq:
         await produce(bootstrap, env["REID_TOPIC_DETECTIONS"], messages)
+        await produce(bootstrap, env["REID_TOPIC_EMBEDDED"], [(b"person", b"not a record of ours")])
         events = await matches.until(
             lambda items: sum(1 for e in items if e["detection_id"] == a["detection_id"]) >= 2
             and {a["detection_id"], b["detection_id"], c["detection_id"], d["detection_id"]}
             <= {e["detection_id"] for e in items},
             timeout=120, what="match events for A (twice), B, C, D")
-        letters = await dlq.until(lambda items: len(items) >= 2, timeout=60, what="two dead letters")
+        letters = await dlq.until(lambda items: len(items) >= 3, timeout=60, what="three dead letters")
 
     by_id: dict[str, list[dict]] = {}
     for e in events:
@@ -89,7 +90,8 @@ async def test_detections_become_entities_matches_and_dead_letters(worker: Worke
     assert by_id[a["detection_id"]][0] == by_id[a["detection_id"]][1]
 
     codes = {ltr["error_code"]: ltr for ltr in letters}
-    assert set(codes) == {"invalid_json", "path_not_allowed"}
+    assert set(codes) == {"invalid_json", "path_not_allowed", "internal_record_unreadable"}
+    assert base64.b64decode(codes["internal_record_unreadable"]["original_b64"]) == b"not a record of ours"
     assert base64.b64decode(codes["invalid_json"]["original_b64"]) == b'{"detection_id": "broken", '
     assert codes["invalid_json"]["stage"] == "decode" and codes["path_not_allowed"]["stage"] == "load_image"
     assert codes["path_not_allowed"]["detection_id"] == escape["detection_id"]
@@ -132,6 +134,7 @@ async def test_detections_become_entities_matches_and_dead_letters(worker: Worke
     assert samples[("reid_new_entities_total", ())] + samples[("reid_matched_total", ())] == 5
     assert samples[("reid_dead_lettered_total", (("error_code", "invalid_json"),))] == 1
     assert samples[("reid_dead_lettered_total", (("error_code", "path_not_allowed"),))] == 1
+    assert samples[("reid_dead_lettered_total", (("error_code", "internal_record_unreadable"),))] == 1
     assert samples[("reid_batch_size_count", ())] >= 1 and samples[("reid_encode_seconds_count", ())] >= 1
     assert samples[("reid_end_to_end_latency_seconds_count", ())] == 5
     lag = {k: v for k, v in samples.items() if k[0] == "reid_consumer_lag"}
