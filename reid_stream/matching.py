@@ -85,6 +85,16 @@ class VectorIndex:
         self._by_label: dict[int, EntityEmbedding] = {}
         self._next_label = 0
 
+    def enable_ann(self, min_size: int) -> None:
+        """Turn the HNSW companion on for this index (after a bulk load, so it is built once, from all rows)."""
+        self._ann_min_size = min_size
+        n = len(self._items)
+        if self._ann is None and n > min_size:
+            from reid_stream.ann import HnswCompanion
+
+            self._ann = HnswCompanion(self.dim)
+            self._ann.build(np.asarray(self._labels, dtype=np.int64), self._matrix[:n])
+
     @property
     def approximate(self) -> bool:
         return self._ann is not None and self._ann.ready
@@ -113,11 +123,8 @@ class VectorIndex:
         self._by_label[label] = item
         if self._ann is not None:
             self._ann.add(label, self._matrix[n])
-        elif self._ann_min_size is not None and n + 1 > self._ann_min_size:
-            from reid_stream.ann import HnswCompanion
-
-            self._ann = HnswCompanion(self.dim)
-            self._ann.build(np.asarray(self._labels, dtype=np.int64), self._matrix[: n + 1])
+        elif self._ann_min_size is not None:
+            self.enable_ann(self._ann_min_size)
 
     def remove(self, detection_ids: list[str]) -> None:
         """Swap-remove, O(1) each."""

@@ -110,7 +110,7 @@ class ReidStore:
     async def version(self, model: str, etype: str) -> int:
         return int(await self.redis.get(self.keys.version(model, etype)) or 0)
 
-    async def load_index(self, model: str, etype: str, dim: int) -> tuple[int, VectorIndex]:
+    async def load_index(self, model: str, etype: str, dim: int, ann: bool = True) -> tuple[int, VectorIndex]:
         """A consistent snapshot: re-read until the version did not move during the read."""
         while True:
             before = await self.version(model, etype)
@@ -125,7 +125,7 @@ class ReidStore:
                 pipe.hmget(self.keys.vec_prefix(model, etype) + day, dets)
                 pipe.hmget(self.keys.meta_prefix(model, etype) + day, dets)
             replies = await pipe.execute() if by_day else []
-            index = VectorIndex(dim, capacity=max(1024, len(members)), ann_min_size=self.settings.ann_min_size)
+            index = VectorIndex(dim, capacity=max(1024, len(members)))
             for n, (_day, items) in enumerate(by_day.items()):
                 vecs, metas = replies[2 * n], replies[2 * n + 1]
                 for (det, score), vec, meta in zip(items, vecs, metas, strict=True):
@@ -137,6 +137,8 @@ class ReidStore:
                         timestamp=datetime.fromisoformat(m["t"]), embedding=np.frombuffer(vec, dtype=np.float32),
                         model=model, stored_at=score))
             if await self.version(model, etype) == before:
+                if ann:  # built once, in the background, from all rows
+                    index.enable_ann(self.settings.ann_min_size)
                 return before, index
 
     async def markers(self, detection_ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -294,7 +296,7 @@ class ReidStore:
                                      camera_id: str | None = None, min_similarity: float | None = None,
                                      limit: int = 10) -> list[tuple[EntityEmbedding, float]]:
         query = np.asarray(query_embedding, dtype=np.float32)
-        _, index = await self.load_index(model, entity_type, dim=query.shape[0])
+        _, index = await self.load_index(model, entity_type, dim=query.shape[0], ann=False)  # one query: exact
         index.expire(time.time() - self.settings.embedding_ttl_seconds)
         threshold = self.settings.similarity_threshold if min_similarity is None else min_similarity
         return index.search(query, limit, min_similarity=threshold, camera_id=camera_id)
