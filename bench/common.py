@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
 import os
 import platform
-import random
 import statistics
 import sys
 import time
@@ -91,19 +89,10 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 def crop_jpeg(seed: int, size: tuple[int, int] = (64, 128)) -> bytes:
-    """A small camera-like crop; distinct per seed."""
-    from PIL import Image, ImageDraw
+    """A small camera-like crop; distinct per seed (the tests' pattern images, as JPEG)."""
+    from tests.conftest import encode_jpeg, pattern_image
 
-    rng = random.Random(seed)
-    img = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
-    draw = ImageDraw.Draw(img)
-    for _ in range(6):
-        x, y = rng.randrange(size[0]), rng.randrange(size[1])
-        draw.rectangle((x, y, x + rng.randrange(4, size[0]), y + rng.randrange(4, size[1] // 2)),
-                       fill=tuple(rng.randrange(256) for _ in range(3)))
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
+    return encode_jpeg(pattern_image(seed, size), quality=90)
 
 
 def detection_message(i: int, image: bytes, tag: str) -> tuple[bytes, bytes]:

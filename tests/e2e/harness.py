@@ -88,6 +88,28 @@ class Worker:
             raise AssertionError(f"worker ignored SIGTERM for {timeout}s:\n{self.log_tail()}") from None
 
 
+def start_redis(port: int, workdir: Path) -> None:
+    """A private redis-server on loopback, saving to workdir only when told to (SHUTDOWN SAVE)."""
+    import shutil
+
+    workdir.mkdir(exist_ok=True)
+    subprocess.run([shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1", "--port", str(port),
+                    "--save", "", "--appendonly", "no", "--daemonize", "yes", "--dir", str(workdir),
+                    "--pidfile", str(workdir / "redis.pid")], check=True)
+    from reid_stream.infra.services import redis_ping
+
+    deadline = time.monotonic() + 10
+    while not redis_ping("127.0.0.1", port):
+        if time.monotonic() > deadline:
+            raise AssertionError("private redis did not start")
+        time.sleep(0.1)
+
+
+def stop_redis(port: int, save: bool = False) -> None:
+    subprocess.run(["redis-cli", "-p", str(port), "shutdown", "save" if save else "nosave"], check=False,
+                   capture_output=True)
+
+
 def auth_headers(token: str | None = TEST_TOKEN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 

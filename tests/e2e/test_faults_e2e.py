@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -13,33 +12,21 @@ from pathlib import Path
 
 import pytest
 
-from reid_stream.infra.services import redis_ping
 from tests.conftest import encode_png, pattern_image
-from tests.e2e.harness import REPO, Collector, Worker, free_port, get_json, produce, worker_env
+from tests.e2e.harness import (
+    REPO,
+    Collector,
+    Worker,
+    free_port,
+    get_json,
+    produce,
+    start_redis,
+    stop_redis,
+    worker_env,
+)
 
 pytestmark = pytest.mark.e2e
 BOOTSTRAP = "127.0.0.1:9092"
-
-
-def start_redis(port: int, workdir: Path) -> None:
-    workdir.mkdir(exist_ok=True)
-    subprocess.run([shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1", "--port", str(port),
-                    "--save", "", "--appendonly", "no", "--daemonize", "yes", "--dir", str(workdir),
-                    "--pidfile", str(workdir / "redis.pid")], check=True)
-    for _ in range(100):
-        if redis_ping("127.0.0.1", port):
-            return
-        subprocess.run(["sleep", "0.1"])
-    raise AssertionError("private redis did not start")
-
-
-def stop_redis(workdir: Path) -> None:
-    pid = int((workdir / "redis.pid").read_text())
-    subprocess.run(["kill", str(pid)], check=True)
-    for _ in range(100):
-        if subprocess.run(["kill", "-0", str(pid)], capture_output=True).returncode != 0:
-            return
-        subprocess.run(["sleep", "0.1"])
 
 
 def detections(tag: str, n: int, start: int) -> list[tuple[bytes, bytes]]:
@@ -65,7 +52,7 @@ async def test_redis_outage_pauses_without_loss_and_views_degrade(infra, unique,
             await produce(BOOTSTRAP, env["REID_TOPIC_DETECTIONS"], detections(unique, 5, 0))
             await matches.until(lambda items: len(items) >= 5, 60, "the first 5 match events")
 
-            stop_redis(rdir)
+            stop_redis(port)
             await produce(BOOTSTRAP, env["REID_TOPIC_DETECTIONS"], detections(unique, 5, 5))
             await asyncio.sleep(3)
             status, body, headers = await get_json(f"{worker.base}/api/entities")
@@ -87,7 +74,7 @@ async def test_redis_outage_pauses_without_loss_and_views_degrade(infra, unique,
     finally:
         code = worker.stop()
         if (rdir / "redis.pid").exists():
-            stop_redis(rdir)
+            stop_redis(port)
     assert code == 0, worker.log_tail()
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import shutil
-import subprocess
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -17,9 +15,9 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from reid_stream.infra.services import InfraConfig, kafka_up, port_open, redis_ping
+from reid_stream.infra.services import InfraConfig, kafka_up, port_open
 from tests.conftest import encode_png, pattern_image
-from tests.e2e.harness import Collector, Worker, free_port, get_json, worker_env
+from tests.e2e.harness import Collector, Worker, free_port, get_json, start_redis, stop_redis, worker_env
 from tests.faults.report import record
 
 pytestmark = pytest.mark.faults
@@ -49,18 +47,6 @@ async def paced(bootstrap: str, topic: str, tag: str, start: int, n: int, rate: 
 
 # --- R2 ------------------------------------------------------------------------------------------
 
-def redis_server(port: int, workdir: Path) -> None:
-    workdir.mkdir(exist_ok=True)
-    subprocess.run([shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1", "--port", str(port),
-                    "--save", "", "--appendonly", "no", "--daemonize", "yes", "--dir", str(workdir),
-                    "--dbfilename", "dump.rdb", "--pidfile", str(workdir / "redis.pid")], check=True)
-    for _ in range(100):
-        if redis_ping("127.0.0.1", port):
-            return
-        time.sleep(0.1)
-    raise AssertionError("redis did not start")
-
-
 async def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -73,7 +59,7 @@ async def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
 
 async def test_r2_redis_down_for_15s_pauses_and_loses_nothing(infra, unique, tmp_path: Path):
     port, rdir = free_port(), tmp_path / "redis"
-    redis_server(port, rdir)
+    start_redis(port, rdir)
     env = worker_env(unique, REID_REDIS_URL=f"redis://127.0.0.1:{port}/0")
     worker = Worker(env, tmp_path / "worker.log").start()
     n, rate = 600, 20.0  # 30 s of traffic: 8 s before, 15 s during, 7 s after the outage
@@ -82,7 +68,7 @@ async def test_r2_redis_down_for_15s_pauses_and_loses_nothing(infra, unique, tmp
         stream = asyncio.create_task(paced("127.0.0.1:9092", env["REID_TOPIC_DETECTIONS"], unique, 0, n, rate))
         await asyncio.sleep(8)
         # SHUTDOWN SAVE, then the same dump on restart: an outage, not a data loss.
-        subprocess.run(["redis-cli", "-p", str(port), "shutdown", "save"], check=False, capture_output=True)
+        stop_redis(port, save=True)
         down_at = time.monotonic()
         await asyncio.sleep(3)
         status, ready, _ = await get_json(f"{worker.base}/ready")
@@ -95,7 +81,7 @@ async def test_r2_redis_down_for_15s_pauses_and_loses_nothing(infra, unique, tmp
         assert before == after, "no offset of unstored detections may be committed during the outage"
         assert worker.alive()
         await asyncio.sleep(max(0.0, 15.2 - (time.monotonic() - down_at)))
-        redis_server(port, rdir)
+        start_redis(port, rdir)
         outage = time.monotonic() - down_at
         await stream
         async with Collector("127.0.0.1:9092", env["REID_TOPIC_MATCHES"]) as matches:
@@ -110,7 +96,7 @@ async def test_r2_redis_down_for_15s_pauses_and_loses_nothing(infra, unique, tmp
         assert status == 200 and sum(e["appearance_count"] for e in body["entities"]) == n
     finally:
         code = worker.stop()
-        subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], check=False, capture_output=True)
+        stop_redis(port)
     assert code == 0, worker.log_tail()
     record("R2 redis outage", {"outage_s": round(outage, 1), "detections": n, "stored": len(markers), "lost": 0,
                                "offsets_committed_during_outage": 0})
