@@ -19,6 +19,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse
 import contextlib
 import ctypes
+import faulthandler
 import gc
 import glob
 import json
@@ -112,16 +113,15 @@ def machine() -> dict[str, Any]:
             "loadavg_start": os.getloadavg(), "when": datetime.now(UTC).isoformat()}
 
 
-def mem_available() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
-    return 0
+def mem_total() -> int:
+    return int(Path("/proc/meminfo").read_text().split()[1]) * 1024
 
 
-def room_for_another(n: int, dim: int) -> bool:
-    """Keep an index for the side-by-side pass only if building one more of this size still leaves 4 GB free."""
-    return mem_available() > 1.15 * n * dim * 4 + 4 * 2**30
+def keep_all_fits(n: int, s: Settings) -> bool:
+    """Keep every index of this size alive for the side-by-side pass only if that, with the data, stays under
+    40% of RAM: the machine is shared (a 13 GB run at 1e6 was killed), so large sizes free each index at once."""
+    vectors = n * s.dim * 4
+    return vectors * (1 + 1.1 * len(s.methods)) <= 0.4 * mem_total()
 
 
 def rss_bytes() -> int:
@@ -501,8 +501,8 @@ def finish(method: str, ann: Any, data: np.ndarray, s: Settings, centre: np.ndar
     release_memory()
 
 
-def run_size(n: int, full: np.ndarray, s: Settings, centre: np.ndarray, q: np.ndarray,
-             budget: Budget, sizes_left: list[int]) -> dict[str, Any]:
+def run_size(n: int, full: np.ndarray, s: Settings, centre: np.ndarray, q: np.ndarray, budget: Budget,
+             sizes_left: list[int], save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     data = full[:n]  # contiguous prefix view, no copy
     BLAS.set_threads(s.build_threads)  # ground truth is a batch job: use every core
     tune_q, eval_q = q[:s.tune_queries], q[s.tune_queries:]
@@ -520,6 +520,10 @@ def run_size(n: int, full: np.ndarray, s: Settings, centre: np.ndarray, q: np.nd
         print(f"  {note}", flush=True)
         out["notes"].append(f"@ {n:,}: {note}")
     kept: dict[str, Any] = {}
+    keep = keep_all_fits(n, s)
+    if not keep:
+        out["notes"].append(f"@ {n:,}: indexes timed one at a time right after their build (keeping all "
+                            f"{len(s.methods)} for a side-by-side pass would exceed 40% of RAM)")
     for i, method in enumerate(s.methods):
         skip = budget.fits(method, n, efc, later + 60.0 * (len(s.methods) - i))
         if skip:
@@ -532,11 +536,11 @@ def run_size(n: int, full: np.ndarray, s: Settings, centre: np.ndarray, q: np.nd
         print(f"  {method}: build {row['build_s']:.1f}s (slowest {CHUNK:,} batch {row['slowest_chunk_s']:.1f}s, "
               f"median {row['median_chunk_s']:.1f}s), {row['params']}, alone: p50 {row['p50_ms']:.3f} ms, "
               f"recall {row['recall']:.4f}  [elapsed {budget.elapsed():.0f}s]", flush=True)
-        if i == len(s.methods) - 1 or room_for_another(n, s.dim):
+        if keep:
             kept[method] = ann
         else:
-            out["notes"].append(f"{method} @ {n:,}: timed alone, not enough RAM to keep it for the side-by-side pass")
             finish(method, ann, data, s, centre, queries, out)
+        save(out)  # a kill mid-size still leaves this method's numbers on disk
         del ann  # kept or finish() own it now; a stray reference here would keep 3 GB alive during the next build
     side_by_side(kept, out, queries)
     for method in list(kept):
@@ -572,7 +576,7 @@ def markdown(results: list[dict[str, Any]], s: Settings, info: dict[str, Any]) -
                 lines.append(f"| {res['n']:,} | {r['method']} | {r['skipped']} | | | | | | | | |")
                 continue
             lines.append(f"| {res['n']:,} | {r['method']} | {r['build_s']:.1f} | {r['p50_ms']:.3f} | "
-                         f"{r['p99_ms']:.3f} | {r['recall']:.4f} | {fmt(r['ratio_to_faiss_p50'], '.2f')} | "
+                         f"{r['p99_ms']:.3f} | {r['recall']:.4f} | {fmt(r.get('ratio_to_faiss_p50'), '.2f')} | "
                          f"{r['params']} | {r['rss_delta_bytes'] / 2**20:.0f} | {fmt(r.get('tune_recall'), '.4f')} | "
                          f"{fmt(r.get('solo', r)['p50_ms'], '.3f')} |")
     churn_rows = [(res["n"], m, c) for res in results for m, c in res["churn"].items()]
@@ -649,6 +653,7 @@ def write(results: list[dict[str, Any]], s: Settings, info: dict[str, Any], budg
 
 
 def main(argv: list[str] | None = None) -> None:
+    faulthandler.enable()  # a crash inside a C++ library should at least leave a stack in the log
     s = parse(argv)
     budget = Budget(s.budget_s)
     info = machine()
@@ -664,8 +669,9 @@ def main(argv: list[str] | None = None) -> None:
     results: list[dict[str, Any]] = []
     for i, n in enumerate(s.sizes):
         print(f"-- N = {n:,}  [elapsed {budget.elapsed():.0f}s]", flush=True)
-        results.append(run_size(n, full, s, centre, q, budget, s.sizes[i + 1:]))
-        write(results, s, info, budget)  # partial results survive a later failure
+        results.append(run_size(n, full, s, centre, q, budget, s.sizes[i + 1:],
+                                lambda partial: write([*results, partial], s, info, budget)))
+        write(results, s, info, budget)
     print(markdown(results, s, info), flush=True)
     print(f"== done in {budget.elapsed():.0f}s; wrote {s.out}/search.{{json,md,png}}", flush=True)
 
