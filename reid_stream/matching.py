@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -203,6 +203,3 @@ class VectorIndex:
 def merge_matches(*lists: list[tuple[EntityEmbedding, float]], limit: int) -> list[tuple[EntityEmbedding, float]]:
     return sorted((m for lst in lists for m in lst), key=lambda m: -m[1])[:limit]
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
