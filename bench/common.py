@@ -103,6 +103,27 @@ def detection_message(i: int, image: bytes, tag: str) -> tuple[bytes, bytes]:
     return cam.encode(), json.dumps(det).encode()
 
 
+async def create_topics(env: dict[str, str]) -> None:
+    """The worker's topics, made before it starts, so a backlog can wait for it."""
+    from reid_stream.config import Settings
+    from reid_stream.topics import ensure_topics
+
+    await ensure_topics(Settings.from_env(env))
+
+
+async def produce_fast(bootstrap: str, topic: str, messages: Any) -> None:
+    """Many sends in flight at once; returns once the broker acknowledged every one."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=1 << 20)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in messages]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
 def start_worker(tag: str, log: Path, **env: str) -> Worker:
     return Worker(worker_env(tag, REID_WEB_PORT=str(free_port()), REID_LOG_LEVEL="warning", **env), log).start()
 

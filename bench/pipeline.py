@@ -23,16 +23,20 @@ from tqdm import tqdm
 
 from bench.common import (
     RESULTS,
+    Worker,
     announce,
     bar_plot,
+    create_topics,
     crop_jpeg,
     detection_message,
     drain_matches,
+    free_port,
     percentiles,
+    produce_fast,
     start_worker,
+    worker_env,
     write_results,
 )
-from tests.e2e.harness import produce
 
 BOOTSTRAP = "127.0.0.1:9092"
 MODEL = "ViT-B-32"
@@ -77,22 +81,27 @@ def scrape(base: str) -> dict[str, float]:
 
 
 async def pipeline_drain(n: int, crops: list[bytes], env: dict[str, str], log: Path) -> dict[str, Any]:
-    """Pre-load n detections, start a worker, and time the backlog drain from first to last match event."""
+    """Load a backlog of n detections first, then start a worker and time its drain.
+
+    The rate comes from the match events' own timestamps (first to last), so neither the producer's
+    speed nor when this process starts reading can leak into it.
+    """
     tag = uuid.uuid4().hex[:8]
-    worker = start_worker(tag, log, **env)
+    worker = Worker(worker_env(tag, REID_WEB_PORT=str(free_port()), REID_LOG_LEVEL="warning", **env), log)
+    await create_topics(worker.env)
+    stamps: list[int] = []
+    await produce_fast(BOOTSTRAP, worker.env["REID_TOPIC_DETECTIONS"],
+                       (detection_message(i, crops[i % len(crops)], tag) for i in range(n)))
+    worker.start()
     try:
         await worker.wait_ready()
-        firsts: list[float] = []
-        msgs = [detection_message(i, crops[i % len(crops)], tag) for i in range(n)]
-        await produce(BOOTSTRAP, worker.env["REID_TOPIC_DETECTIONS"], msgs)
         with tqdm(total=n, desc="match events", unit="det") as bar:
-            last = await drain_matches(BOOTSTRAP, worker.env["REID_TOPIC_MATCHES"], n, timeout=3600,
-                                       on_record=lambda r: firsts.append(time.time()) if not firsts else None,
-                                       progress=bar)
+            await drain_matches(BOOTSTRAP, worker.env["REID_TOPIC_MATCHES"], n, timeout=3600,
+                                on_record=lambda r: stamps.append(r.timestamp), progress=bar)
         metrics = scrape(worker.base)
     finally:
         worker.stop()
-    rate = (n - 1) / max(1e-9, last - firsts[0])
+    rate = (n - 1) / max(1e-9, (max(stamps) - min(stamps)) / 1000)
     stages = {k.split("stage=")[1].rstrip("}"): 1000 * v / n for k, v in metrics.items()
               if k.startswith("reid_stage_seconds_total")}
     return {"per_s": rate, "stage_ms_per_detection": stages, "worker_env": env}

@@ -1,4 +1,4 @@
-"""The Faust app, its topics, and the two agents that wire the pipeline stages together."""
+"""The Faust app: the web views, and the pipeline service that runs both stages on batch consumers."""
 
 from __future__ import annotations
 
@@ -6,33 +6,50 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aiohttp
 import faust
+import mode
+from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
+from faust.app.base import BootStrategy
 from redis.exceptions import RedisError
 
 from reid_stream.config import Settings
 from reid_stream.encoder import Encoder
 from reid_stream.errors import DetectionError
 from reid_stream.events import DeadLetter, MatchEvent
+from reid_stream.kafka_io import BatchConsumer, Publisher
 from reid_stream.metrics import Metrics
-from reid_stream.pipeline import Assigner, Embedded, Embedder, RawEvent, dead_letter
+from reid_stream.pipeline import (
+    ORIGINAL_CARRIED,
+    Assigner,
+    Embedded,
+    Embedder,
+    RawEvent,
+    dead_letter,
+    pack_embedded,
+    unpack_embedded,
+)
 from reid_stream.store import ReidStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 BACKOFF_START_S = 0.2
 BACKOFF_MAX_S = 10.0
+SHUTDOWN_GRACE_S = 30.0
+ASSIGN_MESSAGES_PER_BATCH = 8  # stage-1 messages (each a batch of one type) per stage-2 batch
+WIRE_MAX_MESSAGE = 900_000  # under the broker's default 1 MB, so an existing internal topic needs no change
+WIRE_ITEM_OVERHEAD = 1024  # JSON header bytes per item, generously
 
 
 @dataclass
 class Runtime:
-    """What the agents and views share inside one worker process."""
+    """What the pipeline and the views share inside one worker process."""
 
     settings: Settings
     encoder: Encoder
@@ -42,13 +59,15 @@ class Runtime:
     http: aiohttp.ClientSession | None = None
     redis_ok: bool = True
     metrics: Metrics = field(default_factory=Metrics)
+    publisher: Publisher | None = None
+    consumers: list[BatchConsumer] = field(default_factory=list)
 
 
 async def retry_forever(what: str, op: Callable[[], Awaitable[T]], metrics: Metrics | None = None) -> T:
     """Retry an infrastructure step with capped exponential backoff; the batch stays unacked meanwhile.
 
-    If the worker is told to stop while the step still fails, it exits without acking: Faust's take()
-    would otherwise ack (and later commit) a batch that was never stored.
+    If the worker is told to stop while the step still fails, it exits at once: the batch stays
+    uncommitted and is redelivered to whichever worker takes its partitions.
     """
     delay = BACKOFF_START_S
     while True:
@@ -57,7 +76,7 @@ async def retry_forever(what: str, op: Callable[[], Awaitable[T]], metrics: Metr
         except asyncio.CancelledError:
             log.critical("stopping while %s still failing: exiting without committing this batch", what)
             os._exit(75)
-        except (RedisError, OSError, RuntimeError, KafkaError, faust.exceptions.ProducerSendError) as exc:
+        except (RedisError, OSError, RuntimeError, KafkaError) as exc:
             log.warning("%s failed (%r); retrying in %.1fs", what, exc, delay)
             if metrics is not None:
                 metrics.retries.labels(what).inc()
@@ -65,15 +84,150 @@ async def retry_forever(what: str, op: Callable[[], Awaitable[T]], metrics: Metr
             delay = min(delay * 2, BACKOFF_MAX_S)
 
 
-def _raw(event: Any) -> RawEvent:
-    msg = event.message
-    return RawEvent(msg.value or b"", msg.key, msg.topic, msg.partition, msg.offset, msg.timestamp)
+def _raw(rec: ConsumerRecord) -> RawEvent:
+    ts = rec.timestamp / 1000 if rec.timestamp is not None and rec.timestamp >= 0 else None
+    return RawEvent(rec.value or b"", rec.key, rec.topic, rec.partition, rec.offset, ts)
 
 
-async def _deliver(sends: Iterable[Awaitable[Any]]) -> None:
-    """Wait until Kafka acknowledged every message, so the batch is acked only after its output exists."""
-    futures = [await s for s in sends]
-    await asyncio.gather(*futures)
+def embedded_messages(topic: str, records: list[Embedded]) -> list[tuple[str, bytes | None, bytes]]:
+    """Stage 1's output, one message per model and entity type (keyed by type), each under the broker's
+    default message size limit."""
+    groups: dict[tuple[str, str], list[Embedded]] = {}
+    for rec in records:
+        groups.setdefault((rec.model, rec.detection.entity_type), []).append(rec)
+    out = []
+    for (_, etype), items in groups.items():
+        chunk: list[Embedded] = []
+        size = 0
+        for item in items:
+            cost = min(len(item.source.value), ORIGINAL_CARRIED) + item.vector.nbytes + WIRE_ITEM_OVERHEAD
+            if chunk and size + cost > WIRE_MAX_MESSAGE:
+                out.append((topic, etype.encode(), pack_embedded(chunk)))
+                chunk, size = [], 0
+            chunk.append(item)
+            size += cost
+        out.append((topic, etype.encode(), pack_embedded(chunk)))
+    return out
+
+
+class Pipeline(mode.Service):
+    """Both stages, each on its own consumer group, sharing one producer."""
+
+    def __init__(self, settings: Settings, runtime: Runtime, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.runtime = runtime
+        self.metrics = runtime.metrics
+        common = {"bootstrap": settings.kafka_bootstrap, "session_timeout_s": settings.session_timeout_seconds,
+                  "client_id": settings.app_id}
+        self.embed = BatchConsumer(topic=settings.topic_detections, group_id=f"{settings.app_id}.embed",
+                                   batch_size=settings.batch_size, max_wait_s=settings.batch_max_latency_ms / 1000,
+                                   # Concurrent batches overlap one batch's decoding with another's encoding.
+                                   max_inflight=settings.embed_concurrency, **common)
+        # Stage 2 is the single writer of a type: one batch at a time, a few stage-1 messages per batch.
+        self.assign = BatchConsumer(topic=settings.topic_embedded, group_id=f"{settings.app_id}.assign",
+                                    batch_size=ASSIGN_MESSAGES_PER_BATCH, max_wait_s=0.005, max_inflight=1, **common)
+        self.publisher = Publisher(settings.kafka_bootstrap, client_id=settings.app_id)
+        self._loops_done = {"embed": asyncio.Event(), "assign": asyncio.Event()}
+        self._embedder: Embedder | None = None
+        self._assigner = Assigner(settings, runtime.store, runtime.metrics)
+
+    async def on_start(self) -> None:
+        await self.publisher.start()
+        self.runtime.publisher = self.publisher
+        self.runtime.consumers = [self.embed, self.assign]
+        rt = self.runtime
+        rt.http = aiohttp.ClientSession()
+        self._embedder = Embedder(self.settings, rt.encoder, rt.io_pool, rt.model_pool, rt.http, self.metrics)
+        await self.embed.start()
+        await self.assign.start()
+
+    async def _consume(self, name: str, consumer: BatchConsumer, handler: Any) -> None:
+        try:
+            await consumer.run(handler)
+        finally:
+            self._loops_done[name].set()
+
+    @mode.Service.task
+    async def _embed_loop(self) -> None:
+        await self._consume("embed", self.embed, self._embed_batch)
+
+    @mode.Service.task
+    async def _assign_loop(self) -> None:
+        await self._consume("assign", self.assign, self._assign_batch)
+
+    async def on_stop(self) -> None:
+        # Stop taking new batches, finish and commit the running ones, then flush the producer.
+        for consumer in (self.embed, self.assign):
+            await consumer.stop()
+        try:
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in self._loops_done.values())), SHUTDOWN_GRACE_S)
+            await asyncio.wait_for(asyncio.gather(self.embed.close(), self.assign.close()), SHUTDOWN_GRACE_S)
+        except TimeoutError:
+            log.error("batches still running after %ss; stopping without committing them", SHUTDOWN_GRACE_S)
+        await self.publisher.stop()
+        if self.runtime.http is not None:
+            await self.runtime.http.close()
+
+    def _letters(self, letters: list[DeadLetter]) -> list[tuple[str, bytes | None, bytes]]:
+        return [(self.settings.topic_dlq, (letter.detection_id or "").encode() or None,
+                 letter.model_dump_json().encode()) for letter in letters]
+
+    def _count_letters(self, letters: list[DeadLetter]) -> None:
+        for letter in letters:
+            self.metrics.dead_lettered.labels(letter.error_code).inc()
+            log.info("dead letter %s at %s: %s", letter.error_code, letter.stage, letter.message)
+
+    async def _embed_batch(self, batch: list[ConsumerRecord]) -> None:
+        assert self._embedder is not None
+        records, letters = await self._embedder.embed([_raw(r) for r in batch])
+        messages = embedded_messages(self.settings.topic_embedded, records) + self._letters(letters)
+        await retry_forever("publishing embeddings", lambda: self.publisher.publish(messages), self.metrics)
+        self._count_letters(letters)
+
+    async def _assign_batch(self, batch: list[ConsumerRecord]) -> None:
+        items: list[Embedded] = []
+        unreadable: list[DeadLetter] = []
+        for rec in batch:
+            try:
+                items.extend(unpack_embedded(rec.value or b""))
+            except Exception as exc:  # written by stage 1; unreadable means a foreign producer: keep it
+                unreadable.append(dead_letter(_raw(rec), DetectionError(
+                    "internal_record_unreadable", f"{self.settings.topic_embedded} record: {exc!r}", "assign"),
+                    max_original=self.settings.dlq_max_original_bytes))
+
+        async def run() -> tuple[list[MatchEvent], list[DeadLetter]]:
+            try:
+                result = await self._assigner.assign(items)
+                self.runtime.redis_ok = True
+                return result
+            except (RedisError, OSError):
+                self.runtime.redis_ok = False
+                self._assigner.invalidate()
+                raise
+
+        out, letters = await retry_forever("storing detections", run, self.metrics) if items else ([], [])
+        letters = unreadable + letters
+        messages = [(self.settings.topic_matches, ev.entity_id.encode(), ev.model_dump_json().encode())
+                    for ev in out] + self._letters(letters)
+        t0 = time.perf_counter()
+        await retry_forever("publishing match events", lambda: self.publisher.publish(messages), self.metrics)
+        self.metrics.stage("publish", time.perf_counter() - t0)
+        self._count_letters(letters)
+        now = time.time()
+        sent_at = {i.detection.detection_id: i.source.timestamp for i in items}
+        m = self.metrics
+        for ev in out:
+            m.processed.inc()
+            (m.new_entities if ev.is_new_entity else m.matched).inc()
+            if sent_at.get(ev.detection_id):
+                m.latency.observe(max(0.0, now - sent_at[ev.detection_id]))
+
+
+class _Boot(BootStrategy):
+    # The stages bring their own consumers and producer (see kafka_io); Faust runs the web views.
+    enable_kafka_consumer = False
+    enable_kafka_producer = False
 
 
 def create_app(settings: Settings, runtime_factory: Callable[[], Runtime]) -> tuple[faust.App, Runtime]:
@@ -81,113 +235,20 @@ def create_app(settings: Settings, runtime_factory: Callable[[], Runtime]) -> tu
     app = faust.App(
         settings.app_id,
         broker=settings.kafka_broker_url,
-        value_serializer="raw",
-        key_serializer="raw",
         web_host=settings.web_host,
         web_bind=settings.web_host,
         web_port=settings.web_port,
-        producer_acks=-1,
-        # Room for a dead letter that carries a cut original (REID_DLQ_MAX_ORIGINAL_BYTES, base64) and its JSON.
-        producer_max_request_size=16 << 20,
-        consumer_auto_offset_reset="earliest",
         store="memory://",
-        topic_disable_leader=False,
         web_router_enabled=False,
         web_tables_enabled=False,
         web_graph_enabled=False,
         web_stats_enabled=False,
         web_in_thread=False,
-        stream_wait_empty=True,
-        broker_commit_interval=1.0,
-        broker_session_timeout=settings.session_timeout_seconds,
-        broker_heartbeat_interval=max(1, settings.session_timeout_seconds // 4),
         logging_config=None,
     )
-    detections = app.topic(settings.topic_detections, value_type=bytes, key_type=bytes)
-    embedded = app.topic(settings.topic_embedded, value_type=bytes, key_type=bytes)
-    matches = app.topic(settings.topic_matches, value_type=bytes, key_type=bytes)
-    dlq = app.topic(settings.topic_dlq, value_type=bytes, key_type=bytes)
+    app.boot_strategy = _Boot(app)
     app.reid_runtime = runtime  # type: ignore[attr-defined]
-
-    metrics = runtime.metrics
-
-    def count_letters(letters: list[DeadLetter]) -> None:
-        for letter in letters:
-            metrics.dead_lettered.labels(letter.error_code).inc()
-            log.info("dead letter %s at %s: %s", letter.error_code, letter.stage, letter.message)
-
-    def publish_letters(letters: list[DeadLetter]) -> list[Awaitable[Any]]:
-        return [dlq.send(key=(letter.detection_id or "").encode() or None, value=letter.model_dump_json().encode(),
-                         force=True) for letter in letters]
-
-    # Embedding needs no single writer: concurrent actors overlap one batch's decoding with another's encoding.
-    @app.agent(detections, name="embed", concurrency=settings.embed_concurrency)
-    async def embed_agent(stream: faust.StreamT) -> None:
-        if runtime.http is None:
-            runtime.http = aiohttp.ClientSession()
-        embedder = Embedder(settings, runtime.encoder, runtime.io_pool, runtime.model_pool, runtime.http, metrics)
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_max_latency_ms / 1000):
-            raws = [_raw(e) for e in events]
-            records, letters = await embedder.embed(raws)
-
-            async def forward(records: list[Embedded] = records, letters: list[DeadLetter] = letters) -> None:
-                await _deliver([
-                    *(embedded.send(key=r.detection.entity_type.encode(), value=r.to_bytes(), force=True)
-                      for r in records),
-                    *publish_letters(letters)])
-
-            await retry_forever("publishing embeddings", forward, metrics)
-            count_letters(letters)
-
-    @app.agent(embedded, name="assign", concurrency=1)
-    async def assign_agent(stream: faust.StreamT) -> None:
-        assigner = Assigner(settings, runtime.store, metrics)
-        async for events in stream.take_events(max(64, settings.batch_size * 4), within=0.01):
-            items: list[Embedded] = []
-            unreadable: list[DeadLetter] = []
-            for e in events:
-                try:
-                    items.append(Embedded.from_bytes(e.message.value))
-                except Exception as exc:  # written by stage 1; unreadable means a foreign producer: keep it
-                    unreadable.append(dead_letter(_raw(e), DetectionError(
-                        "internal_record_unreadable", f"{settings.topic_embedded} record: {exc!r}", "assign")))
-
-            async def run(items: list[Embedded] = items) -> tuple[list[MatchEvent], list[DeadLetter]]:
-                try:
-                    result = await assigner.assign(items)
-                    runtime.redis_ok = True
-                    return result
-                except (RedisError, OSError):
-                    runtime.redis_ok = False
-                    assigner.invalidate()
-                    raise
-
-            out, letters = await retry_forever("storing detections", run, metrics)
-            letters = unreadable + letters
-
-            async def publish(out: list[MatchEvent] = out, letters: list[DeadLetter] = letters) -> None:
-                await _deliver([
-                    *(matches.send(key=ev.entity_id.encode(), value=ev.model_dump_json().encode(), force=True)
-                      for ev in out),
-                    *publish_letters(letters)])
-
-            t0 = time.perf_counter()
-            await retry_forever("publishing match events", publish, metrics)
-            metrics.stage("publish", time.perf_counter() - t0)
-            count_letters(letters)
-            now = time.time()
-            sent_at = {i.detection.detection_id: i.source.timestamp for i in items}
-            for ev in out:
-                metrics.processed.inc()
-                (metrics.new_entities if ev.is_new_entity else metrics.matched).inc()
-                if sent_at.get(ev.detection_id):
-                    metrics.latency.observe(max(0.0, now - sent_at[ev.detection_id]))
-
-    @app.on_before_shutdown.connect
-    async def close_clients(app: faust.App, **kwargs: Any) -> None:
-        # Only the HTTP client: a batch still finishing may need Redis, and the process exits next.
-        if runtime.http is not None:
-            await runtime.http.close()
+    app.add_dependency(Pipeline(settings, runtime, loop=app.loop))  # started and stopped with the app
 
     from reid_stream.web import register_views
 

@@ -60,9 +60,16 @@ def letterbox_geometry(width: int, height: int, size: int) -> Letterbox:
 def letterbox(crop: Image.Image, size: int, fill: tuple[int, int, int]) -> Image.Image:
     """Pad, never centre-crop, so that a tall person keeps head and feet."""
     geo = letterbox_geometry(crop.width, crop.height, size)
+    scaled = crop.resize((geo.new_w, geo.new_h), Image.Resampling.BICUBIC)
     canvas = Image.new("RGB", (size, size), fill)
-    canvas.paste(crop.resize((geo.new_w, geo.new_h), Image.Resampling.BICUBIC), (geo.left, geo.top))
+    canvas.paste(scaled if scaled.mode == "RGB" else scaled.convert("RGB"), (geo.left, geo.top))
     return canvas
+
+
+def draft_reduction(box: tuple[int, int, int, int], size: int) -> int:
+    """The largest JPEG DCT reduction (1, 2, 4 or 8) that still leaves the box >= size on its long side."""
+    long_side = max(box[2] - box[0], box[3] - box[1])
+    return next((r for r in (8, 4, 2) if long_side / r >= size), 1)
 
 
 # --- reading bytes --------------------------------------------------------------------------------
@@ -147,8 +154,13 @@ async def fetch_url(session: aiohttp.ClientSession, url: str, allowed_hosts: tup
 
 # --- decoding and cropping ------------------------------------------------------------------------
 
-def decode_image(data: bytes, max_pixels: int) -> Image.Image:
-    """Decode JPEG or PNG fully, refusing bombs and truncated files."""
+def decode_image(data: bytes, max_pixels: int, crop_hint: tuple[BBox, int] | None = None) -> Image.Image:
+    """Decode JPEG or PNG fully, refusing bombs and truncated files.
+
+    With `crop_hint` (the box that will be cut out and the side it will be scaled to), a JPEG whose box
+    is at least twice that side is decoded at 1/2, 1/4 or 1/8 scale by libjpeg's DCT scaling: a fraction
+    of the work, and no detail the crop would keep is lost. The full size stays in info["full_size"].
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -159,7 +171,13 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
             if img.width * img.height > max_pixels:
                 raise DetectionError("image_too_large", f"image is {img.width}x{img.height}, over {max_pixels} pixels",
                                      "load_image")
+            full = img.size
+            if crop_hint is not None and img.format == "JPEG":
+                r = draft_reduction(clamp_bbox(crop_hint[0], *full), crop_hint[1])
+                if r > 1:
+                    img.draft("RGB", (math.ceil(full[0] / r), math.ceil(full[1] / r)))
             img.load()
+            img.info["full_size"] = full
     except DetectionError:
         raise
     except UnidentifiedImageError:
@@ -172,8 +190,15 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
 
 
 def crop_letterbox(img: Image.Image, bbox: BBox, size: int, fill: tuple[int, int, int]) -> Image.Image:
-    box = clamp_bbox(bbox, img.width, img.height)
-    return letterbox(img.crop(box).convert("RGB"), size, fill)
+    """The bbox (in the full image's pixels, even if it was decoded reduced) letterboxed to size x size."""
+    full_w, full_h = img.info.get("full_size", img.size)
+    x1, y1, x2, y2 = clamp_bbox(bbox, full_w, full_h)
+    if img.size != (full_w, full_h):  # decoded reduced: the same box in the smaller image's pixels
+        sx, sy = img.width / full_w, img.height / full_h
+        x1, y1 = math.floor(x1 * sx), math.floor(y1 * sy)
+        x2, y2 = max(x1 + 1, math.ceil(x2 * sx)), max(y1 + 1, math.ceil(y2 * sy))
+    # Only the box's own pixels: resizing straight from the frame would blend in its surroundings.
+    return letterbox(img.crop((x1, y1, x2, y2)), size, fill)
 
 
 def to_chw(img: Image.Image, mean: np.ndarray, std: np.ndarray) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -39,30 +40,12 @@ class Metrics:
     def stage(self, name: str, seconds: float) -> None:
         self.stage_seconds.labels(name).inc(seconds)
 
-    def render(self, app: Any) -> bytes:
-        self._update_lag(app)
-        return generate_latest(self.registry)
-
-    def _update_lag(self, app: Any) -> None:
-        from faust.sensors.metrics import performance_metrics
-
-        try:
-            perf = performance_metrics(app)
-        except Exception:  # metrics must never break the view; lag is best effort during rebalances
-            return
-        lag = _find(perf, "lag_by_partition") or {}
+    async def update_lag(self, consumers: Iterable[Any]) -> None:
+        """Refresh the lag gauge from the stages' consumers (see kafka_io.BatchConsumer.lag)."""
         self.lag.clear()
-        for topic, parts in lag.items():
-            for partition, behind in parts.items():
-                self.lag.labels(topic, str(partition)).set(behind)
+        for consumer in consumers:
+            for tp, behind in (await consumer.lag()).items():
+                self.lag.labels(tp.topic, str(tp.partition)).set(behind)
 
-
-def _find(tree: Any, key: str) -> Any:
-    if isinstance(tree, dict):
-        if key in tree:
-            return tree[key]
-        for value in tree.values():
-            found = _find(value, key)
-            if found is not None:
-                return found
-    return None
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

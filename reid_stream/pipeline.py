@@ -34,6 +34,8 @@ from reid_stream.store import PlannedWrite, ReidStore
 log = logging.getLogger(__name__)
 MAX_CONFLICT_RETRIES = 20
 ORIGINAL_CARRIED = 64 * 1024  # bytes of the original event that travel with an embedding to stage 2
+# A prepared crop, a parsed detection whose image URL is still to fetch, or why the event failed.
+Prepared = tuple[Detection, np.ndarray] | Detection | DeadLetter
 
 
 @dataclass(frozen=True)
@@ -72,32 +74,51 @@ class Embedded:
     fingerprint: str
     source: RawEvent = field(default_factory=lambda: RawEvent(b""))
 
-    def to_bytes(self) -> bytes:
-        src = self.source
-        header = json.dumps({
-            "detection": self.detection.model_dump(mode="json", exclude={"image_b64"}),
-            "model": self.model, "fingerprint": self.fingerprint,
-            # Enough of the original for a dead letter in stage 2 (a detection_id conflict).
-            "source": {"topic": src.topic, "partition": src.partition, "offset": src.offset,
-                       "timestamp": src.timestamp, "size": src.size if src.size is not None else len(src.value),
-                       "key": base64.b64encode(src.key).decode() if src.key is not None else None,
-                       "value": base64.b64encode(src.value[:ORIGINAL_CARRIED]).decode()},
-        }).encode()
-        return struct.pack(">I", len(header)) + header + np.ascontiguousarray(self.vector, np.float32).tobytes()
 
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Embedded:
-        (n,) = struct.unpack_from(">I", data)
-        header = json.loads(data[4: 4 + n])
-        det = header["detection"]
+WIRE_MAGIC = b"RSE1"
+
+
+def pack_embedded(items: Sequence[Embedded]) -> bytes:
+    """One `reid-embedded` message for a batch of one model and entity type: a JSON header, the cut
+    originals (for dead letters in stage 2, e.g. a detection_id conflict), then the float32 vectors.
+    """
+    originals = [i.source.value[:ORIGINAL_CARRIED] for i in items]
+    header = json.dumps({
+        "model": items[0].model, "dim": int(items[0].vector.shape[0]),
+        "items": [{
+            "detection": i.detection.model_dump(mode="json", exclude={"image_b64"}), "fingerprint": i.fingerprint,
+            "source": {"topic": i.source.topic, "partition": i.source.partition, "offset": i.source.offset,
+                       "timestamp": i.source.timestamp,
+                       "size": i.source.size if i.source.size is not None else len(i.source.value),
+                       "key": base64.b64encode(i.source.key).decode() if i.source.key is not None else None,
+                       "kept": len(orig)},
+        } for i, orig in zip(items, originals, strict=True)],
+    }).encode()
+    vectors = np.ascontiguousarray(np.stack([i.vector for i in items]), np.float32)
+    return b"".join([WIRE_MAGIC, struct.pack(">I", len(header)), header, *originals, vectors.tobytes()])
+
+
+def unpack_embedded(data: bytes) -> list[Embedded]:
+    """The inverse of pack_embedded; raises on anything it did not write."""
+    if data[:4] != WIRE_MAGIC:
+        raise ValueError("not a reid-embedded batch (bad magic)")
+    (n,) = struct.unpack_from(">I", data, 4)
+    header = json.loads(data[8: 8 + n])
+    pos = 8 + n
+    model, dim, items = header["model"], int(header["dim"]), header["items"]
+    vectors = np.frombuffer(data, np.float32, count=len(items) * dim, offset=pos + sum(
+        int(i["source"]["kept"]) for i in items)).reshape(len(items), dim).copy()
+    out = []
+    for item, vec in zip(items, vectors, strict=True):
+        det, src = item["detection"], item["source"]
         if det.get("image_path") is None and det.get("image_url") is None:
             det["image_b64"] = "-"  # stripped on the wire; keeps the one-reference rule satisfied
-        src = header["source"]
-        key = base64.b64decode(src["key"]) if src.get("key") is not None else None
-        raw = RawEvent(base64.b64decode(src.get("value") or ""), key, src["topic"], src["partition"], src["offset"],
-                       src.get("timestamp"), src.get("size"))
-        return cls(Detection.model_validate(det), np.frombuffer(data[4 + n:], dtype=np.float32).copy(),
-                   header["model"], header["fingerprint"], raw)
+        kept = int(src["kept"])
+        raw = RawEvent(data[pos: pos + kept], base64.b64decode(src["key"]) if src.get("key") is not None else None,
+                       src["topic"], src["partition"], src["offset"], src.get("timestamp"), src.get("size"))
+        pos += kept
+        out.append(Embedded(Detection.model_validate(det), vec, model, item["fingerprint"], raw))
+    return out
 
 
 def fingerprint(det: Detection) -> str:
@@ -121,42 +142,78 @@ class Embedder:
         self._letter = functools.partial(dead_letter, max_original=settings.dlq_max_original_bytes)
         # An inline image at its size limit, base64-encoded, plus room for the other fields.
         self.max_event_bytes = settings.max_image_bytes * 4 // 3 + 64 * 1024
+        self.workers = settings.decode_workers
 
-    def _load_crop(self, det: Detection, data: bytes | None) -> np.ndarray:
+    def _load_crop(self, det: Detection, data: bytes | None) -> tuple[np.ndarray, float, float]:
         t0 = time.perf_counter()
         if data is None:
             data = read_local(det, self.limits)
         assert data is not None
-        img = decode_image(data, self.limits.max_pixels)
+        img = decode_image(data, self.limits.max_pixels, (det.bbox, self.encoder.input_size))
         t1 = time.perf_counter()
         crop = crop_letterbox(img, det.bbox, self.encoder.input_size, (0, 0, 0))
         arr = self.encoder.preprocess(crop)
-        t2 = time.perf_counter()
-        self.metrics.stage("decode", t1 - t0)
-        self.metrics.stage("crop", t2 - t1)
-        return arr
+        return arr, t1 - t0, time.perf_counter() - t1
 
-    async def _prepare(self, raw: RawEvent) -> tuple[Detection, np.ndarray] | DeadLetter:
-        det: Detection | None = None
+    def _parse(self, raw: RawEvent) -> Detection:
+        return parse_detection(raw.value, max_future_skew_seconds=self.settings.max_future_skew_seconds,
+                               max_event_bytes=self.max_event_bytes)
+
+    def _failed(self, raw: RawEvent, exc: Exception, det: Detection | None, stage: str) -> DeadLetter:
+        if not isinstance(exc, DetectionError):  # a bug must not block the events behind this one
+            log.error("unexpected error preparing a detection", exc_info=exc)
+            exc = DetectionError("internal_error", repr(exc), stage)
+        return self._letter(raw, exc, det.detection_id if det else None)
+
+    def _prepare_chunk(self, raws: Sequence[RawEvent]) -> list[Prepared]:
+        """Parse, load, decode and crop in a pool thread; URL images come back parsed, to be fetched."""
+        out: list[Prepared] = []
+        decode = crop = 0.0
+        for raw in raws:
+            det: Detection | None = None
+            try:
+                det = self._parse(raw)
+                if det.image_url is not None:
+                    read_local(det, self.limits)  # allow-list check before any network access
+                    out.append(det)
+                    continue
+                arr, d, c = self._load_crop(det, None)
+                decode, crop = decode + d, crop + c
+                out.append((det, arr))
+            except Exception as exc:
+                out.append(self._failed(raw, exc, det, "load_image"))
+        self.metrics.stage("decode", decode)
+        self.metrics.stage("crop", crop)
+        return out
+
+    async def _fetch_and_crop(self, raw: RawEvent, det: Detection) -> Prepared:
         try:
-            det = parse_detection(raw.value, max_future_skew_seconds=self.settings.max_future_skew_seconds,
-                                  max_event_bytes=self.max_event_bytes)
-            data = None
-            if det.image_url is not None:
-                if self.http is None:
-                    raise DetectionError("url_not_allowed", "image_url is not enabled in this worker", "load_image")
-                read_local(det, self.limits)  # allow-list check before any network access
-                data = await fetch_url(self.http, det.image_url, self.limits.allowed_hosts,
-                                       self.limits.max_bytes, self.limits.url_timeout_s)
-            loop = asyncio.get_running_loop()
-            arr = await loop.run_in_executor(self.io_pool, self._load_crop, det, data)
+            if self.http is None:
+                raise DetectionError("url_not_allowed", "image_url is not enabled in this worker", "load_image")
+            assert det.image_url is not None
+            data = await fetch_url(self.http, det.image_url, self.limits.allowed_hosts,
+                                   self.limits.max_bytes, self.limits.url_timeout_s)
+            arr, _, _ = await asyncio.get_running_loop().run_in_executor(self.io_pool, self._load_crop, det, data)
             return det, arr
-        except DetectionError as err:
-            return self._letter(raw, err, det.detection_id if det else None)
-        except Exception as exc:  # a bug must not block the events behind this one
-            log.exception("unexpected error preparing a detection")
-            return self._letter(raw, DetectionError("internal_error", repr(exc), "load_image"),
-                               det.detection_id if det else None)
+        except Exception as exc:
+            return self._failed(raw, exc, det, "load_image")
+
+    async def _prepare(self, batch: Sequence[RawEvent]) -> list[Prepared]:
+        # A few pool calls per batch, not one per event: a thread hop costs more than parsing a small event.
+        loop = asyncio.get_running_loop()
+        n = max(1, min(self.workers, len(batch)))
+        chunks = await asyncio.gather(*(loop.run_in_executor(self.io_pool, self._prepare_chunk, batch[i::n])
+                                        for i in range(n)))
+        prepared: list[Prepared] = [None] * len(batch)  # type: ignore[list-item]
+        for i, chunk in enumerate(chunks):
+            prepared[i::n] = chunk
+        fetches = [(j, raw, p) for j, (raw, p) in enumerate(zip(batch, prepared, strict=True))
+                   if isinstance(p, Detection)]
+        if fetches:
+            fetched = await asyncio.gather(*(self._fetch_and_crop(raw, det) for _, raw, det in fetches))
+            for (j, _, _), p in zip(fetches, fetched, strict=True):
+                prepared[j] = p
+        return prepared
 
     def _timed_encode(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
         # Timed in the model's thread: time queued behind another batch is not encoding time.
@@ -173,9 +230,9 @@ class Embedder:
         return out
 
     async def embed(self, batch: Sequence[RawEvent]) -> tuple[list[Embedded], list[DeadLetter]]:
-        prepared = await asyncio.gather(*(self._prepare(raw) for raw in batch))
+        prepared = await self._prepare(batch)
         letters = [p for p in prepared if isinstance(p, DeadLetter)]
-        good = [(raw, p) for raw, p in zip(batch, prepared, strict=True) if not isinstance(p, DeadLetter)]
+        good = [(raw, p) for raw, p in zip(batch, prepared, strict=True) if isinstance(p, tuple)]
         if not good:
             return [], letters
         try:

@@ -195,8 +195,11 @@ def register_views(app: faust.App, runtime: Runtime) -> None:
     class MetricsView(ApiView):
         async def get(self, request: Request) -> Response:
             _, denied = self.guard(request, ops)
+            if denied:
+                return denied
+            await runtime.metrics.update_lag(runtime.consumers)
             # aiohttp refuses a charset inside content_type=, so the exposition type goes in as a header.
-            return denied or self.bytes(runtime.metrics.render(app), headers={"Content-Type": CONTENT_TYPE})
+            return self.bytes(runtime.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     @app.page("/ready")
     class ReadyView(ApiView):
@@ -205,7 +208,7 @@ def register_views(app: faust.App, runtime: Runtime) -> None:
             if denied:
                 return denied
             checks = {
-                "kafka": await _check_kafka(app),
+                "kafka": await _check_kafka(runtime),
                 "redis": await _check_redis(runtime),
                 "model": {"ok": True, "model": runtime.encoder.model_id, "device": runtime.encoder.device},
             }
@@ -222,12 +225,11 @@ async def _check_redis(runtime: Runtime) -> dict[str, Any]:
         return {"ok": False, "error": repr(exc)}
 
 
-async def _check_kafka(app: faust.App) -> dict[str, Any]:
-    client = getattr(getattr(app.producer, "_producer", None), "client", None)
-    if client is None:
+async def _check_kafka(runtime: Runtime) -> dict[str, Any]:
+    if runtime.publisher is None:
         return {"ok": False, "error": "producer not started"}
     try:
-        ok = await asyncio.wait_for(client.fetch_all_metadata(), timeout=3) is not None
-        return {"ok": ok, "rebalancing": bool(app.rebalancing)}
+        ok = await asyncio.wait_for(runtime.publisher.client.fetch_all_metadata(), timeout=3) is not None
+        return {"ok": ok}
     except Exception as exc:  # any client error means "not reachable now"
         return {"ok": False, "error": repr(exc)}

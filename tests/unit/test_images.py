@@ -135,3 +135,19 @@ def test_decode_refuses_garbage_truncation_bombs_and_other_formats():
     with pytest.raises(DetectionError) as err:
         decode_image(gif.getvalue(), 10**6)
     assert err.value.code == "unsupported_image_format"
+
+
+def test_large_jpeg_is_decoded_reduced_for_a_small_target_and_crops_the_same_box():
+    import numpy as np
+
+    big = pattern_image(5, size=(800, 600))
+    data = encode_jpeg(big, quality=95)
+    bbox = box(100, 80, 500, 560)  # 400x480: an 8x DCT reduction would leave 60 < 64, so 4x
+    full = decode_image(data, 10**7)
+    reduced = decode_image(data, 10**7, (bbox, 64))
+    assert reduced.size == (200, 150) and reduced.info["full_size"] == (800, 600)
+    a = np.asarray(crop_letterbox(full, bbox, 64, (0, 0, 0)), np.float32)
+    b = np.asarray(crop_letterbox(reduced, bbox, 64, (0, 0, 0)), np.float32)
+    assert np.abs(a - b).mean() < 12  # the same region, rendered from fewer samples
+    assert decode_image(data, 10**7, (box(0, 0, 60, 60), 224)).size == (800, 600)  # small box: full decode
+    assert decode_image(encode_png(big), 10**7, (bbox, 64)).size == (800, 600)  # PNG has no DCT scaling

@@ -1,6 +1,7 @@
 from datetime import UTC, datetime
 
 import numpy as np
+import pytest
 
 from reid_stream.matching import EntityEmbedding, VectorIndex, assign_entity
 
@@ -78,23 +79,50 @@ def test_entity_embedding_round_trips_through_its_dict():
     assert np.allclose(back.embedding, e.embedding)
 
 
-def test_embedded_record_round_trip_keeps_the_source_for_dead_letters():
+def test_embedded_batch_round_trip_keeps_each_source_for_dead_letters():
     from reid_stream.errors import DetectionError
     from reid_stream.events import Detection
-    from reid_stream.pipeline import Embedded, RawEvent, dead_letter
+    from reid_stream.pipeline import Embedded, RawEvent, dead_letter, pack_embedded, unpack_embedded
 
-    det = Detection.model_validate({"detection_id": "d", "camera_id": "c", "entity_type": "person",
-                                    "timestamp": NOW.isoformat(), "bbox": {"x1": 0, "y1": 0, "x2": 2, "y2": 2},
-                                    "image_b64": "QUJD"})
-    original = b"x" * 70_000
-    rec = Embedded(det, unit([1, 2, 3]), "m", "fp", RawEvent(original, b"cam", "detections", 3, 41, 1.5))
-    back = Embedded.from_bytes(rec.to_bytes())
-    assert back.detection.detection_id == "d" and np.allclose(back.vector, rec.vector)
-    assert (back.source.key, back.source.topic, back.source.partition, back.source.offset) == (b"cam", "detections",
-                                                                                              3, 41)
-    letter = dead_letter(back.source, DetectionError("detection_id_conflict", "m", "store"), "d")
+    def det(i: int) -> Detection:
+        return Detection.model_validate({"detection_id": f"d{i}", "camera_id": "c", "entity_type": "person",
+                                         "timestamp": NOW.isoformat(), "bbox": {"x1": 0, "y1": 0, "x2": 2, "y2": 2},
+                                         "image_b64": "QUJD"})
+
+    originals = [b"x" * 70_000, b"", b"{}"]
+    recs = [Embedded(det(i), unit([1, i, 3]), "m", f"fp{i}", RawEvent(o, b"cam" if i else None, "detections", 3,
+                                                                        41 + i, 1.5))
+            for i, o in enumerate(originals)]
+    back = unpack_embedded(pack_embedded(recs))
+    assert [b.detection.detection_id for b in back] == ["d0", "d1", "d2"]
+    assert [b.fingerprint for b in back] == ["fp0", "fp1", "fp2"]
+    assert all(np.allclose(b.vector, r.vector) for b, r in zip(back, recs, strict=True))
+    assert [b.source.value for b in back] == [b"x" * 65536, b"", b"{}"]  # cut at 64 KiB, the others whole
+    assert [(b.source.key, b.source.offset) for b in back] == [(None, 41), (b"cam", 42), (b"cam", 43)]
+    letter = dead_letter(back[0].source, DetectionError("detection_id_conflict", "m", "store"), "d0")
     assert letter.original_size == 70_000 and letter.original_truncated
-    assert letter.original_key_b64 == "Y2Ft"
+    with pytest.raises(ValueError, match="magic"):
+        unpack_embedded(b'{"detection": {}}')
+
+
+def test_embedded_messages_split_by_type_and_stay_under_the_broker_limit():
+    from reid_stream.app import WIRE_MAX_MESSAGE, embedded_messages
+    from reid_stream.events import Detection
+    from reid_stream.pipeline import Embedded, RawEvent, unpack_embedded
+
+    recs = []
+    for i in range(40):
+        d = Detection.model_validate({"detection_id": f"d{i}", "camera_id": "c",
+                                      "entity_type": "person" if i % 2 else "vehicle", "timestamp": NOW.isoformat(),
+                                      "bbox": {"x1": 0, "y1": 0, "x2": 2, "y2": 2}, "image_b64": "QUJD"})
+        recs.append(Embedded(d, unit(list(range(1, 769))), "m", "fp", RawEvent(b"y" * 60_000)))
+    msgs = embedded_messages("emb", recs)
+    assert all(len(value) <= WIRE_MAX_MESSAGE for _, _, value in msgs) and len(msgs) > 2
+    by_key: dict[bytes | None, list[str]] = {}
+    for _, key, value in msgs:
+        by_key.setdefault(key, []).extend(e.detection.detection_id for e in unpack_embedded(value))
+    assert by_key[b"person"] == [f"d{i}" for i in range(1, 40, 2)]
+    assert by_key[b"vehicle"] == [f"d{i}" for i in range(0, 40, 2)]
 
 
 def test_search_many_equals_one_search_per_query():
