@@ -124,6 +124,34 @@ async def produce_fast(bootstrap: str, topic: str, messages: Any) -> None:
         await producer.stop()
 
 
+def cpu_times() -> tuple[dict[str, float], float]:
+    """CPU seconds so far by process role (worker, decoders, kafka, redis, other), and the machine's total."""
+    tick = os.sysconf("SC_CLK_TCK")
+    roles: dict[str, float] = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        used = (int(fields[11]) + int(fields[12])) / tick
+        role = ("decoders" if "multiprocessing.spawn" in cmd else "worker" if "reid_stream worker" in cmd else
+                "kafka" if "kafka" in cmd and "java" in cmd else "redis" if "redis-server" in cmd else "other")
+        roles[role] = roles.get(role, 0.0) + used
+    total = sum(int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]) / tick
+    return roles, total
+
+
+def cpu_share(before: tuple[dict[str, float], float], after: tuple[dict[str, float], float]) -> dict[str, float]:
+    """Each role's share of the machine (1.0 = all cores) between two cpu_times() snapshots."""
+    span = max(1e-9, after[1] - before[1])
+    return {role: round((after[0].get(role, 0.0) - before[0].get(role, 0.0)) / span, 3)
+            for role in sorted(after[0])}
+
+
 def start_worker(tag: str, log: Path, **env: str) -> Worker:
     return Worker(worker_env(tag, REID_WEB_PORT=str(free_port()), REID_LOG_LEVEL="warning", **env), log).start()
 

@@ -26,6 +26,8 @@ from bench.common import (
     Worker,
     announce,
     bar_plot,
+    cpu_share,
+    cpu_times,
     create_topics,
     crop_jpeg,
     detection_message,
@@ -95,16 +97,18 @@ async def pipeline_drain(n: int, crops: list[bytes], env: dict[str, str], log: P
     worker.start()
     try:
         await worker.wait_ready()
+        before = cpu_times()
         with tqdm(total=n, desc="match events", unit="det") as bar:
             await drain_matches(BOOTSTRAP, worker.env["REID_TOPIC_MATCHES"], n, timeout=3600,
                                 on_record=lambda r: stamps.append(r.timestamp), progress=bar)
+        cpu = cpu_share(before, cpu_times())
         metrics = scrape(worker.base)
     finally:
         worker.stop()
     rate = (n - 1) / max(1e-9, (max(stamps) - min(stamps)) / 1000)
     stages = {k.split("stage=")[1].rstrip("}"): 1000 * v / n for k, v in metrics.items()
               if k.startswith("reid_stage_seconds_total")}
-    return {"per_s": rate, "stage_ms_per_detection": stages, "worker_env": env}
+    return {"per_s": rate, "stage_ms_per_detection": stages, "worker_env": env, "cpu_share": cpu}
 
 
 def cmd_encoder(args: argparse.Namespace) -> dict[str, Any]:
@@ -206,7 +210,7 @@ def cmd_overhead(args: argparse.Namespace) -> dict[str, Any]:
 
         asyncio.run(latency_runs())
     result = {"settings": settings, "machine": info, "sustained_per_s": peak,
-              "stages_ms": drain["stage_ms_per_detection"], "latency_ms": loads}
+              "stages_ms": drain["stage_ms_per_detection"], "cpu_share": drain["cpu_share"], "latency_ms": loads}
     rows = "\n".join(
         f"| {x['offered_per_s']:.0f} | {x['received']} | {x['p50']:.1f} | {x['p95']:.1f} | {x['p99']:.1f} |"
         for x in loads)
@@ -214,7 +218,9 @@ def cmd_overhead(args: argparse.Namespace) -> dict[str, Any]:
     md = (f"### Pipeline overhead (null encoder, one worker, batch {args.batch})\n\n"
           f"Sustained: **{peak:.0f} detections/s** (target ≥ 3,000), draining a backlog of {args.n}.\n\n"
           f"| offered det/s | received | p50 ms | p95 ms | p99 ms |\n|---|---|---|---|---|\n{rows}\n\n"
-          f"Per-stage time per detection (ms): {stages}\n")
+          f"Per-stage time per detection (ms): {stages}\n\n"
+          f"Share of the machine (1.0 = both cores) during the drain: "
+          + " · ".join(f"{k} {v:.2f}" for k, v in drain["cpu_share"].items()) + "\n")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -20,7 +20,16 @@ import numpy as np
 import redis.asyncio as aioredis
 from tqdm import tqdm
 
-from bench.common import announce, bar_plot, crop_jpeg, detection_message, drain_matches, start_worker, write_results
+from bench.common import (
+    RESULTS,
+    announce,
+    bar_plot,
+    crop_jpeg,
+    detection_message,
+    drain_matches,
+    start_worker,
+    write_results,
+)
 from reid_stream.events import Detection
 from reid_stream.pipeline import Assigner, Embedded, fingerprint
 from reid_stream.store import ReidStore
@@ -39,9 +48,10 @@ def embedded(i: int, vec: np.ndarray, model: str) -> Embedded:
     return Embedded(det, vec, model, fingerprint(det))
 
 
-async def memory(n: int) -> dict[str, Any]:
+async def memory(n: int, dtype: str = "float32") -> dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
-    settings = make_settings(tag, max_embeddings=n * 2, similarity_threshold=2.0)  # every detection a new entity
+    # similarity_threshold 2: every detection a new entity
+    settings = make_settings(tag, max_embeddings=n * 2, similarity_threshold=2.0, vector_dtype=dtype)
     client = aioredis.Redis.from_url(settings.redis_url)
     store = ReidStore(client, settings)
     assigner = Assigner(settings, store)
@@ -63,23 +73,41 @@ async def memory(n: int) -> dict[str, Any]:
         await client.delete(*keys[i:i + 1000])
     await client.aclose()
     embedding = (usage.get("vectors", 0) + usage.get("vector metadata", 0) + usage.get("vector index", 0)) / n
-    return {"n": n, "bytes_by_family": usage, "embedding_bytes_each": embedding,
+    return {"n": n, "dtype": dtype, "bytes_by_family": usage, "embedding_bytes_each": embedding,
             "all_bytes_per_detection": sum(usage.values()) / n}
 
 
 def cmd_memory(args: argparse.Namespace) -> None:
-    info = announce("redis memory", {"n": args.n, "dim": DIM, "dtype": "float32"})
+    info = announce("redis memory", {"n": args.n, "dim": DIM, "dtypes": ["float32", "float16"]})
     r = asyncio.run(memory(args.n))
-    fam = "\n".join(f"| {k} | {v / r['n']:.0f} |" for k, v in sorted(r["bytes_by_family"].items()))
-    md = (f"### Redis memory ({args.n} detections, 768-d float32, MEMORY USAGE of every key)\n\n"
+    r16 = asyncio.run(memory(args.n, "float16"))
+    fams = sorted(set(r["bytes_by_family"]) | set(r16["bytes_by_family"]))
+    table = "\n".join(f"| {k} | {r['bytes_by_family'].get(k, 0) / args.n:.0f} | "
+                      f"{r16['bytes_by_family'].get(k, 0) / args.n:.0f} |" for k in fams)
+    md = (f"### Redis memory ({args.n} detections, 768-d, MEMORY USAGE of every key)\n\n"
           f"Per stored embedding (vector + its metadata + index entry): **{r['embedding_bytes_each']:.0f} B** "
-          f"(target ≤ 3,300 B). Everything a detection leaves (entity, appearance, marker too): "
-          f"{r['all_bytes_per_detection']:.0f} B.\n\n| key family | bytes per detection |\n|---|---|\n{fam}\n")
-    fams = sorted(r["bytes_by_family"].items())
-    bar_plot("memory", "Redis bytes per detection, by key family", [k for k, _ in fams],
-             [v / r["n"] for _, v in fams], "bytes per detection")
+          f"at float32 (target ≤ 3,300 B); **{r16['embedding_bytes_each']:.0f} B** with "
+          f"`REID_VECTOR_DTYPE=float16`. Everything a detection leaves (entity, appearance, marker too): "
+          f"{r['all_bytes_per_detection']:.0f} B / {r16['all_bytes_per_detection']:.0f} B.\n\n"
+          f"| key family | float32 bytes per detection | float16 |\n|---|---|---|\n{table}\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    xs = np.arange(len(fams))
+    ax.bar(xs - 0.2, [r["bytes_by_family"].get(k, 0) / args.n for k in fams], 0.4, label="float32")
+    ax.bar(xs + 0.2, [r16["bytes_by_family"].get(k, 0) / args.n for k in fams], 0.4, label="float16")
+    ax.set_xticks(xs, fams, rotation=20, ha="right")
+    ax.set_ylabel("bytes per detection")
+    ax.set_title("Redis bytes per detection, by key family")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "memory.png", dpi=110)
+    plt.close(fig)
     md += "\n![memory](memory.png)\n"
-    write_results("memory", {"machine": info, **r}, md)
+    write_results("memory", {"machine": info, "float32": r, "float16": r16}, md)
 
 
 async def populate(settings: Any, n: int, model: str) -> None:

@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -29,12 +29,14 @@ from reid_stream.pipeline import (
     ORIGINAL_CARRIED,
     Assigner,
     Embedded,
+    EmbeddedOut,
     Embedder,
     RawEvent,
     dead_letter,
     pack_embedded,
     unpack_embedded,
 )
+from reid_stream.prepare import process_pool
 from reid_stream.store import ReidStore
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ class Runtime:
     settings: Settings
     encoder: Encoder
     store: ReidStore
-    io_pool: ThreadPoolExecutor
+    prepare_pool: Executor
     model_pool: ThreadPoolExecutor
     http: aiohttp.ClientSession | None = None
     redis_ok: bool = True
@@ -89,15 +91,15 @@ def _raw(rec: ConsumerRecord) -> RawEvent:
     return RawEvent(rec.value or b"", rec.key, rec.topic, rec.partition, rec.offset, ts)
 
 
-def embedded_messages(topic: str, records: list[Embedded]) -> list[tuple[str, bytes | None, bytes]]:
+def embedded_messages(topic: str, records: list[EmbeddedOut]) -> list[tuple[str, bytes | None, bytes]]:
     """Stage 1's output, one message per model and entity type (keyed by type), each under the broker's
     default message size limit."""
-    groups: dict[tuple[str, str], list[Embedded]] = {}
+    groups: dict[tuple[str, str], list[EmbeddedOut]] = {}
     for rec in records:
-        groups.setdefault((rec.model, rec.detection.entity_type), []).append(rec)
+        groups.setdefault((rec.model, rec.entity_type), []).append(rec)
     out = []
     for (_, etype), items in groups.items():
-        chunk: list[Embedded] = []
+        chunk: list[EmbeddedOut] = []
         size = 0
         for item in items:
             cost = min(len(item.source.value), ORIGINAL_CARRIED) + item.vector.nbytes + WIRE_ITEM_OVERHEAD
@@ -138,7 +140,7 @@ class Pipeline(mode.Service):
         self.runtime.consumers = [self.embed, self.assign]
         rt = self.runtime
         rt.http = aiohttp.ClientSession()
-        self._embedder = Embedder(self.settings, rt.encoder, rt.io_pool, rt.model_pool, rt.http, self.metrics)
+        self._embedder = Embedder(self.settings, rt.encoder, rt.prepare_pool, rt.model_pool, rt.http, self.metrics)
         await self.embed.start()
         await self.assign.start()
 
@@ -166,6 +168,8 @@ class Pipeline(mode.Service):
         except TimeoutError:
             log.error("batches still running after %ss; stopping without committing them", SHUTDOWN_GRACE_S)
         await self.publisher.stop()
+        if self._embedder is not None:
+            self._embedder.preparer.pool.shutdown(wait=False, cancel_futures=True)
         if self.runtime.http is not None:
             await self.runtime.http.close()
 
@@ -261,6 +265,6 @@ def build_runtime(settings: Settings, encoder: Encoder) -> Runtime:
         settings=settings,
         encoder=encoder,
         store=ReidStore.from_settings(settings),
-        io_pool=ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="reid-io"),
+        prepare_pool=process_pool(settings.decode_workers),
         model_pool=ThreadPoolExecutor(1, thread_name_prefix="reid-model"),
     )

@@ -159,8 +159,15 @@ class Settings:
     embed_concurrency: int = setting(
         "REID_EMBED_CONCURRENCY", 2, _int(1, 16),
         "Embed-stage batches in flight: one decodes while another encodes. Assignment always has one writer.")
-    decode_workers: int = setting("REID_DECODE_WORKERS", 4, _int(1, 64), "Threads that load, decode and crop images.")
-    app_id: str = setting("REID_APP_ID", "reid-stream", _nonempty, "Kafka consumer group and Faust app id.")
+    decode_workers: int = setting(
+        "REID_DECODE_WORKERS", 2, _int(1, 64),
+        "Processes that parse, validate, decode and crop detections (stage 1), off the event loop's GIL.")
+    vector_dtype: str = setting(
+        "REID_VECTOR_DTYPE", "float32", _choice("float32", "float16"),
+        "How embeddings are stored in Redis. `float16` halves their memory (similarities move by ~1e-4); "
+        "stored vectors of either kind are read back, so it can be changed at any time.")
+    app_id: str = setting("REID_APP_ID", "reid-stream", _nonempty, (
+        "Faust app id; the stages' consumer groups are `<id>.embed` and `<id>.assign`."))
     topic_detections: str = setting("REID_TOPIC_DETECTIONS", "detections", _nonempty, "Input topic.")
     topic_matches: str = setting("REID_TOPIC_MATCHES", "entity-matches", _nonempty, "Output topic of match events.")
     topic_dlq: str = setting("REID_TOPIC_DLQ", "detections-dlq", _nonempty, "Dead-letter topic.")

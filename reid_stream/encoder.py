@@ -12,7 +12,6 @@ import numpy as np
 from PIL import Image
 
 from reid_stream.config import Settings
-from reid_stream.images import to_chw
 
 log = logging.getLogger(__name__)
 MODEL_CONFIGS = Path(__file__).resolve().parent / "model_configs"
@@ -31,8 +30,13 @@ class Encoder(Protocol):
     def preprocess(self, crop: Image.Image) -> np.ndarray: ...
 
     def encode(self, batch: np.ndarray) -> np.ndarray:
-        """N x 3 x S x S float32 -> N x dim float32, each row of unit length. Blocking."""
+        """N x S x S x 3 uint8 crops -> N x dim float32, each row of unit length. Blocking."""
         ...
+
+
+def crop_array(crop: Image.Image) -> np.ndarray:
+    """A letterboxed crop as the encoders take it: S x S x 3 uint8 (normalised inside encode, per batch)."""
+    return np.asarray(crop.convert("RGB") if crop.mode != "RGB" else crop, dtype=np.uint8)
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
@@ -69,8 +73,8 @@ class ClipEncoder:
         self.device = device
         self.input_size = size
         self.dim = dim
-        self._mean = np.asarray(mean, dtype=np.float32)
-        self._std = np.asarray(std, dtype=np.float32)
+        self._mean = tuple(float(m) * 255 for m in mean)  # applied to 0..255 pixels
+        self._std = tuple(float(x) * 255 for x in std)
 
     @classmethod
     def from_config(cls, settings: Settings) -> ClipEncoder:
@@ -112,17 +116,21 @@ class ClipEncoder:
         return cls(model, settings.model_id, device, int(size), tuple(cfg["mean"]), tuple(cfg["std"]), dim)
 
     def preprocess(self, crop: Image.Image) -> np.ndarray:
-        return to_chw(crop, self._mean, self._std)
+        return crop_array(crop)
 
     def encode(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
-        tensor = torch.from_numpy(batch)
+        tensor = torch.from_numpy(np.require(batch, np.uint8, ["C_CONTIGUOUS", "WRITEABLE"]))
         with torch.inference_mode():
             if self.device.startswith("cuda"):
-                # Pinned host memory lets the copy overlap with the previous batch's compute.
-                tensor = tensor.pin_memory().to(self.device, non_blocking=True).half()
-            features = self.model.encode_image(tensor)
+                # Pinned host memory lets the copy overlap with the previous batch's compute; uint8 moves 4x less.
+                tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+            dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
+            mean = torch.tensor(self._mean, dtype=dtype, device=tensor.device)
+            std = torch.tensor(self._std, dtype=dtype, device=tensor.device)
+            pixels = ((tensor.to(dtype) - mean) / std).permute(0, 3, 1, 2).contiguous()
+            features = self.model.encode_image(pixels)
             features = torch.nn.functional.normalize(features.float(), dim=-1)
         return features.cpu().numpy().astype(np.float32, copy=False)
 
@@ -152,7 +160,7 @@ class NullEncoder:
         return cls()
 
     def preprocess(self, crop: Image.Image) -> np.ndarray:
-        return np.asarray(crop, dtype=np.uint8).transpose(2, 0, 1)
+        return crop_array(crop)
 
     def encode(self, batch: np.ndarray) -> np.ndarray:
         if len(batch) == 0:

@@ -14,3 +14,7 @@ class DetectionError(Exception):
         self.message = message
         self.stage = stage
         self.details = details
+
+    def __reduce__(self) -> tuple[type[DetectionError], tuple[str, str, str, list[dict[str, Any]] | None]]:
+        # Crosses process boundaries (the decode pool) whole; Exception's default pickling would not.
+        return DetectionError, (self.code, self.message, self.stage, self.details)

@@ -31,8 +31,9 @@ class Metrics:
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.lag = Gauge("reid_consumer_lag", "Messages behind the log end, per assigned partition.",
                          ["topic", "partition"], registry=r)
-        self.stage_seconds = Counter("reid_stage_seconds", "Time spent per pipeline stage (decode, crop, encode, "
-                                     "match, store, publish); decode and crop add up across threads.",
+        self.stage_seconds = Counter("reid_stage_seconds", "Time spent per pipeline stage (parse, decode_crop, "
+                                     "encode, match, store, publish); parse and decode_crop add up across "
+                                     "the decode processes.",
                                      ["stage"], registry=r)
         self.retries = Counter("reid_infra_retries", "Retried infrastructure steps (Redis or Kafka down).",
                                ["step"], registry=r)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
-import hashlib
 import json
 import logging
 import struct
@@ -18,6 +17,7 @@ from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -25,17 +25,16 @@ import numpy as np
 from reid_stream.config import Settings
 from reid_stream.encoder import Encoder
 from reid_stream.errors import DetectionError
-from reid_stream.events import DeadLetter, Detection, EntityAppearance, MatchEvent, MatchRef, parse_detection
-from reid_stream.images import ImageLimits, crop_letterbox, decode_image, fetch_url, read_local
+from reid_stream.events import DeadLetter, Detection, EntityAppearance, MatchEvent, MatchRef
+from reid_stream.images import ImageLimits, fetch_url
 from reid_stream.matching import EntityEmbedding, VectorIndex, assign_entity, merge_matches
 from reid_stream.metrics import Metrics
+from reid_stream.prepare import Failed, NeedsFetch, Outcome, PrepareConfig, Preparer, Ready, fingerprint
 from reid_stream.store import PlannedWrite, ReidStore
 
 log = logging.getLogger(__name__)
 MAX_CONFLICT_RETRIES = 20
 ORIGINAL_CARRIED = 64 * 1024  # bytes of the original event that travel with an embedding to stage 2
-# A prepared crop, a parsed detection whose image URL is still to fetch, or why the event failed.
-Prepared = tuple[Detection, np.ndarray] | Detection | DeadLetter
 
 
 @dataclass(frozen=True)
@@ -75,10 +74,27 @@ class Embedded:
     source: RawEvent = field(default_factory=lambda: RawEvent(b""))
 
 
+@dataclass
+class EmbeddedOut:
+    """Stage 1's output before it is packed: the detection as JSON (without its image) and its vector."""
+
+    header: dict[str, Any]
+    entity_type: str
+    vector: np.ndarray
+    model: str
+    fingerprint: str
+    source: RawEvent
+
+    @classmethod
+    def of(cls, det: Detection, vector: np.ndarray, model: str, source: RawEvent) -> EmbeddedOut:
+        return cls(det.model_dump(mode="json", exclude={"image_b64"}), det.entity_type, vector, model,
+                   fingerprint(det), source)
+
+
 WIRE_MAGIC = b"RSE1"
 
 
-def pack_embedded(items: Sequence[Embedded]) -> bytes:
+def pack_embedded(items: Sequence[EmbeddedOut]) -> bytes:
     """One `reid-embedded` message for a batch of one model and entity type: a JSON header, the cut
     originals (for dead letters in stage 2, e.g. a detection_id conflict), then the float32 vectors.
     """
@@ -86,7 +102,7 @@ def pack_embedded(items: Sequence[Embedded]) -> bytes:
     header = json.dumps({
         "model": items[0].model, "dim": int(items[0].vector.shape[0]),
         "items": [{
-            "detection": i.detection.model_dump(mode="json", exclude={"image_b64"}), "fingerprint": i.fingerprint,
+            "detection": i.header, "fingerprint": i.fingerprint,
             "source": {"topic": i.source.topic, "partition": i.source.partition, "offset": i.source.offset,
                        "timestamp": i.source.timestamp,
                        "size": i.source.size if i.source.size is not None else len(i.source.value),
@@ -121,19 +137,13 @@ def unpack_embedded(data: bytes) -> list[Embedded]:
     return out
 
 
-def fingerprint(det: Detection) -> str:
-    """Identifies a detection's content: a redelivery matches it, a different event reusing the id does not."""
-    return hashlib.blake2b(det.model_dump_json().encode(), digest_size=16).hexdigest()
-
-
 class Embedder:
-    """Stage 1: raw messages -> Embedded records and dead letters. Bad input never raises."""
+    """Stage 1: raw messages -> EmbeddedOut records and dead letters. Bad input never raises."""
 
-    def __init__(self, settings: Settings, encoder: Encoder, io_pool: Executor, model_pool: Executor,
+    def __init__(self, settings: Settings, encoder: Encoder, prepare_pool: Executor, model_pool: Executor,
                  http: aiohttp.ClientSession | None = None, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.encoder = encoder
-        self.io_pool = io_pool
         self.model_pool = model_pool
         self.http = http
         self.metrics = metrics or Metrics()
@@ -141,79 +151,32 @@ class Embedder:
                                   settings.max_image_pixels, settings.url_timeout_seconds)
         self._letter = functools.partial(dead_letter, max_original=settings.dlq_max_original_bytes)
         # An inline image at its size limit, base64-encoded, plus room for the other fields.
-        self.max_event_bytes = settings.max_image_bytes * 4 // 3 + 64 * 1024
-        self.workers = settings.decode_workers
+        max_event_bytes = settings.max_image_bytes * 4 // 3 + 64 * 1024
+        self.preparer = Preparer(PrepareConfig(self.limits, encoder.input_size, max_event_bytes,
+                                               settings.max_future_skew_seconds), prepare_pool,
+                                 settings.decode_workers)
 
-    def _load_crop(self, det: Detection, data: bytes | None) -> tuple[np.ndarray, float, float]:
-        t0 = time.perf_counter()
-        if data is None:
-            data = read_local(det, self.limits)
-        assert data is not None
-        img = decode_image(data, self.limits.max_pixels, (det.bbox, self.encoder.input_size))
-        t1 = time.perf_counter()
-        crop = crop_letterbox(img, det.bbox, self.encoder.input_size, (0, 0, 0))
-        arr = self.encoder.preprocess(crop)
-        return arr, t1 - t0, time.perf_counter() - t1
-
-    def _parse(self, raw: RawEvent) -> Detection:
-        return parse_detection(raw.value, max_future_skew_seconds=self.settings.max_future_skew_seconds,
-                               max_event_bytes=self.max_event_bytes)
-
-    def _failed(self, raw: RawEvent, exc: Exception, det: Detection | None, stage: str) -> DeadLetter:
-        if not isinstance(exc, DetectionError):  # a bug must not block the events behind this one
-            log.error("unexpected error preparing a detection", exc_info=exc)
-            exc = DetectionError("internal_error", repr(exc), stage)
-        return self._letter(raw, exc, det.detection_id if det else None)
-
-    def _prepare_chunk(self, raws: Sequence[RawEvent]) -> list[Prepared]:
-        """Parse, load, decode and crop in a pool thread; URL images come back parsed, to be fetched."""
-        out: list[Prepared] = []
-        decode = crop = 0.0
-        for raw in raws:
-            det: Detection | None = None
-            try:
-                det = self._parse(raw)
-                if det.image_url is not None:
-                    read_local(det, self.limits)  # allow-list check before any network access
-                    out.append(det)
-                    continue
-                arr, d, c = self._load_crop(det, None)
-                decode, crop = decode + d, crop + c
-                out.append((det, arr))
-            except Exception as exc:
-                out.append(self._failed(raw, exc, det, "load_image"))
-        self.metrics.stage("decode", decode)
-        self.metrics.stage("crop", crop)
-        return out
-
-    async def _fetch_and_crop(self, raw: RawEvent, det: Detection) -> Prepared:
+    async def _fetch(self, raw: RawEvent, want: NeedsFetch) -> Outcome:
         try:
             if self.http is None:
                 raise DetectionError("url_not_allowed", "image_url is not enabled in this worker", "load_image")
-            assert det.image_url is not None
-            data = await fetch_url(self.http, det.image_url, self.limits.allowed_hosts,
-                                   self.limits.max_bytes, self.limits.url_timeout_s)
-            arr, _, _ = await asyncio.get_running_loop().run_in_executor(self.io_pool, self._load_crop, det, data)
-            return det, arr
-        except Exception as exc:
-            return self._failed(raw, exc, det, "load_image")
+            data = await fetch_url(self.http, want.url, self.limits.allowed_hosts, self.limits.max_bytes,
+                                   self.limits.url_timeout_s)
+        except DetectionError as err:
+            return Failed(err, want.detection_id)
+        return (await self.preparer.run([raw.value], [data]))[0]
 
-    async def _prepare(self, batch: Sequence[RawEvent]) -> list[Prepared]:
-        # A few pool calls per batch, not one per event: a thread hop costs more than parsing a small event.
-        loop = asyncio.get_running_loop()
-        n = max(1, min(self.workers, len(batch)))
-        chunks = await asyncio.gather(*(loop.run_in_executor(self.io_pool, self._prepare_chunk, batch[i::n])
-                                        for i in range(n)))
-        prepared: list[Prepared] = [None] * len(batch)  # type: ignore[list-item]
-        for i, chunk in enumerate(chunks):
-            prepared[i::n] = chunk
-        fetches = [(j, raw, p) for j, (raw, p) in enumerate(zip(batch, prepared, strict=True))
-                   if isinstance(p, Detection)]
+    async def _prepare(self, batch: Sequence[RawEvent]) -> list[Outcome]:
+        image0, parse0 = self.preparer.image_s, self.preparer.parse_s
+        outcomes = await self.preparer.run([raw.value for raw in batch])
+        fetches = [(j, o) for j, o in enumerate(outcomes) if isinstance(o, NeedsFetch)]
         if fetches:
-            fetched = await asyncio.gather(*(self._fetch_and_crop(raw, det) for _, raw, det in fetches))
-            for (j, _, _), p in zip(fetches, fetched, strict=True):
-                prepared[j] = p
-        return prepared
+            fetched = await asyncio.gather(*(self._fetch(batch[j], o) for j, o in fetches))
+            for (j, _), got in zip(fetches, fetched, strict=True):
+                outcomes[j] = got
+        self.metrics.stage("parse", self.preparer.parse_s - parse0)
+        self.metrics.stage("decode_crop", self.preparer.image_s - image0)
+        return outcomes
 
     def _timed_encode(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
         # Timed in the model's thread: time queued behind another batch is not encoding time.
@@ -229,27 +192,34 @@ class Embedder:
         self.metrics.encode_seconds.observe(took)
         return out
 
-    async def embed(self, batch: Sequence[RawEvent]) -> tuple[list[Embedded], list[DeadLetter]]:
-        prepared = await self._prepare(batch)
-        letters = [p for p in prepared if isinstance(p, DeadLetter)]
-        good = [(raw, p) for raw, p in zip(batch, prepared, strict=True) if isinstance(p, tuple)]
+    async def embed(self, batch: Sequence[RawEvent]) -> tuple[list[EmbeddedOut], list[DeadLetter]]:
+        outcomes = await self._prepare(batch)
+        letters: list[DeadLetter] = []
+        good: list[tuple[RawEvent, Ready]] = []
+        for raw, o in zip(batch, outcomes, strict=True):
+            if isinstance(o, Ready):
+                good.append((raw, o))
+            elif isinstance(o, Failed):
+                letters.append(self._letter(raw, o.error, o.detection_id))
+            else:  # NeedsFetch survives only if a fetch returned another redirect-like outcome
+                letters.append(self._letter(raw, DetectionError("internal_error", "image not fetched", "load_image"),
+                                            o.detection_id))
         if not good:
             return [], letters
         try:
-            vectors = await self._encode([arr for _, (_, arr) in good])
+            vectors = await self._encode([r.crop for _, r in good])
             encoded = list(zip(good, vectors, strict=True))
         except Exception:
             log.exception("batch encode failed; encoding one by one to isolate the culprit")
             encoded = []
-            for item in good:
-                raw, (det, arr) = item
+            for raw, ready in good:
                 try:
-                    encoded.append((item, (await self._encode([arr]))[0]))
+                    encoded.append(((raw, ready), (await self._encode([ready.crop]))[0]))
                 except Exception as exc:
                     letters.append(self._letter(raw, DetectionError("encode_failed", repr(exc), "encode"),
-                                               det.detection_id))
-        out = [Embedded(det, vec, self.encoder.model_id, fingerprint(det), raw)
-               for (raw, (det, _)), vec in encoded]
+                                                ready.detection_id))
+        model = self.encoder.model_id
+        out = [EmbeddedOut(r.header, r.entity_type, vec, model, r.fingerprint, raw) for (raw, r), vec in encoded]
         return out, letters
 
 

@@ -20,6 +20,14 @@ from reid_stream.matching import Assignment, EntityEmbedding, VectorIndex
 COMMIT_LUA = (Path(__file__).resolve().parent / "store.lua").read_text()
 
 
+def stored_vector(raw: bytes, dim: int) -> np.ndarray:
+    """A vector as stored, float32 or float16 (told apart by length), as float32."""
+    if len(raw) == 2 * dim:
+        vec = np.frombuffer(raw, dtype=np.float16).astype(np.float32)
+        return vec / max(float(np.linalg.norm(vec)), 1e-12)  # rounding moved it off the unit sphere
+    return np.frombuffer(raw, dtype=np.float32)
+
+
 @dataclass(frozen=True)
 class Keys:
     """Every key name in one place. Embedding keys carry the model id, so vector spaces never mix."""
@@ -92,6 +100,7 @@ class ReidStore:
         self.settings = settings
         self.keys = Keys(settings.redis_prefix)
         self._sha: str | None = None
+        self._dtype = np.float16 if settings.vector_dtype == "float16" else np.float32
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ReidStore:
@@ -134,7 +143,7 @@ class ReidStore:
                     m = json.loads(meta)
                     index.add(EntityEmbedding(
                         detection_id=det, entity_id=m["e"], entity_type=etype, camera_id=m["c"],
-                        timestamp=datetime.fromisoformat(m["t"]), embedding=np.frombuffer(vec, dtype=np.float32),
+                        timestamp=datetime.fromisoformat(m["t"]), embedding=stored_vector(vec, dim),
                         model=model, stored_at=score))
             if await self.version(model, etype) == before:
                 if ann:  # built once, in the background, from all rows
@@ -157,7 +166,7 @@ class ReidStore:
         meta = json.dumps({"e": eid, "c": ev.camera_id, "t": ev.timestamp.isoformat()})
         marker = json.dumps({"fp": w.fingerprint, "event": ev.model_dump(mode="json")})
         args = [expected, s.embedding_ttl_seconds, s.max_embeddings, det, f"{day}|{det}",
-                np.ascontiguousarray(w.vector, dtype=np.float32).tobytes(), meta, w.stored_at, marker, etype,
+                np.ascontiguousarray(w.vector, dtype=self._dtype).tobytes(), meta, w.stored_at, marker, etype,
                 ev.camera_id, ev.timestamp.timestamp(), ev.timestamp.isoformat(),
                 w.appearance.model_dump_json(), k.vec_prefix(model, etype), k.meta_prefix(model, etype),
                 model, eid]

@@ -170,3 +170,21 @@ async def test_a_mass_expiry_larger_than_lua_can_unpack_still_commits(store):
     events, _ = await Assigner(store.settings, store).assign([item("fresh", unit(1))])
     assert events[0].is_new_entity
     assert await store.redis.zcard(k.index(model, "person")) == 1
+
+
+async def test_float16_storage_halves_the_vector_and_still_matches_after_a_reload(redis_client, unique):
+    settings = make_settings(unique, similarity_threshold=0.999, vector_dtype="float16")
+    store = ReidStore(redis_client, settings)
+    try:
+        dim = 768
+        await Assigner(settings, store).assign([item("h1", unit(7, dim)), item("h2", unit(8, dim))])
+        day_hash = next(k for k in await all_keys(store) if b":entity_embeddings:" in k)
+        assert len(await redis_client.hget(day_hash, "h1")) == 2 * dim
+        _, index = await store.load_index("test-model", "person", dim)
+        events, _ = await Assigner(settings, store).assign([item("h3", unit(7, dim), minutes=1)])  # a fresh writer
+        assert events[0].entity_id == "h1" and events[0].matches[0].similarity == pytest.approx(1.0, abs=1e-4)
+        assert len(index) == 2
+    finally:
+        keys = await all_keys(store)
+        if keys:
+            await redis_client.delete(*keys)

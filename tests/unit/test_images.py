@@ -151,3 +151,32 @@ def test_large_jpeg_is_decoded_reduced_for_a_small_target_and_crops_the_same_box
     assert np.abs(a - b).mean() < 12  # the same region, rendered from fewer samples
     assert decode_image(data, 10**7, (box(0, 0, 60, 60), 224)).size == (800, 600)  # small box: full decode
     assert decode_image(encode_png(big), 10**7, (bbox, 64)).size == (800, 600)  # PNG has no DCT scaling
+
+
+def test_decode_crop_fast_path_matches_the_pil_path_and_falls_back_for_the_rest():
+    import io
+
+    import numpy as np
+
+    from reid_stream.images import decode_crop
+
+    big = pattern_image(7, size=(640, 480))
+    bbox = box(100, 50, 420, 450)
+    for data in (encode_jpeg(big, quality=92), encode_png(big)):
+        fast = decode_crop(data, bbox, 64, 10**7)
+        slow = np.asarray(crop_letterbox(decode_image(data, 10**7, (bbox, 64)), bbox, 64, (0, 0, 0)))
+        assert fast.shape == (64, 64, 3) and fast.dtype == np.uint8
+        assert np.abs(fast.astype(int) - slow.astype(int)).mean() < 2
+    cmyk = io.BytesIO()
+    big.convert("CMYK").save(cmyk, format="JPEG")  # libjpeg-turbo cannot give RGB from CMYK: PIL can
+    assert decode_crop(cmyk.getvalue(), bbox, 64, 10**7).shape == (64, 64, 3)
+    truncated = encode_jpeg(big)[:600]
+    with pytest.raises(DetectionError) as err:
+        decode_crop(truncated, bbox, 64, 10**7)
+    assert err.value.code == "image_decode_failed"
+    with pytest.raises(DetectionError) as err:
+        decode_crop(encode_jpeg(big), bbox, 64, 1000)
+    assert err.value.code == "image_too_large"
+    with pytest.raises(DetectionError) as err:
+        decode_crop(encode_jpeg(big), box(700, 700, 800, 800), 64, 10**7)
+    assert err.value.code == "bbox_outside_image"

@@ -82,7 +82,7 @@ def test_entity_embedding_round_trips_through_its_dict():
 def test_embedded_batch_round_trip_keeps_each_source_for_dead_letters():
     from reid_stream.errors import DetectionError
     from reid_stream.events import Detection
-    from reid_stream.pipeline import Embedded, RawEvent, dead_letter, pack_embedded, unpack_embedded
+    from reid_stream.pipeline import EmbeddedOut, RawEvent, dead_letter, pack_embedded, unpack_embedded
 
     def det(i: int) -> Detection:
         return Detection.model_validate({"detection_id": f"d{i}", "camera_id": "c", "entity_type": "person",
@@ -90,12 +90,13 @@ def test_embedded_batch_round_trip_keeps_each_source_for_dead_letters():
                                          "image_b64": "QUJD"})
 
     originals = [b"x" * 70_000, b"", b"{}"]
-    recs = [Embedded(det(i), unit([1, i, 3]), "m", f"fp{i}", RawEvent(o, b"cam" if i else None, "detections", 3,
-                                                                        41 + i, 1.5))
+    recs = [EmbeddedOut.of(det(i), unit([1, i, 3]), "m", RawEvent(o, b"cam" if i else None, "detections", 3,
+                                                                  41 + i, 1.5))
             for i, o in enumerate(originals)]
     back = unpack_embedded(pack_embedded(recs))
     assert [b.detection.detection_id for b in back] == ["d0", "d1", "d2"]
-    assert [b.fingerprint for b in back] == ["fp0", "fp1", "fp2"]
+    assert [b.fingerprint for b in back] == [r.fingerprint for r in recs] and len({r.fingerprint for r in recs}) == 3
+    assert back[0].detection == det(0).model_copy(update={"image_b64": "-"})
     assert all(np.allclose(b.vector, r.vector) for b, r in zip(back, recs, strict=True))
     assert [b.source.value for b in back] == [b"x" * 65536, b"", b"{}"]  # cut at 64 KiB, the others whole
     assert [(b.source.key, b.source.offset) for b in back] == [(None, 41), (b"cam", 42), (b"cam", 43)]
@@ -108,14 +109,14 @@ def test_embedded_batch_round_trip_keeps_each_source_for_dead_letters():
 def test_embedded_messages_split_by_type_and_stay_under_the_broker_limit():
     from reid_stream.app import WIRE_MAX_MESSAGE, embedded_messages
     from reid_stream.events import Detection
-    from reid_stream.pipeline import Embedded, RawEvent, unpack_embedded
+    from reid_stream.pipeline import EmbeddedOut, RawEvent, unpack_embedded
 
     recs = []
     for i in range(40):
         d = Detection.model_validate({"detection_id": f"d{i}", "camera_id": "c",
                                       "entity_type": "person" if i % 2 else "vehicle", "timestamp": NOW.isoformat(),
                                       "bbox": {"x1": 0, "y1": 0, "x2": 2, "y2": 2}, "image_b64": "QUJD"})
-        recs.append(Embedded(d, unit(list(range(1, 769))), "m", "fp", RawEvent(b"y" * 60_000)))
+        recs.append(EmbeddedOut.of(d, unit(list(range(1, 769))), "m", RawEvent(b"y" * 60_000)))
     msgs = embedded_messages("emb", recs)
     assert all(len(value) <= WIRE_MAX_MESSAGE for _, _, value in msgs) and len(msgs) > 2
     by_key: dict[bytes | None, list[str]] = {}
