@@ -46,7 +46,7 @@ BACKOFF_MAX_S = 10.0
 SHUTDOWN_GRACE_S = 30.0
 ASSIGN_MESSAGES_PER_BATCH = 8  # stage-1 messages (each a batch of one type) per stage-2 batch
 WIRE_MAX_MESSAGE = 900_000  # under the broker's default 1 MB, so an existing internal topic needs no change
-WIRE_ITEM_OVERHEAD = 1024  # JSON header bytes per item, generously
+WIRE_ITEM_OVERHEAD = 1024  # JSON header bytes per item, an estimate (checked after packing)
 
 
 @dataclass
@@ -104,12 +104,22 @@ def embedded_messages(topic: str, records: list[EmbeddedOut]) -> list[tuple[str,
         for item in items:
             cost = min(len(item.source.value), ORIGINAL_CARRIED) + item.vector.nbytes + WIRE_ITEM_OVERHEAD
             if chunk and size + cost > WIRE_MAX_MESSAGE:
-                out.append((topic, etype.encode(), pack_embedded(chunk)))
+                out.extend((topic, etype.encode(), m) for m in _packed_under_limit(chunk))
                 chunk, size = [], 0
             chunk.append(item)
             size += cost
-        out.append((topic, etype.encode(), pack_embedded(chunk)))
+        out.extend((topic, etype.encode(), m) for m in _packed_under_limit(chunk))
     return out
+
+
+def _packed_under_limit(items: list[EmbeddedOut]) -> list[bytes]:
+    """The estimate above cannot see large `attributes`: halve any chunk that still packs too big
+    (a message the broker refuses would be retried forever and stall the stage)."""
+    packed = pack_embedded(items)
+    if len(packed) <= WIRE_MAX_MESSAGE or len(items) == 1:
+        return [packed]
+    half = len(items) // 2
+    return _packed_under_limit(items[:half]) + _packed_under_limit(items[half:])
 
 
 class Pipeline(mode.Service):

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[list[ConsumerRecord]], Awaitable[None]]
 COMMIT_INTERVAL_S = 0.5
 IDLE_POLL_MS = 500  # an idle consumer still wakes up this often to commit finished batches
+MIN_FETCH_WAIT_MS = 25
 
 
 @dataclass
@@ -60,8 +61,9 @@ class BatchConsumer(ConsumerRebalanceListener):
             "fetch_max_bytes": 64 << 20, "max_partition_fetch_bytes": 4 << 20,
             # aiokafka keeps one fetch in flight per broker. At the default 500 ms, a fetch sent only for
             # partitions that were empty at the time holds back the partitions with data for that long
-            # (measured: stage 2 idled ~400 ms per batch). The broker still answers at once when data comes.
-            "fetch_max_wait_ms": max(5, min(100, round(max_wait_s * 1000)))}
+            # (measured: stage 2 idled ~400 ms per batch). The broker still answers at once when data
+            # comes; the floor keeps an idle consumer from polling the broker hundreds of times a second.
+            "fetch_max_wait_ms": max(MIN_FETCH_WAIT_MS, min(100, round(max_wait_s * 1000)))}
         self._consumer: AIOKafkaConsumer  # made in start(): aiokafka binds to the running loop
 
     async def start(self) -> None:
@@ -73,6 +75,9 @@ class BatchConsumer(ConsumerRebalanceListener):
         """Consume until stop(); a handler that raises is a bug, and stops the loop without committing it."""
         while not self._stopping.is_set():
             await self._slots.acquire()
+            if self._stopping.is_set():  # told to stop while waiting for a free slot
+                self._slots.release()
+                break
             try:
                 batch = await self._take()
             except BaseException:

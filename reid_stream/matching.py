@@ -173,7 +173,17 @@ class VectorIndex:
         if self.approximate:
             return self._approximate(np.asarray(queries, dtype=np.float32), limit, min_similarity)
         scores = self._matrix[:n] @ np.asarray(queries, dtype=np.float32).T
-        return [self._top(scores[:, j], limit, min_similarity) for j in range(scores.shape[1])]
+        if min_similarity is None:
+            return [self._top(scores[:, j], limit, min_similarity) for j in range(scores.shape[1])]
+        # Most queries match nothing: find the hits of the whole batch at once, rank only those.
+        out: list[list[tuple[EntityEmbedding, float]]] = [[] for _ in range(scores.shape[1])]
+        rows, cols = np.nonzero(scores >= min_similarity)
+        for col in np.unique(cols):
+            hit_rows = rows[cols == col]
+            hit_scores = scores[hit_rows, col]
+            best = np.argsort(-hit_scores, kind="stable")[:limit]
+            out[int(col)] = [(self._items[int(hit_rows[b])], float(hit_scores[b])) for b in best]
+        return out
 
     def _approximate(self, queries: np.ndarray, limit: int,
                      min_similarity: float | None) -> list[list[tuple[EntityEmbedding, float]]]:

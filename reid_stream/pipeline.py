@@ -316,19 +316,26 @@ class Assigner:
         return events, letters
 
     def _plan_batch(self, items: list[Embedded], cache: _TypeCache, now: float) -> list[PlannedWrite]:
-        """Match a batch in order: stored vectors in one matrix product, earlier items of the batch one by one."""
+        """Match a batch in order: against the stored vectors, and against the batch's earlier items
+        (each with the entity it was just given), both from one matrix product."""
         k, threshold = self.settings.match_top_k, self.settings.similarity_threshold
-        stored = cache.index.search_many(np.stack([i.vector for i in items]), k, threshold)
-        batch = VectorIndex(items[0].vector.shape[0], capacity=len(items))
+        vectors = np.stack([i.vector for i in items])
+        stored = cache.index.search_many(vectors, k, threshold)
+        sims = vectors @ vectors.T
+        earlier: dict[int, list[int]] = {}
+        for i, j in zip(*np.nonzero(np.tril(sims >= threshold, k=-1)), strict=True):
+            earlier.setdefault(int(i), []).append(int(j))
+        entries: list[EntityEmbedding] = []
         plans = []
-        for item, prior in zip(items, stored, strict=True):
-            matches = merge_matches(prior, batch.search(item.vector, k, threshold), limit=k)
-            plan = self._plan(item, matches, now)
+        for n, (item, prior) in enumerate(zip(items, stored, strict=True)):
+            in_batch = sorted(((entries[j], float(sims[n, j])) for j in earlier.get(n, ())), key=lambda m: -m[1])
+            plan = self._plan(item, merge_matches(prior, in_batch[:k], limit=k), now)
             plans.append(plan)
             det = item.detection
-            for index in (batch, cache.index):  # kept in the cache only if the commit succeeds
-                index.add(EntityEmbedding(det.detection_id, plan.assignment.entity_id, det.entity_type,
-                                          det.camera_id, det.timestamp, item.vector, item.model, now))
+            entry = EntityEmbedding(det.detection_id, plan.assignment.entity_id, det.entity_type, det.camera_id,
+                                    det.timestamp, item.vector, item.model, now)
+            entries.append(entry)
+            cache.index.add(entry)  # kept in the cache only if the commit succeeds
         return plans
 
     async def _assign_group(self, model: str, etype: str,

@@ -30,6 +30,7 @@ from reid_stream.images import ImageLimits, decode_crop, read_local
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+DECODER_NICENESS = 5
 
 
 @dataclass(frozen=True)
@@ -108,17 +109,20 @@ def prepare_chunk(cfg: PrepareConfig, values: Sequence[bytes],
     return outcomes, timing[0], time.perf_counter() - t0 - timing[0]
 
 
-def _die_with(parent: int) -> None:
-    """Pool initializer: a decoder must not outlive a worker that was SIGKILLed."""
+def _init_decoder(parent: int) -> None:
+    """Pool initializer. A decoder must not outlive a worker that was SIGKILLed, and it runs at a lower
+    priority: it only has to stay ahead of the model and the event loop, which are the bottlenecks."""
     with contextlib.suppress(OSError, AttributeError):  # not Linux: the pool's broken-pipe handling remains
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # it died before prctl took effect
         os._exit(0)
+    with contextlib.suppress(OSError):
+        os.nice(DECODER_NICENESS)
 
 
 def process_pool(workers: int) -> ProcessPoolExecutor:
     # spawn: a fork of the worker would copy a process holding torch's threads and their locks.
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_die_with,
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_decoder,
                                initargs=(os.getpid(),))
 
 

@@ -117,6 +117,8 @@ def test_embedded_messages_split_by_type_and_stay_under_the_broker_limit():
                                       "entity_type": "person" if i % 2 else "vehicle", "timestamp": NOW.isoformat(),
                                       "bbox": {"x1": 0, "y1": 0, "x2": 2, "y2": 2}, "image_b64": "QUJD"})
         recs.append(EmbeddedOut.of(d, unit(list(range(1, 769))), "m", RawEvent(b"y" * 60_000)))
+    for r in recs[:20]:  # attributes the size estimate cannot see
+        r.header["attributes"] = {"note": "z" * 15_000}
     msgs = embedded_messages("emb", recs)
     assert all(len(value) <= WIRE_MAX_MESSAGE for _, _, value in msgs) and len(msgs) > 2
     by_key: dict[bytes | None, list[str]] = {}
