@@ -177,6 +177,9 @@ class Pipeline(mode.Service):
             await asyncio.wait_for(asyncio.gather(self.embed.close(), self.assign.close()), SHUTDOWN_GRACE_S)
         except TimeoutError:
             log.error("batches still running after %ss; stopping without committing them", SHUTDOWN_GRACE_S)
+            # Leave the groups now, so the partitions move on without waiting for the session timeout.
+            await asyncio.gather(self.embed.close(drain=False), self.assign.close(drain=False),
+                                 return_exceptions=True)
         await self.publisher.stop()
         if self._embedder is not None:
             self._embedder.preparer.pool.shutdown(wait=False, cancel_futures=True)

@@ -162,9 +162,11 @@ class BatchConsumer(ConsumerRebalanceListener):
     async def stop(self) -> None:
         self._stopping.set()
 
-    async def close(self) -> None:
+    async def close(self, drain: bool = True) -> None:
+        """Leave the group; with drain, first finish and commit the running batches."""
         try:
-            await self.drain()
+            if drain:
+                await self.drain()
         finally:
             await self._consumer.stop()
 
