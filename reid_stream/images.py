@@ -58,15 +58,6 @@ def letterbox_geometry(width: int, height: int, size: int) -> Letterbox:
     return Letterbox(new_w, new_h, (size - new_w) // 2, (size - new_h) // 2)
 
 
-def letterbox(crop: Image.Image, size: int, fill: tuple[int, int, int]) -> Image.Image:
-    """Pad, never centre-crop, so that a tall person keeps head and feet."""
-    geo = letterbox_geometry(crop.width, crop.height, size)
-    scaled = crop.resize((geo.new_w, geo.new_h), Image.Resampling.BICUBIC)
-    canvas = Image.new("RGB", (size, size), fill)
-    canvas.paste(scaled if scaled.mode == "RGB" else scaled.convert("RGB"), (geo.left, geo.top))
-    return canvas
-
-
 def draft_reduction(box: tuple[int, int, int, int], size: int) -> int:
     """The largest JPEG DCT reduction (1, 2, 4 or 8) that still leaves the box >= size on its long side."""
     long_side = max(box[2] - box[0], box[3] - box[1])
@@ -221,6 +212,7 @@ def _letterbox_region(img: Image.Image, box: tuple[int, int, int, int], full: tu
         x1, y1 = math.floor(x1 * sx), math.floor(y1 * sy)
         x2, y2 = max(x1 + 1, math.ceil(x2 * sx)), max(y1 + 1, math.ceil(y2 * sy))
     # Only the box's own pixels: resizing straight from the frame would blend in its surroundings.
+    # Padded, never centre-cropped, so that a tall person keeps head and feet.
     region = img.crop((x1, y1, x2, y2))
     if region.mode != "RGB":
         region = region.convert("RGB")

@@ -201,7 +201,7 @@ class Embedder:
                 good.append((raw, o))
             elif isinstance(o, Failed):
                 letters.append(self._letter(raw, o.error, o.detection_id))
-            else:  # NeedsFetch survives only if a fetch returned another redirect-like outcome
+            else:  # a NeedsFetch left over: cannot happen (a fetched image is decoded), but never drop an event
                 letters.append(self._letter(raw, DetectionError("internal_error", "image not fetched", "load_image"),
                                             o.detection_id))
         if not good:
