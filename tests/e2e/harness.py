@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_TOKEN = "t0k-" + os.urandom(12).hex()  # a fresh API token per test session
@@ -127,6 +128,17 @@ async def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes, by
             await producer.send_and_wait(topic, value, key=key)
     finally:
         await producer.stop()
+
+
+async def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The consumer group's committed offset per partition of topic (absent: nothing committed)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
 
 
 class Collector:

@@ -13,11 +13,19 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from reid_stream.infra.services import InfraConfig, kafka_up, port_open
 from tests.conftest import encode_png, pattern_image
-from tests.e2e.harness import Collector, Worker, free_port, get_json, start_redis, stop_redis, worker_env
+from tests.e2e.harness import (
+    Collector,
+    Worker,
+    committed,
+    free_port,
+    get_json,
+    start_redis,
+    stop_redis,
+    worker_env,
+)
 from tests.faults.report import record
 
 pytestmark = pytest.mark.faults
@@ -46,16 +54,6 @@ async def paced(bootstrap: str, topic: str, tag: str, start: int, n: int, rate: 
 
 
 # --- R2 ------------------------------------------------------------------------------------------
-
-async def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
-
 
 async def test_r2_redis_down_for_15s_pauses_and_loses_nothing(infra, unique, tmp_path: Path):
     port, rdir = free_port(), tmp_path / "redis"

@@ -6,10 +6,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
-from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from reid_stream.kafka_io import BatchConsumer
+from tests.e2e.harness import committed
 
 pytestmark = pytest.mark.integration
 BOOTSTRAP = "127.0.0.1:9092"
@@ -31,15 +32,8 @@ async def topic_with(name: str, n: int) -> None:
         await producer.stop()
 
 
-async def committed(group: str, topic: str) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    meta = offsets.get(TopicPartition(topic, 0))
-    return meta.offset if meta is not None else -1
+async def committed_offset(group: str, topic: str) -> int:
+    return (await committed(BOOTSTRAP, group, topic)).get(0, -1)
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
@@ -70,11 +64,11 @@ async def test_a_slow_first_batch_holds_back_the_commit_of_finished_later_ones(i
     try:
         await eventually(later_batches_done)
         await asyncio.sleep(1.5)  # several commit intervals
-        assert await committed(group, topic) == -1, "nothing may be committed past the unfinished first batch"
+        assert await committed_offset(group, topic) == -1, "nothing may be committed past the unfinished first batch"
         release.set()
 
         async def all_committed() -> bool:
-            return await committed(group, topic) == 30
+            return await committed_offset(group, topic) == 30
 
         await eventually(all_committed)
         assert sorted(seen) == list(range(30))
@@ -99,4 +93,4 @@ async def test_a_failing_handler_stops_the_loop_and_commits_nothing_of_its_batch
             await asyncio.wait_for(consumer.run(handler), 30)
     finally:
         await consumer.close(drain=False)
-    assert await committed(group, topic) == -1
+    assert await committed_offset(group, topic) == -1
