@@ -148,3 +148,36 @@ async def test_detections_become_entities_matches_and_dead_letters(worker: Worke
     assert keys and all([await r.ttl(k) > 0 for k in keys])
     await r.aclose()
     assert worker.alive()
+
+
+async def test_float16_storage_matches_across_cameras_end_to_end(infra, unique: str, tmp_path: Path):
+    import redis.asyncio as aioredis
+
+    env = worker_env(unique, REID_VECTOR_DTYPE="float16")
+    w = Worker(env, tmp_path / "worker.log").start()
+    try:
+        await w.wait_ready()
+        person = pattern_image(44)
+        (png_a, bbox_a), (png_b, bbox_b) = frame(person, (10, 20)), frame(person, (100, 60))
+        a = detection(f"HA-{unique}", "cam-1", bbox_a, image_b64=base64.b64encode(png_a).decode())
+        b = detection(f"HB-{unique}", "cam-2", bbox_b, image_b64=base64.b64encode(png_b).decode())
+        bootstrap = "127.0.0.1:9092"
+        async with Collector(bootstrap, env["REID_TOPIC_MATCHES"]) as matches:
+            await produce(bootstrap, env["REID_TOPIC_DETECTIONS"], [msg(a)])
+            await matches.until(lambda items: len(items) >= 1, timeout=120, what="A's match event")
+            await produce(bootstrap, env["REID_TOPIC_DETECTIONS"], [msg(b)])  # after A is stored, on purpose
+            events = await matches.until(lambda items: len(items) >= 2, timeout=120, what="B's match event")
+        eb = next(e for e in events if e["detection_id"] == b["detection_id"])
+        assert eb["entity_id"] == a["detection_id"] and not eb["is_new_entity"]
+        assert eb["matches"][0]["similarity"] == pytest.approx(1.0, abs=1e-3)  # read back from float16
+        status, detail, _ = await get_json(f"{w.base}/api/entities/{a['detection_id']}")
+        assert status == 200 and detail["appearance_count"] == 2 and detail["cameras_seen"] == ["cam-1", "cam-2"]
+        r = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
+        try:
+            vec_keys = [k async for k in r.scan_iter(match=f"{env['REID_REDIS_PREFIX']}:entity_embeddings:*")]
+            stored = [v for k in vec_keys if (v := await r.hget(k, a["detection_id"])) is not None]
+            assert [len(v) for v in stored] == [2 * 64]  # reid-tiny-vit is 64-d; float16 is 2 bytes each
+        finally:
+            await r.aclose()
+    finally:
+        assert w.stop() == 0, w.log_tail()
