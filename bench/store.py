@@ -30,9 +30,10 @@ from bench.common import (
     start_worker,
     write_results,
 )
+from reid_stream.assign import Assigner
 from reid_stream.events import Detection
-from reid_stream.pipeline import Assigner, Embedded, fingerprint
 from reid_stream.store import ReidStore
+from reid_stream.wire import EmbeddedRecord
 from tests.conftest import make_settings
 from tests.e2e.harness import produce
 
@@ -40,12 +41,12 @@ BOOTSTRAP = "127.0.0.1:9092"
 DIM = 768
 
 
-def embedded(i: int, vec: np.ndarray, model: str) -> Embedded:
+def embedded(i: int, vec: np.ndarray, model: str) -> EmbeddedRecord:
     det = Detection.model_validate({
         "detection_id": f"det-{i:08d}", "camera_id": f"cam-{i % 16}", "entity_type": "person",
         "timestamp": datetime.now(UTC).isoformat(), "bbox": {"x1": 0, "y1": 0, "x2": 4, "y2": 4},
         "image_path": "x.jpg"})
-    return Embedded(det, vec, model, fingerprint(det))
+    return EmbeddedRecord.of(det, vec, model)
 
 
 async def memory(n: int, dtype: str = "float32") -> dict[str, Any]:

@@ -40,7 +40,8 @@ def cmd_worker(_: argparse.Namespace) -> int:
         return 3
     import faust
 
-    from reid_stream.app import build_runtime, create_app
+    from reid_stream.app import create_app
+    from reid_stream.runtime import build_runtime
     from reid_stream.topics import ensure_topics
 
     loop = asyncio.new_event_loop()

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 
 class ConfigError(ValueError):
@@ -177,7 +177,11 @@ class Settings:
     redis_prefix: str = setting("REID_REDIS_PREFIX", "reid", _nonempty, "Prefix of every Redis key.")
     thumbnail_url_template: str = setting(
         "REID_THUMBNAIL_URL_TEMPLATE", "", _template,
-        "Format string for appearances' thumbnail_url, e.g. `https://nvr/{camera_id}/{detection_id}.jpg`.")
+        "Format string for thumbnail_url, e.g. `https://nvr/{camera_id}/{detection_id}.jpg`. "
+        "Empty: the worker's own route `/api/detections/{detection_id}/image`.")
+    thumbnail_max_side: int = setting(
+        "REID_THUMBNAIL_MAX_SIDE", 256, _int(16, 2048),
+        "Longest side of the JPEG crops served by /api/detections/{id}/image, in pixels.")
     seed: int = setting("REID_SEED", 0, _int(0, 2**31 - 1), "Seed of random (`none`) weights, so restarts agree.")
     log_level: str = setting("REID_LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"),
         "Worker log level.")
@@ -230,6 +234,12 @@ class Settings:
         elif os.path.sep in weights or weights.endswith((".pt", ".bin", ".safetensors")):
             weights = "ckpt-" + Path(weights).stem
         return f"{self.clip_model}.{weights}"
+
+    def thumbnail_url(self, camera_id: str, detection_id: str) -> str:
+        """An appearance's thumbnail: REID_THUMBNAIL_URL_TEMPLATE if set, else the worker's own crop route."""
+        if self.thumbnail_url_template:
+            return self.thumbnail_url_template.format(camera_id=camera_id, detection_id=detection_id)
+        return f"/api/detections/{quote(detection_id, safe='')}/image"
 
     @property
     def kafka_broker_url(self) -> str:

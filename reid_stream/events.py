@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from datetime import UTC, datetime
@@ -125,20 +126,39 @@ class DeadLetter(BaseModel):
 class EntityAppearance(BaseModel):
     detection_id: str
     camera_id: str
-    camera_name: str | None = None
+    camera_name: str = Field(description="The camera's name as the detection gave it; its id when none was given.")
     timestamp: datetime
-    similarity_score: float | None = Field(description="Similarity to the match that joined it; null for the first.")
-    attributes: dict[str, Any] = Field(default_factory=dict)
-    thumbnail_url: str | None = None
+    similarity_score: float = Field(
+        description="Cosine similarity to the match it joined (as in its match event); 1.0 for the founder.")
+    attributes: dict[str, Any] | None = None
+    thumbnail_url: str = Field(default="", description="The detection's crop (a JPEG).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stored_before_these_fields(cls, data: Any) -> Any:
+        # Appearances stored by earlier versions (within the TTL) had a null score for the founder,
+        # no name fallback and {} for no attributes.
+        if isinstance(data, dict):
+            if data.get("similarity_score") is None:
+                data["similarity_score"] = 1.0
+            if not data.get("camera_name"):
+                data["camera_name"] = data.get("camera_id")
+            if data.get("attributes") == {}:
+                data["attributes"] = None
+            if data.get("thumbnail_url") is None:
+                data["thumbnail_url"] = ""
+        return data
 
 
 class EntitySummary(BaseModel):
-    entity_id: str
+    id: str
+    entity_id: str = Field(description="The same as id (kept for earlier clients).")
     entity_type: EntityType
     first_seen: datetime
     last_seen: datetime
     appearance_count: int
     cameras_seen: list[str]
+    thumbnail_url: str = Field(description="The crop of the entity's latest appearance (a JPEG).")
 
 
 class EntityDetail(EntitySummary):
@@ -153,6 +173,7 @@ class EntityList(BaseModel):
 
 
 class EntityHistory(BaseModel):
+    id: str
     entity_id: str
     entity_type: EntityType
     appearances: list[EntityAppearance]
@@ -190,6 +211,11 @@ def parse_detection(raw: bytes, *, now: datetime | None = None, max_future_skew_
         raise DetectionError(
             "timestamp_out_of_range", f"timestamp {det.timestamp.isoformat()} is in the future", "validate")
     return det
+
+
+def fingerprint(det: Detection) -> str:
+    """Identifies a detection's content: a redelivery matches it, a different event reusing the id does not."""
+    return hashlib.blake2b(det.model_dump_json().encode(), digest_size=16).hexdigest()
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:

@@ -204,13 +204,20 @@ def decode_crop(data: bytes, bbox: BBox, size: int, max_pixels: int) -> np.ndarr
     return np.asarray(crop_letterbox(img, bbox, size, (0, 0, 0)))
 
 
-def _letterbox_region(img: Image.Image, box: tuple[int, int, int, int], full: tuple[int, int], size: int,
-                      fill: tuple[int, int, int]) -> np.ndarray:
+def _box_in_decoded(img: Image.Image, box: tuple[int, int, int, int],
+                    full: tuple[int, int]) -> tuple[int, int, int, int]:
+    """A box in the full image's pixels, in the pixels of the image as decoded (maybe DCT-reduced)."""
     x1, y1, x2, y2 = box
-    if img.size != full:  # decoded reduced: the same box in the smaller image's pixels
+    if img.size != full:
         sx, sy = img.width / full[0], img.height / full[1]
         x1, y1 = math.floor(x1 * sx), math.floor(y1 * sy)
         x2, y2 = max(x1 + 1, math.ceil(x2 * sx)), max(y1 + 1, math.ceil(y2 * sy))
+    return x1, y1, x2, y2
+
+
+def _letterbox_region(img: Image.Image, box: tuple[int, int, int, int], full: tuple[int, int], size: int,
+                      fill: tuple[int, int, int]) -> np.ndarray:
+    x1, y1, x2, y2 = _box_in_decoded(img, box, full)
     # Only the box's own pixels: resizing straight from the frame would blend in its surroundings.
     # Padded, never centre-cropped, so that a tall person keeps head and feet.
     region = img.crop((x1, y1, x2, y2))
@@ -248,3 +255,14 @@ def read_local(det: Detection, limits: ImageLimits) -> bytes | None:
         return read_b64(det.image_b64, limits.max_bytes)
     check_url(det.image_url or "", limits.allowed_hosts)
     return None
+
+
+def thumbnail_jpeg(data: bytes, bbox: BBox, max_side: int, max_pixels: int, quality: int = 85) -> bytes:
+    """The box's own pixels (no letterbox) as a JPEG whose longer side is at most max_side."""
+    img = decode_image(data, max_pixels, (bbox, max_side))
+    full = img.info.get("full_size", img.size)
+    region = img.crop(_box_in_decoded(img, clamp_bbox(bbox, *full), full)).convert("RGB")
+    region.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+    out = io.BytesIO()
+    region.save(out, "JPEG", quality=quality)
+    return out.getvalue()

@@ -21,6 +21,8 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import CommitFailedError, KafkaError
 
+from reid_stream.wire import RawEvent
+
 log = logging.getLogger(__name__)
 Handler = Callable[[list[ConsumerRecord]], Awaitable[None]]
 COMMIT_INTERVAL_S = 0.5
@@ -197,3 +199,9 @@ class Publisher:
         futures = [await self._producer.send(topic, value, key=key) for topic, key, value in messages]
         if futures:
             await asyncio.gather(*futures)
+
+
+def raw_event(rec: ConsumerRecord) -> RawEvent:
+    """A consumed record as the stages see it (so a dead letter can carry it back unchanged)."""
+    ts = rec.timestamp / 1000 if rec.timestamp is not None and rec.timestamp >= 0 else None
+    return RawEvent(rec.value or b"", rec.key, rec.topic, rec.partition, rec.offset, ts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -14,42 +15,69 @@ if TYPE_CHECKING:
 
 @dataclass
 class EntityEmbedding:
-    """One stored embedding and whom it belongs to (the design's JSON shape via to_dict/from_dict)."""
+    """One stored embedding and whom it belongs to.
+
+    The first six fields are the public JSON shape (`to_dict`/`from_dict`); the rest are the store's
+    bookkeeping, optional, and appear in `to_dict()` only when set.
+    """
 
     detection_id: str
-    entity_id: str
-    entity_type: str
     camera_id: str
+    entity_type: str
     timestamp: datetime
     embedding: np.ndarray
+    attributes: dict[str, Any] | None = None
+    entity_id: str | None = None
     model: str = ""
     stored_at: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "detection_id": self.detection_id,
-            "entity_id": self.entity_id,
-            "entity_type": self.entity_type,
             "camera_id": self.camera_id,
+            "entity_type": self.entity_type,
             "timestamp": self.timestamp.isoformat(),
             "embedding": [float(x) for x in self.embedding],
-            "model": self.model,
-            "stored_at": self.stored_at,
+            "attributes": self.attributes,
         }
+        if self.entity_id is not None:
+            out["entity_id"] = self.entity_id
+        if self.model:
+            out["model"] = self.model
+        if self.stored_at:
+            out["stored_at"] = self.stored_at
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EntityEmbedding:
+        """Accepts `timestamp` as a datetime or ISO 8601 text (a trailing `Z` included); `attributes` may be
+        missing or null; the bookkeeping fields are optional."""
         ts = data["timestamp"]
+        if not isinstance(ts, datetime):
+            ts = datetime.fromisoformat(str(ts))
         return cls(
             detection_id=data["detection_id"],
-            entity_id=data["entity_id"],
-            entity_type=data["entity_type"],
             camera_id=data["camera_id"],
-            timestamp=ts if isinstance(ts, datetime) else datetime.fromisoformat(ts),
+            entity_type=data["entity_type"],
+            timestamp=ts,
             embedding=np.asarray(data["embedding"], dtype=np.float32),
-            model=data.get("model", ""),
-            stored_at=float(data.get("stored_at", 0.0)),
+            attributes=data.get("attributes"),
+            entity_id=data.get("entity_id"),
+            model=data.get("model") or "",
+            stored_at=float(data.get("stored_at") or 0.0),
         )
+
+
+def cosine_similarity(a: np.ndarray | Sequence[float], b: np.ndarray | Sequence[float]) -> float:
+    """Cosine similarity of two vectors: the dot product of their unit vectors; 0.0 if either is zero."""
+    va = np.asarray(a, dtype=np.float64).ravel()
+    vb = np.asarray(b, dtype=np.float64).ravel()
+    if va.shape != vb.shape:
+        raise ValueError(f"vectors have different lengths: {va.shape[0]} and {vb.shape[0]}")
+    na, nb = float(np.linalg.norm(va)), float(np.linalg.norm(vb))
+    if na == 0.0 or nb == 0.0:
+        return 0.0
+    return float(np.clip(np.dot(va, vb) / (na * nb), -1.0, 1.0))
 
 
 @dataclass(frozen=True)
@@ -63,7 +91,7 @@ def assign_entity(detection_id: str, matches: list[tuple[EntityEmbedding, float]
     """Join the best match at or above the threshold; otherwise start an entity named after the detection."""
     if matches and matches[0][1] >= threshold:
         best, score = matches[0]
-        return Assignment(best.entity_id, False, score)
+        return Assignment(best.entity_id or best.detection_id, False, score)
     return Assignment(detection_id, True, None)
 
 

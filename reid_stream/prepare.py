@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import hashlib
 import logging
 import multiprocessing
 import os
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from reid_stream.errors import DetectionError
-from reid_stream.events import Detection, parse_detection
+from reid_stream.events import Detection, fingerprint, parse_detection
 from reid_stream.images import ImageLimits, decode_crop, read_local
 
 log = logging.getLogger(__name__)
@@ -67,11 +66,6 @@ class Failed:
 
 
 Outcome = Ready | NeedsFetch | Failed
-
-
-def fingerprint(det: Detection) -> str:
-    """Identifies a detection's content: a redelivery matches it, a different event reusing the id does not."""
-    return hashlib.blake2b(det.model_dump_json().encode(), digest_size=16).hexdigest()
 
 
 def prepare_one(cfg: PrepareConfig, value: bytes, fetched: bytes | None = None,

@@ -1,17 +1,29 @@
-"""The design's Python API for callers outside the stream: embed one image, find matching entities."""
+"""The Python API for callers outside the stream: embed one image, find matching stored entities.
+
+    service = get_reid_service()
+    vec = await service.generate_embedding("cam1/frame.jpg", roi=(10, 20, 60, 140))
+    hits = await service.find_matching_entities(redis_client, vec, "person", min_similarity=0.8)
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import redis.asyncio as aioredis
 
 from reid_stream.config import Settings
 from reid_stream.encoder import Encoder, load_encoder
 from reid_stream.events import BBox
 from reid_stream.images import crop_letterbox, decode_image, read_path
+from reid_stream.matching import EntityEmbedding
+from reid_stream.store import ReidStore
+
+Roi = BBox | dict[str, float] | tuple[float, float, float, float] | list[float]
 
 
 class ReIdentificationService:
@@ -29,14 +41,33 @@ class ReIdentificationService:
         crop = crop_letterbox(img, box, self.encoder.input_size, (0, 0, 0))
         return self.encoder.encode(self.encoder.preprocess(crop)[None])[0]
 
-    async def generate_embedding(self, image_path: str, roi: BBox | dict[str, float] | tuple[float, ...] | None = None,
-                                 ) -> np.ndarray:
-        """The unit-length embedding of an image under REID_IMAGE_ROOTS, or of its roi (x1, y1, x2, y2)."""
+    async def generate_embedding(self, image_path: str | os.PathLike[str], roi: Roi | None = None) -> np.ndarray:
+        """The unit-length embedding of an image under REID_IMAGE_ROOTS, or of its roi (x1, y1, x2, y2).
+
+        A path outside the roots raises DetectionError("path_not_allowed"), as in the stream.
+        """
         box = _as_bbox(roi)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._embed, image_path, box)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._embed, os.fspath(image_path), box)
+
+    async def find_matching_entities(self, redis_client: aioredis.Redis, query_embedding: np.ndarray,
+                                     entity_type: str, camera_id: str | None = None,
+                                     min_similarity: float | None = None,
+                                     limit: int = 10) -> list[tuple[EntityEmbedding, float]]:
+        """Stored embeddings of one entity type that match the query: (embedding, cosine similarity) pairs,
+        best first, at or above min_similarity (REID_SIMILARITY_THRESHOLD when None), at most `limit`,
+        optionally of one camera. Only vectors of this service's model are compared."""
+        store = ReidStore(redis_client, self.settings)
+        return await store.nearest(query_embedding, entity_type, self.settings.model_id, camera_id,
+                                   min_similarity, limit)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
+
+
+@functools.cache
+def get_reid_service() -> ReIdentificationService:
+    """The process-wide service, built from the environment on first use (the model loads once)."""
+    return ReIdentificationService()
 
 
 def _as_bbox(roi: Any) -> BBox | None:

@@ -54,11 +54,11 @@ redis.call('EXPIRE', KEYS[2], ttl)
 local ts = tonumber(ARGV[12])
 local first = tonumber(redis.call('HGET', KEYS[6], 'first_ts') or 'inf')
 if ts < first then
-  redis.call('HSET', KEYS[6], 'first_ts', ARGV[12], 'first_seen', ARGV[13])
+  redis.call('HSET', KEYS[6], 'first_ts', ARGV[12], 'first_seen', ARGV[13], 'first_det', ARGV[4], 'first_cam', ARGV[11])
 end
 local last = tonumber(redis.call('HGET', KEYS[6], 'last_ts') or '-inf')
 if ts > last then
-  redis.call('HSET', KEYS[6], 'last_ts', ARGV[12], 'last_seen', ARGV[13])
+  redis.call('HSET', KEYS[6], 'last_ts', ARGV[12], 'last_seen', ARGV[13], 'last_det', ARGV[4], 'last_cam', ARGV[11])
 end
 redis.call('HSETNX', KEYS[6], 'entity_type', ARGV[10])
 redis.call('HSETNX', KEYS[6], 'model', ARGV[17])

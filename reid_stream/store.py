@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, WatchError
+from redis.exceptions import WatchError
 
 from reid_stream.config import Settings
 from reid_stream.events import ENTITY_TYPES, EntityAppearance, EntityDetail, EntitySummary, MatchEvent
@@ -79,6 +79,7 @@ class PlannedWrite:
     fingerprint: str
     appearance: EntityAppearance
     stored_at: float
+    image_ref: dict[str, Any] | None = None  # where a thumbnail can be cut again; no image bytes are stored
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,8 @@ class ReidStore:
         self.redis = client
         self.settings = settings
         self.keys = Keys(settings.redis_prefix)
-        self._sha: str | None = None
+        # redis-py keeps the script's SHA and loads it again itself after a Redis restart (NOSCRIPT).
+        self._commit_script = client.register_script(COMMIT_LUA)
         self._dtype = np.float16 if settings.vector_dtype == "float16" else np.float32
 
     @classmethod
@@ -164,7 +166,7 @@ class ReidStore:
                 k.meta_prefix(model, etype) + day, k.marker(det), k.entity(eid), k.cameras(eid),
                 k.appearances(eid), k.order(eid), k.by_type(etype), k.by_camera(etype, ev.camera_id)]
         meta = json.dumps({"e": eid, "c": ev.camera_id, "t": ev.timestamp.isoformat()})
-        marker = json.dumps({"fp": w.fingerprint, "event": ev.model_dump(mode="json")})
+        marker = json.dumps({"fp": w.fingerprint, "event": ev.model_dump(mode="json"), "ref": w.image_ref})
         args = [expected, s.embedding_ttl_seconds, s.max_embeddings, det, f"{day}|{det}",
                 np.ascontiguousarray(w.vector, dtype=self._dtype).tobytes(), meta, w.stored_at, marker, etype,
                 ev.camera_id, ev.timestamp.timestamp(), ev.timestamp.isoformat(),
@@ -176,20 +178,11 @@ class ReidStore:
         """Run the commit script for each write in one round trip; versions expected in sequence."""
         if not writes:
             return []
-        if self._sha is None:
-            self._sha = await self.redis.script_load(COMMIT_LUA)
-        for _attempt in range(2):
-            pipe = self.redis.pipeline(transaction=False)
-            for i, w in enumerate(writes):
-                keys, args = self._commit_args(w, expected_version + i)
-                pipe.evalsha(self._sha, len(keys), *keys, *args)
-            try:
-                replies = await pipe.execute()
-                break
-            except NoScriptError:  # Redis restarted and lost its script cache
-                self._sha = await self.redis.script_load(COMMIT_LUA)
-        else:
-            raise RuntimeError("commit script could not be loaded")
+        pipe = self.redis.pipeline(transaction=False)
+        for i, w in enumerate(writes):
+            keys, args = self._commit_args(w, expected_version + i)
+            await self._commit_script(keys=keys, args=args, client=pipe)
+        replies = await pipe.execute()
         out = []
         for reply in replies:
             status = reply[0].decode()
@@ -239,9 +232,16 @@ class ReidStore:
                 continue
             h = {k.decode(): v.decode() for k, v in h.items()}
             out.append(EntitySummary(
-                entity_id=eid, entity_type=h["entity_type"], first_seen=h["first_seen"], last_seen=h["last_seen"],
-                appearance_count=int(count), cameras_seen=sorted(c.decode() for c in cams)))
+                id=eid, entity_id=eid, entity_type=h["entity_type"], first_seen=h["first_seen"],
+                last_seen=h["last_seen"], appearance_count=int(count), cameras_seen=sorted(c.decode() for c in cams),
+                thumbnail_url=self._entity_thumbnail(eid, h)))
         return out
+
+    def _entity_thumbnail(self, entity_id: str, h: dict[str, str]) -> str:
+        """The latest appearance's thumbnail (its source is the least likely to be gone); entities stored
+        before the latest one was recorded show their founding detection, whose id the entity carries."""
+        return self.settings.thumbnail_url(h.get("last_cam", h.get("first_cam", "")),
+                                           h.get("last_det", entity_id))
 
     async def get_entity(self, entity_id: str) -> EntityDetail | None:
         """One round trip: the entity, its cameras and its appearances in time order."""
@@ -256,9 +256,22 @@ class ReidStore:
             return None
         h = {key.decode(): v.decode() for key, v in h.items()}
         appearances = [EntityAppearance.model_validate_json(apps[d]) for d in order if d in apps]
-        return EntityDetail(entity_id=entity_id, entity_type=h["entity_type"], first_seen=h["first_seen"],
-                            last_seen=h["last_seen"], appearance_count=len(apps),
-                            cameras_seen=sorted(c.decode() for c in cams), appearances=appearances)
+        for app in appearances:  # filled on read, so a changed REID_THUMBNAIL_URL_TEMPLATE applies at once
+            app.thumbnail_url = self.settings.thumbnail_url(app.camera_id, app.detection_id)
+        return EntityDetail(id=entity_id, entity_id=entity_id, entity_type=h["entity_type"],
+                            first_seen=h["first_seen"], last_seen=h["last_seen"], appearance_count=len(apps),
+                            cameras_seen=sorted(c.decode() for c in cams), appearances=appearances,
+                            thumbnail_url=self._entity_thumbnail(entity_id, h))
+
+    async def image_ref(self, detection_id: str) -> dict[str, Any] | None:
+        """Where a stored detection's crop can be cut again: {"bbox": [...], "path" or "url": ...}.
+
+        None when the detection is unknown, expired or erased; {} when its image was sent inline (not kept).
+        """
+        raw = await self.redis.get(self.keys.marker(detection_id))
+        if raw is None:
+            return None
+        return json.loads(raw).get("ref") or {}
 
     async def purge_entity(self, entity_id: str) -> dict[str, Any] | None:
         """Erase an entity, its appearances, its detections' markers and its embeddings (right to erasure).
@@ -301,22 +314,12 @@ class ReidStore:
                     continue
         raise RuntimeError(f"entity {entity_id} kept changing; purge gave up after 20 attempts")
 
-    async def find_matching_entities(self, query_embedding: np.ndarray, entity_type: str, model: str,
-                                     camera_id: str | None = None, min_similarity: float | None = None,
-                                     limit: int = 10) -> list[tuple[EntityEmbedding, float]]:
+    async def nearest(self, query_embedding: np.ndarray, entity_type: str, model: str, camera_id: str | None = None,
+                      min_similarity: float | None = None, limit: int = 10) -> list[tuple[EntityEmbedding, float]]:
+        """Stored embeddings of one type and model closest to the query, best first, at or above the
+        threshold (the configured one when min_similarity is None); optionally of one camera only."""
         query = np.asarray(query_embedding, dtype=np.float32)
         _, index = await self.load_index(model, entity_type, dim=query.shape[0], ann=False)  # one query: exact
         index.expire(time.time() - self.settings.embedding_ttl_seconds)
         threshold = self.settings.similarity_threshold if min_similarity is None else min_similarity
         return index.search(query, limit, min_similarity=threshold, camera_id=camera_id)
-
-
-async def find_matching_entities(redis: aioredis.Redis, query_embedding: np.ndarray, entity_type: str,
-                                 camera_id: str | None = None, min_similarity: float | None = None,
-                                 limit: int = 10, *, settings: Settings | None = None,
-                                 model: str | None = None) -> list[tuple[EntityEmbedding, float]]:
-    """The design's API: (embedding, cosine score) pairs of one type, best first, at or above the threshold."""
-    settings = settings or Settings.from_env()
-    store = ReidStore(redis, settings)
-    return await store.find_matching_entities(query_embedding, entity_type, model or settings.model_id,
-                                              camera_id, min_similarity, limit)

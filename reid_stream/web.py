@@ -1,4 +1,8 @@
-"""The HTTP views (Faust web). They read through the store; the only write is an erasure (DELETE)."""
+"""The HTTP views (Faust web). They read through the store; the only write is an erasure (DELETE).
+
+Each view reaches the worker's runtime through its app (`ReidApp.runtime`); this module never imports
+the module that builds the app.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +10,19 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from functools import cache
+from typing import Any, TypeVar, cast
 
-import faust
 from faust.web import Request, Response, View
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
-from reid_stream.auth import Auditor, Authenticator
-from reid_stream.events import ENTITY_TYPES, EntityDetail, EntityHistory, EntityList
+from reid_stream.errors import DetectionError
+from reid_stream.events import ENTITY_TYPES, BBox, EntityDetail, EntityHistory, EntityList
+from reid_stream.images import fetch_url, read_path, thumbnail_jpeg
 from reid_stream.metrics import CONTENT_TYPE
 from reid_stream.openapi import build_openapi
-
-if TYPE_CHECKING:
-    from reid_stream.app import Runtime
+from reid_stream.runtime import ReidApp, Runtime
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -74,147 +77,223 @@ def parse_list_params(query: Any) -> dict[str, Any]:
     }
 
 
-def register_views(app: faust.App, runtime: Runtime) -> None:
-    store = runtime.store
-    auth = Authenticator.from_settings(runtime.settings)
-    auditor = Auditor(runtime.settings.audit_log, runtime.settings.audit_log_file)
-    if auth.required and not auth.tokens:
+class ApiView(View):
+    """Checks the bearer token, answers JSON errors, and audits entity queries."""
+
+    @property
+    def runtime(self) -> Runtime:
+        return cast(ReidApp, self.app).runtime
+
+    def guard(self, request: Request, protected: bool = True) -> tuple[str | None, Response | None]:
+        auth = self.runtime.auth
+        if not protected or not auth.required:
+            return None, None
+        who = auth.identify(request.headers.get("Authorization"))
+        if who is None:
+            return None, self.json({"detail": "missing or invalid bearer token"}, status=401,
+                                   headers={"WWW-Authenticate": 'Bearer realm="reid-stream"'})
+        return who, None
+
+    def done(self, request: Request, who: str | None, params: dict[str, Any], response: Response) -> Response:
+        self.runtime.auditor.record(who, request.method, request.path, params, response.status)
+        return response
+
+    def model(self, body: BaseModel, status: int = 200) -> Response:
+        # pydantic's own serializer: several times faster than model_dump() followed by json.dumps().
+        return self.bytes(body.model_dump_json().encode(), status=status,
+                          headers={"Content-Type": "application/json"})
+
+    def error(self, status: int, code: str, detail: str) -> Response:
+        return self.json({"detail": detail, "error_code": code}, status=status)
+
+    def unavailable(self) -> Response:
+        return self.json({"detail": "storage unavailable (Redis); retry later"}, status=503)
+
+    def not_found(self, entity_id: str) -> Response:
+        return self.json({"detail": f"Entity with id '{entity_id}' not found"}, status=404)
+
+    def bad_id(self, name: str) -> Response:
+        return self.json({"detail": [{"loc": ["path", name], "type": "value_error",
+                                      "msg": f"{name} must have 1 to {MAX_ID} characters"}]}, status=422)
+
+    async def on_entity(self, request: Request, entity_id: str, fetch: Callable[[str], Awaitable[T | None]],
+                        render: Callable[[T], Response]) -> Response:
+        """The shared path of the per-entity routes: token, id check, Redis errors, 404, audit."""
+        who, denied = self.guard(request)
+        if denied:
+            return denied
+        params = {"entity_id": entity_id}
+        if not 0 < len(entity_id) <= MAX_ID:
+            return self.done(request, who, params, self.bad_id("entity_id"))
+        try:
+            found = await fetch(entity_id)
+        except (RedisError, OSError):
+            return self.done(request, who, params, self.unavailable())
+        if found is None:
+            return self.done(request, who, params, self.not_found(entity_id))
+        return self.done(request, who, params, render(found))
+
+
+class EntityListView(ApiView):
+    async def get(self, request: Request) -> Response:
+        who, denied = self.guard(request)
+        if denied:
+            return denied
+        query = dict(request.query)
+        try:
+            params = parse_list_params(request.query)
+        except ParamError as err:
+            return self.done(request, who, query, self.json(
+                {"detail": [{"loc": ["query", err.param], "msg": err.message, "type": "value_error"}]},
+                status=422))
+        try:
+            entities, total = await self.runtime.store.list_entities(**params)
+        except (RedisError, OSError) as exc:
+            # Without Redis the list degrades to an empty page, flagged, and the worker stays up.
+            log.warning("entity list without Redis: %r", exc)
+            body = EntityList(entities=[], count=0, limit=params["limit"], offset=params["offset"])
+            return self.done(request, who, query, self.json(
+                body.model_dump(mode="json"), headers={"X-Reid-Degraded": "redis-unavailable"}))
+        body = EntityList(entities=entities, count=total, limit=params["limit"], offset=params["offset"])
+        return self.done(request, who, query, self.model(body))
+
+
+class EntityDetailView(ApiView):
+    async def get(self, request: Request, entity_id: str) -> Response:
+        return await self.on_entity(request, entity_id, self.runtime.store.get_entity, self.model)
+
+    async def delete(self, request: Request, entity_id: str) -> Response:
+        def erased(purged: dict[str, Any]) -> Response:
+            log.info("entity %s erased (%d detections)", entity_id, len(purged["detections"]))
+            return self.json({"purged": purged})
+
+        return await self.on_entity(request, entity_id, self.runtime.store.purge_entity, erased)
+
+
+class EntityHistoryView(ApiView):
+    async def get(self, request: Request, entity_id: str) -> Response:
+        def history(detail: EntityDetail) -> Response:
+            return self.model(EntityHistory(id=detail.id, entity_id=detail.entity_id,
+                                            entity_type=detail.entity_type, appearances=detail.appearances,
+                                            count=len(detail.appearances)))
+
+        return await self.on_entity(request, entity_id, self.runtime.store.get_entity, history)
+
+
+# Why a stored image can no longer give a thumbnail, as (HTTP status, error code).
+IMAGE_ERRORS = {
+    "image_not_found": (410, "image_gone"),
+    "path_not_allowed": (403, "image_not_allowed"),
+    "url_not_allowed": (403, "image_not_allowed"),
+    "image_fetch_failed": (502, "image_fetch_failed"),
+}
+
+
+class DetectionImageView(ApiView):
+    """The detection's crop as a JPEG, cut on demand from its original image: Redis keeps only where
+    the image is (path or URL, and the box), with the detection's TTL, and erasure removes it."""
+
+    async def get(self, request: Request, detection_id: str) -> Response:
+        who, denied = self.guard(request)
+        if denied:
+            return denied
+        params = {"detection_id": detection_id}
+        if not 0 < len(detection_id) <= MAX_ID:
+            return self.done(request, who, params, self.bad_id("detection_id"))
+        try:
+            ref = await self.runtime.store.image_ref(detection_id)
+        except (RedisError, OSError):
+            return self.done(request, who, params, self.unavailable())
+        return self.done(request, who, params, await self._thumbnail(detection_id, ref))
+
+    async def _thumbnail(self, detection_id: str, ref: dict[str, Any] | None) -> Response:
+        if ref is None:
+            return self.error(404, "detection_not_found",
+                              f"Detection with id '{detection_id}' not found (unknown, expired or erased)")
+        if not ref:
+            return self.error(404, "image_not_kept", "the detection's image was sent inline (image_b64); "
+                              "inline images are not kept, so there is no thumbnail")
+        s = self.runtime.settings
+        x1, y1, x2, y2 = ref["bbox"]
+        box = BBox(x1=x1, y1=y1, x2=x2, y2=y2)
+        try:
+            if "path" in ref:
+                data = await asyncio.to_thread(read_path, ref["path"], s.image_roots, s.max_image_bytes)
+            elif self.runtime.http is None:
+                raise DetectionError("image_fetch_failed", "the worker's HTTP client is not running", "thumbnail")
+            else:
+                data = await fetch_url(self.runtime.http, ref["url"], s.url_allowed_hosts, s.max_image_bytes,
+                                       s.url_timeout_seconds)
+            jpeg = await asyncio.to_thread(thumbnail_jpeg, data, box, s.thumbnail_max_side, s.max_image_pixels)
+        except DetectionError as err:
+            status, code = IMAGE_ERRORS.get(err.code, (422, "image_unusable"))
+            return self.error(status, code, f"no thumbnail for detection '{detection_id}': {err.message}")
+        return self.bytes(jpeg, headers={"Content-Type": "image/jpeg", "Cache-Control": "private, max-age=300"})
+
+
+@cache
+def _openapi() -> dict[str, Any]:
+    return build_openapi()
+
+
+class OpenApiView(ApiView):
+    async def get(self, request: Request) -> Response:
+        _, denied = self.guard(request)
+        return denied or self.json(_openapi())
+
+
+class HealthView(ApiView):
+    async def get(self, request: Request) -> Response:
+        _, denied = self.guard(request, self.runtime.settings.protect_ops)
+        return denied or self.json({"status": "ok"})
+
+
+class MetricsView(ApiView):
+    async def get(self, request: Request) -> Response:
+        _, denied = self.guard(request, self.runtime.settings.protect_ops)
+        if denied:
+            return denied
+        rt = self.runtime
+        await rt.metrics.update_lag(rt.consumers)
+        # aiohttp refuses a charset inside content_type=, so the exposition type goes in as a header.
+        return self.bytes(rt.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+class ReadyView(ApiView):
+    async def get(self, request: Request) -> Response:
+        rt = self.runtime
+        _, denied = self.guard(request, rt.settings.protect_ops)
+        if denied:
+            return denied
+        checks = {
+            "kafka": await _check_kafka(rt),
+            "redis": await _check_redis(rt),
+            "model": {"ok": True, "model": rt.encoder.model_id, "device": rt.encoder.device},
+        }
+        ready = all(c["ok"] for c in checks.values())
+        return self.json({"ready": ready, "status": "ready" if ready else "degraded", "checks": checks},
+                         status=200 if ready else 503)
+
+
+ROUTES: dict[str, type[ApiView]] = {
+    "/api/entities": EntityListView,
+    "/api/entities/{entity_id}": EntityDetailView,
+    "/api/entities/{entity_id}/history": EntityHistoryView,
+    "/api/detections/{detection_id}/image": DetectionImageView,
+    "/api/openapi.json": OpenApiView,
+    "/health": HealthView,
+    "/metrics": MetricsView,
+    "/ready": ReadyView,
+}
+
+
+def register_views(app: ReidApp) -> None:
+    rt = app.runtime
+    if rt.auth.required and not rt.auth.tokens:
         log.warning("REID_API_AUTH is on but no tokens are configured (REID_API_TOKENS / REID_API_TOKEN_FILE): "
                     "every /api request will get 401")
-
-    class ApiView(View):
-        """Checks the bearer token, answers JSON errors, and audits entity queries."""
-
-        audited = True
-
-        def guard(self, request: Request, protected: bool = True) -> tuple[str | None, Response | None]:
-            if not protected or not auth.required:
-                return None, None
-            who = auth.identify(request.headers.get("Authorization"))
-            if who is None:
-                return None, self.json({"detail": "missing or invalid bearer token"}, status=401,
-                                       headers={"WWW-Authenticate": 'Bearer realm="reid-stream"'})
-            return who, None
-
-        def done(self, request: Request, who: str | None, params: dict[str, Any], response: Response) -> Response:
-            auditor.record(who, request.method, request.path, params, response.status)
-            return response
-
-        def model(self, body: BaseModel, status: int = 200) -> Response:
-            # pydantic's own serializer: several times faster than model_dump() followed by json.dumps().
-            return self.bytes(body.model_dump_json().encode(), status=status,
-                              headers={"Content-Type": "application/json"})
-
-        def unavailable(self) -> Response:
-            return self.json({"detail": "storage unavailable (Redis); retry later"}, status=503)
-
-        def not_found(self, entity_id: str) -> Response:
-            return self.json({"detail": f"entity {entity_id!r} not found"}, status=404)
-
-        async def on_entity(self, request: Request, entity_id: str, fetch: Callable[[str], Awaitable[T | None]],
-                            render: Callable[[T], Response]) -> Response:
-            """The shared path of the per-entity routes: token, id check, Redis errors, 404, audit."""
-            who, denied = self.guard(request)
-            if denied:
-                return denied
-            params = {"entity_id": entity_id}
-            if not 0 < len(entity_id) <= MAX_ID:
-                return self.done(request, who, params, self.json(
-                    {"detail": [{"loc": ["path", "entity_id"], "type": "value_error",
-                                 "msg": f"entity_id must have 1 to {MAX_ID} characters"}]}, status=422))
-            try:
-                found = await fetch(entity_id)
-            except (RedisError, OSError):
-                return self.done(request, who, params, self.unavailable())
-            if found is None:
-                return self.done(request, who, params, self.not_found(entity_id))
-            return self.done(request, who, params, render(found))
-
-    @app.page("/api/entities")
-    class EntityListView(ApiView):
-        async def get(self, request: Request) -> Response:
-            who, denied = self.guard(request)
-            if denied:
-                return denied
-            query = dict(request.query)
-            try:
-                params = parse_list_params(request.query)
-            except ParamError as err:
-                return self.done(request, who, query, self.json(
-                    {"detail": [{"loc": ["query", err.param], "msg": err.message, "type": "value_error"}]},
-                    status=422))
-            try:
-                entities, total = await store.list_entities(**params)
-            except (RedisError, OSError) as exc:
-                # The design's fallback: an empty page, flagged, and the worker stays up.
-                log.warning("entity list without Redis: %r", exc)
-                body = EntityList(entities=[], count=0, limit=params["limit"], offset=params["offset"])
-                return self.done(request, who, query, self.json(
-                    body.model_dump(mode="json"), headers={"X-Reid-Degraded": "redis-unavailable"}))
-            body = EntityList(entities=entities, count=total, limit=params["limit"], offset=params["offset"])
-            return self.done(request, who, query, self.model(body))
-
-    @app.page("/api/entities/{entity_id}")
-    class EntityDetailView(ApiView):
-        async def get(self, request: Request, entity_id: str) -> Response:
-            return await self.on_entity(request, entity_id, store.get_entity, self.model)
-
-        async def delete(self, request: Request, entity_id: str) -> Response:
-            def erased(purged: dict[str, Any]) -> Response:
-                log.info("entity %s erased (%d detections)", entity_id, len(purged["detections"]))
-                return self.json({"purged": purged})
-
-            return await self.on_entity(request, entity_id, store.purge_entity, erased)
-
-    @app.page("/api/entities/{entity_id}/history")
-    class EntityHistoryView(ApiView):
-        async def get(self, request: Request, entity_id: str) -> Response:
-            def history(detail: EntityDetail) -> Response:
-                return self.model(EntityHistory(entity_id=detail.entity_id, entity_type=detail.entity_type,
-                                                appearances=detail.appearances, count=len(detail.appearances)))
-
-            return await self.on_entity(request, entity_id, store.get_entity, history)
-
-    openapi = build_openapi()
-
-    @app.page("/api/openapi.json")
-    class OpenApiView(ApiView):
-        async def get(self, request: Request) -> Response:
-            _, denied = self.guard(request)
-            return denied or self.json(openapi)
-
-    ops = runtime.settings.protect_ops
-
-    @app.page("/health")
-    class HealthView(ApiView):
-        async def get(self, request: Request) -> Response:
-            _, denied = self.guard(request, ops)
-            return denied or self.json({"status": "ok"})
-
-    @app.page("/metrics")
-    class MetricsView(ApiView):
-        async def get(self, request: Request) -> Response:
-            _, denied = self.guard(request, ops)
-            if denied:
-                return denied
-            await runtime.metrics.update_lag(runtime.consumers)
-            # aiohttp refuses a charset inside content_type=, so the exposition type goes in as a header.
-            return self.bytes(runtime.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
-
-    @app.page("/ready")
-    class ReadyView(ApiView):
-        async def get(self, request: Request) -> Response:
-            _, denied = self.guard(request, ops)
-            if denied:
-                return denied
-            checks = {
-                "kafka": await _check_kafka(runtime),
-                "redis": await _check_redis(runtime),
-                "model": {"ok": True, "model": runtime.encoder.model_id, "device": runtime.encoder.device},
-            }
-            ready = all(c["ok"] for c in checks.values())
-            return self.json({"ready": ready, "status": "ready" if ready else "degraded", "checks": checks},
-                             status=200 if ready else 503)
+    for path, view in ROUTES.items():
+        app.page(path)(view)
 
 
 async def _check_redis(runtime: Runtime) -> dict[str, Any]:

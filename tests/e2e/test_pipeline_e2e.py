@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
+import numpy as np
 import pytest
 from PIL import Image
 
 from tests.conftest import encode_png, pattern_image
-from tests.e2e.harness import Collector, Worker, get_json, produce, worker_env
+from tests.e2e.harness import Collector, Worker, auth_headers, get_json, produce, worker_env
 
 pytestmark = pytest.mark.e2e
 
@@ -103,27 +106,55 @@ async def test_detections_become_entities_matches_and_dead_letters(worker: Worke
     assert detail["appearance_count"] == 2 and detail["cameras_seen"] == ["cam-1", "cam-2"]
     assert {ap["detection_id"] for ap in detail["appearances"]} == {a["detection_id"], b["detection_id"]}
     assert all(ap["attributes"] == {"color": "test"} and ap["camera_name"] for ap in detail["appearances"])
+    assert detail["id"] == detail["entity_id"] == entity_id and isinstance(detail["thumbnail_url"], str)
+    apps = {ap["detection_id"]: ap for ap in detail["appearances"]}
+    founder, joiner = (a, b) if ea["is_new_entity"] else (b, a)
+    assert apps[founder["detection_id"]]["similarity_score"] == 1.0
+    # The match event and the appearance report the same value.
+    assert apps[joiner["detection_id"]]["similarity_score"] == joined["matches"][0]["similarity"]
+
+    # Thumbnails: cut on demand from the original image (A is a file under the roots), served as a JPEG.
+    thumb_url = worker.base + apps[a["detection_id"]]["thumbnail_url"]
+    assert thumb_url == f"{worker.base}/api/detections/{a['detection_id']}/image"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(thumb_url, headers=auth_headers()) as resp:
+            assert resp.status == 200 and resp.headers["Content-Type"] == "image/jpeg"
+            thumb = Image.open(io.BytesIO(await resp.read()))
+        assert thumb.format == "JPEG" and thumb.size == person.size  # the crop, under the 256 px default
+        diff = np.abs(np.asarray(thumb.convert("RGB"), np.int16) - np.asarray(person.convert("RGB"), np.int16))
+        assert float(diff.mean()) < 8.0  # the person's own pixels, up to JPEG loss
+        async with http.get(thumb_url) as resp:
+            assert resp.status == 401
+    status, body, _ = await get_json(f"{worker.base}/api/detections/{b['detection_id']}/image")
+    assert status == 404 and body["error_code"] == "image_not_kept"  # sent inline: no image is kept
+    status, body, _ = await get_json(f"{worker.base}/api/detections/no-such-detection/image")
+    assert status == 404 and body["error_code"] == "detection_not_found"
 
     status, history, _ = await get_json(f"{worker.base}/api/entities/{entity_id}/history")
-    assert status == 200 and history["count"] == 2 and history["entity_id"] == entity_id
+    assert status == 200 and history["count"] == 2 and history["entity_id"] == history["id"] == entity_id
     assert history["entity_type"] == "person" and len(history["appearances"]) == 2
 
     status, listing, _ = await get_json(f"{worker.base}/api/entities?entity_type=person&limit=10")
     assert status == 200 and listing["limit"] == 10 and listing["offset"] == 0
     ids = {e["entity_id"] for e in listing["entities"]}
+    assert all(e["id"] == e["entity_id"] and e["thumbnail_url"] for e in listing["entities"])
     assert {entity_id, c["detection_id"], ed["entity_id"]} <= ids and listing["count"] == 3
     status, cam2, _ = await get_json(f"{worker.base}/api/entities?camera_id=cam-2")
     assert {e["entity_id"] for e in cam2["entities"]} == {entity_id, c["detection_id"]}
 
     status, body, _ = await get_json(f"{worker.base}/api/entities/no-such-entity")
-    assert status == 404 and "not found" in body["detail"]
+    assert status == 404 and body["detail"] == "Entity with id 'no-such-entity' not found"
     status, body, _ = await get_json(f"{worker.base}/api/entities?limit=5000")
     assert status == 422 and body["detail"][0]["loc"] == ["query", "limit"]
     status, body, _ = await get_json(f"{worker.base}/health")
     assert status == 200 and body["status"] == "ok"
 
+    # The source image is gone: the thumbnail says so.
+    (image_root / "cam1.png").unlink()
+    status, body, _ = await get_json(thumb_url)
+    assert status == 410 and body["error_code"] == "image_gone"
+
     # Metrics moved with the traffic.
-    import aiohttp
     from prometheus_client.parser import text_string_to_metric_families
 
     async with aiohttp.ClientSession() as http, http.get(f"{worker.base}/metrics") as resp:

@@ -10,8 +10,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from reid_stream.embed import Embedder
 from reid_stream.encoder import NullEncoder
-from reid_stream.pipeline import Embedder, RawEvent
+from reid_stream.wire import RawEvent
 from tests.conftest import encode_png, make_settings, pattern_image
 
 pytestmark = pytest.mark.integration
@@ -66,7 +67,7 @@ async def test_url_references(server: str):
                 event(f"{server}/missing.png", "missing"),
                 event("ftp://127.0.0.1/x.png", "scheme"),
             ])
-    assert sorted(r.header["detection_id"] for r in records) == ["ok", "redirected-ok"]
+    assert sorted(r.detection_id for r in records) == ["ok", "redirected-ok"]
     assert records[0].vector.shape == (8,)
     codes = {ltr.detection_id: ltr.error_code for ltr in letters}
     assert codes == {"redirect-out": "url_not_allowed", "foreign": "url_not_allowed", "big": "image_too_large",

@@ -8,9 +8,12 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+from reid_stream.assign import Assigner
+from reid_stream.encoder import NullEncoder
 from reid_stream.events import Detection
-from reid_stream.pipeline import Assigner, Embedded, fingerprint
-from reid_stream.store import ReidStore, find_matching_entities
+from reid_stream.service import ReIdentificationService
+from reid_stream.store import ReidStore
+from reid_stream.wire import EmbeddedRecord
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.integration
@@ -23,12 +26,12 @@ def unit(seed: int, dim: int = 16) -> np.ndarray:
 
 
 def item(det_id: str, vec: np.ndarray, camera: str = "c1", etype: str = "person", minutes: int = 0,
-         **extra: object) -> Embedded:
+         model: str = "test-model", **extra: object) -> EmbeddedRecord:
     det = Detection.model_validate({
         "detection_id": det_id, "camera_id": camera, "entity_type": etype,
         "timestamp": (T0 + timedelta(minutes=minutes)).isoformat(), "bbox": {"x1": 0, "y1": 0, "x2": 4, "y2": 4},
         "image_path": "x.png", **extra})
-    return Embedded(det, vec, "test-model", fingerprint(det))
+    return EmbeddedRecord.of(det, vec, model)
 
 
 @pytest.fixture
@@ -60,6 +63,43 @@ async def test_same_vector_on_two_cameras_is_one_entity_and_an_unrelated_one_is_
     assert [ap.detection_id for ap in detail.appearances] == ["d1", "d2"]
     assert detail.appearances[1].similarity_score == pytest.approx(1.0)
     assert detail.first_seen == T0 and detail.last_seen == T0 + timedelta(minutes=1)
+
+
+async def test_entity_and_appearance_shape_and_one_similarity_value(store):
+    """id, thumbnail_url, camera_name fallback, founder score 1.0, and the match event's similarity
+    equal to the stored appearance's, to the last digit."""
+    a = Assigner(store.settings, store)
+    v = unit(11)
+    w = v + 0.05 * unit(12)
+    w = (w / np.linalg.norm(w)).astype(np.float32)  # similar, not identical: a score with many digits
+    events, _ = await a.assign([item("f1", v, "c1", camera_name="Front door"),
+                                item("f2", w, "c2", minutes=1, attributes={"color": "red"})])
+    joined = next(e for e in events if e.detection_id == "f2")
+    assert not joined.is_new_entity and 0.9 < joined.matches[0].similarity < 1.0
+    detail = await store.get_entity("f1")
+    assert detail.id == detail.entity_id == "f1"
+    first, second = detail.appearances
+    assert first.similarity_score == 1.0 and first.camera_name == "Front door" and first.attributes is None
+    assert second.similarity_score == joined.matches[0].similarity  # exactly the same float
+    assert second.camera_name == "c2" and second.attributes == {"color": "red"}
+    assert first.thumbnail_url == "/api/detections/f1/image"
+    assert detail.thumbnail_url == "/api/detections/f2/image"  # the latest appearance
+    (summary,), _ = await store.list_entities(None, "c2", None, 10, 0)
+    assert summary.id == "f1" and summary.thumbnail_url == detail.thumbnail_url
+    # Only the image reference is kept (no pixels), and it goes with the detection's marker.
+    assert await store.image_ref("f1") == {"bbox": [0.0, 0.0, 4.0, 4.0], "path": "x.png"}
+    assert await store.image_ref("nope") is None
+    await store.purge_entity("f1")
+    assert await store.image_ref("f1") is None
+
+
+async def test_thumbnail_url_template_overrides_the_route(redis_client, unique):
+    settings = make_settings(unique, thumbnail_url_template="https://nvr.example/{camera_id}/{detection_id}.jpg")
+    s = ReidStore(redis_client, settings)
+    await Assigner(settings, s).assign([item("t1", unit(3), "cam 9")])
+    detail = await s.get_entity("t1")
+    assert detail.thumbnail_url == detail.appearances[0].thumbnail_url == "https://nvr.example/cam 9/t1.jpg"
+    await s.purge_entity("t1")
 
 
 async def test_redelivery_stores_once_and_re_emits_the_same_event(store):
@@ -102,18 +142,26 @@ async def test_cap_drops_the_oldest_embeddings_first(store):
     assert (await store.get_entity("d0")).appearance_count == 1
 
 
-async def test_find_matching_entities_design_api(store):
+async def test_find_matching_entities_through_the_service(store):
+    """ReIdentificationService.find_matching_entities(redis_client, ...) reads what the stage stored."""
+    svc = ReIdentificationService(store.settings, encoder=NullEncoder())
+    model = store.settings.model_id  # the service compares only vectors of its own model
     a = Assigner(store.settings, store)
     v = unit(5)
-    await a.assign([item("d1", v, "c1"), item("d2", unit(6), "c2")])
-    got = await find_matching_entities(store.redis, v, "person", settings=store.settings, model="test-model")
-    assert [(e.detection_id, round(s, 4)) for e, s in got] == [("d1", 1.0)]
-    everything = await find_matching_entities(store.redis, v, "person", min_similarity=-1.0, limit=10,
-                                              settings=store.settings, model="test-model")
-    assert [e.detection_id for e, _ in everything] == ["d1", "d2"]
-    assert everything[0][1] >= everything[1][1]
-    assert await find_matching_entities(store.redis, v, "vehicle", settings=store.settings, model="test-model") == []
-    assert await find_matching_entities(store.redis, v, "person", settings=store.settings, model="other") == []
+    await a.assign([item("d1", v, "c1", model=model), item("d2", unit(6), "c2", model=model),
+                    item("o1", v, "c1", model="other-model")])
+    try:
+        got = await svc.find_matching_entities(store.redis, v, "person")  # the configured threshold, 0.9
+        assert [(e.detection_id, e.entity_id, round(s, 4)) for e, s in got] == [("d1", "d1", 1.0)]
+        everything = await svc.find_matching_entities(store.redis, v, "person", min_similarity=-1.0, limit=10)
+        assert [e.detection_id for e, _ in everything] == ["d1", "d2"]
+        assert everything[0][1] >= everything[1][1]
+        assert await svc.find_matching_entities(store.redis, v, "person", min_similarity=-1.0, limit=1) == got
+        assert [e.detection_id for e, _ in await svc.find_matching_entities(
+            store.redis, v, "person", camera_id="c2", min_similarity=-1.0)] == ["d2"]
+        assert await svc.find_matching_entities(store.redis, v, "vehicle") == []
+    finally:
+        svc.close()
 
 
 async def test_two_concurrent_writers_never_create_the_same_entity_twice(store):
@@ -188,3 +236,12 @@ async def test_float16_storage_halves_the_vector_and_still_matches_after_a_reloa
         keys = await all_keys(store)
         if keys:
             await redis_client.delete(*keys)
+
+
+async def test_the_commit_script_survives_a_flushed_script_cache(store):
+    """A Redis restart empties its script cache; redis-py's registered script loads itself again."""
+    a = Assigner(store.settings, store)
+    await a.assign([item("s1", unit(1))])
+    await store.redis.script_flush()
+    events, letters = await a.assign([item("s2", unit(2))])
+    assert not letters and events[0].is_new_entity and await store.get_entity("s2") is not None

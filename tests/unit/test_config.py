@@ -5,7 +5,7 @@ import pytest
 from reid_stream.config import ConfigError, Settings, describe
 
 
-def test_defaults_follow_the_design():
+def test_defaults():
     s = Settings.from_env({})
     assert (s.similarity_threshold, s.embedding_ttl_seconds, s.max_embeddings) == (0.85, 86400, 1000)
     assert s.kafka_bootstrap == "127.0.0.1:9092" and s.redis_url == "redis://127.0.0.1:6379/0"
@@ -58,3 +58,14 @@ def test_readme_documents_every_setting_with_its_default():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for env, default, _ in describe():
         assert f"| `{env}` | `{default}` |" in readme, f"README's configuration table lacks {env}={default}"
+
+
+def test_thumbnail_urls_default_to_the_workers_route_and_the_template_overrides():
+    s = Settings.from_env({})
+    assert s.thumbnail_max_side == 256
+    assert s.thumbnail_url("cam 1", "d/1?x") == "/api/detections/d%2F1%3Fx/image"  # one path segment, escaped
+    t = Settings.from_env({"REID_THUMBNAIL_URL_TEMPLATE": "https://nvr/{camera_id}/{detection_id}.jpg",
+                           "REID_THUMBNAIL_MAX_SIDE": "128"})
+    assert t.thumbnail_url("c1", "d1") == "https://nvr/c1/d1.jpg" and t.thumbnail_max_side == 128
+    with pytest.raises(ConfigError, match="REID_THUMBNAIL_MAX_SIDE"):
+        Settings.from_env({"REID_THUMBNAIL_MAX_SIDE": "0"})

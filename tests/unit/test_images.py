@@ -2,6 +2,7 @@ import base64
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -179,4 +180,28 @@ def test_decode_crop_fast_path_matches_the_pil_path_and_falls_back_for_the_rest(
     assert err.value.code == "image_too_large"
     with pytest.raises(DetectionError) as err:
         decode_crop(encode_jpeg(big), box(700, 700, 800, 800), 64, 10**7)
+    assert err.value.code == "bbox_outside_image"
+
+
+def test_thumbnail_is_the_box_as_a_jpeg_no_larger_than_the_max_side():
+    import io
+
+    from PIL import Image
+
+    from reid_stream.images import thumbnail_jpeg
+
+    frame = Image.new("RGB", (1200, 900), (10, 10, 10))
+    frame.paste(Image.new("RGB", (300, 600), (200, 40, 40)), (100, 200))
+    for fmt in ("PNG", "JPEG"):  # a JPEG this large decodes DCT-reduced; the box must still be exact
+        buf = io.BytesIO()
+        frame.save(buf, fmt, quality=95)
+        big = Image.open(io.BytesIO(thumbnail_jpeg(buf.getvalue(), BBox(x1=100, y1=200, x2=400, y2=800), 256,
+                                                   10**8)))
+        assert big.format == "JPEG" and big.size == (128, 256)
+        px = np.asarray(big, np.int16)
+        assert np.abs(px[8:-8, 8:-8] - [200, 40, 40]).max() < 12  # only the box's pixels
+    small = Image.open(io.BytesIO(thumbnail_jpeg(buf.getvalue(), BBox(x1=100, y1=200, x2=140, y2=260), 256, 10**8)))
+    assert small.size == (40, 60)  # never enlarged
+    with pytest.raises(DetectionError) as err:
+        thumbnail_jpeg(buf.getvalue(), BBox(x1=2000, y1=0, x2=2100, y2=10), 256, 10**8)
     assert err.value.code == "bbox_outside_image"

@@ -3,7 +3,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from reid_stream.matching import EntityEmbedding, VectorIndex, assign_entity
+from reid_stream.matching import EntityEmbedding, VectorIndex, assign_entity, cosine_similarity
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -14,7 +14,8 @@ def unit(v):
 
 
 def emb(det: str, vec, entity: str | None = None, camera: str = "c1", stored_at: float = 0.0) -> EntityEmbedding:
-    return EntityEmbedding(det, entity or det, "person", camera, NOW, unit(vec), "m", stored_at)
+    return EntityEmbedding(det, camera, "person", NOW, unit(vec), entity_id=entity or det, model="m",
+                           stored_at=stored_at)
 
 
 def test_search_is_cosine_sorted_highest_first():
@@ -73,59 +74,52 @@ def test_assignment_below_threshold_or_no_match_starts_an_entity_named_after_the
 
 
 def test_entity_embedding_round_trips_through_its_dict():
-    e = emb("a", [3, 4], entity="E")
+    e = emb("a", [3, 4], entity="E", stored_at=5.0)
     back = EntityEmbedding.from_dict(e.to_dict())
-    assert back.detection_id == "a" and back.entity_id == "E" and back.timestamp == NOW
+    assert back.detection_id == "a" and back.entity_id == "E" and back.timestamp == NOW and back.stored_at == 5.0
     assert np.allclose(back.embedding, e.embedding)
 
 
-def test_embedded_batch_round_trip_keeps_each_source_for_dead_letters():
-    from reid_stream.errors import DetectionError
-    from reid_stream.events import Detection
-    from reid_stream.pipeline import EmbeddedOut, RawEvent, dead_letter, pack_embedded, unpack_embedded
-
-    def det(i: int) -> Detection:
-        return Detection.model_validate({"detection_id": f"d{i}", "camera_id": "c", "entity_type": "person",
-                                         "timestamp": NOW.isoformat(), "bbox": {"x1": 0, "y1": 0, "x2": 2, "y2": 2},
-                                         "image_b64": "QUJD"})
-
-    originals = [b"x" * 70_000, b"", b"{}"]
-    recs = [EmbeddedOut.of(det(i), unit([1, i, 3]), "m", RawEvent(o, b"cam" if i else None, "detections", 3,
-                                                                  41 + i, 1.5))
-            for i, o in enumerate(originals)]
-    back = unpack_embedded(pack_embedded(recs))
-    assert [b.detection.detection_id for b in back] == ["d0", "d1", "d2"]
-    assert [b.fingerprint for b in back] == [r.fingerprint for r in recs] and len({r.fingerprint for r in recs}) == 3
-    assert back[0].detection == det(0).model_copy(update={"image_b64": "-"})
-    assert all(np.allclose(b.vector, r.vector) for b, r in zip(back, recs, strict=True))
-    assert [b.source.value for b in back] == [b"x" * 65536, b"", b"{}"]  # cut at 64 KiB, the others whole
-    assert [(b.source.key, b.source.offset) for b in back] == [(None, 41), (b"cam", 42), (b"cam", 43)]
-    letter = dead_letter(back[0].source, DetectionError("detection_id_conflict", "m", "store"), "d0")
-    assert letter.original_size == 70_000 and letter.original_truncated
-    with pytest.raises(ValueError, match="magic"):
-        unpack_embedded(b'{"detection": {}}')
+def test_entity_embedding_has_the_public_shape():
+    """Positional fields detection_id, camera_id, entity_type, timestamp, embedding, attributes=None; the rest
+    optional; to_dict() gives exactly the public keys unless the extras are set."""
+    e = EntityEmbedding("d1", "cam-1", "person", NOW, np.array([0.6, 0.8], np.float32))
+    assert e.attributes is None and e.entity_id is None and e.model == "" and e.stored_at == 0.0
+    d = e.to_dict()
+    assert list(d) == ["detection_id", "camera_id", "entity_type", "timestamp", "embedding", "attributes"]
+    assert d["timestamp"] == "2026-01-01T00:00:00+00:00" and d["embedding"] == pytest.approx([0.6, 0.8])
+    with_extras = EntityEmbedding("d1", "c", "person", NOW, np.ones(2), {"color": "red"}, entity_id="E", model="m")
+    assert set(with_extras.to_dict()) == set(d) | {"entity_id", "model"}
+    assert with_extras.to_dict()["attributes"] == {"color": "red"}
 
 
-def test_embedded_messages_split_by_type_and_stay_under_the_broker_limit():
-    from reid_stream.app import WIRE_MAX_MESSAGE, embedded_messages
-    from reid_stream.events import Detection
-    from reid_stream.pipeline import EmbeddedOut, RawEvent, unpack_embedded
+@pytest.mark.parametrize("ts", ["2026-01-01T00:00:00Z", "2026-01-01T00:00:00+00:00", NOW])
+def test_entity_embedding_from_the_public_payload(ts):
+    payload = {"detection_id": "d1", "camera_id": "cam-1", "entity_type": "vehicle", "timestamp": ts,
+               "embedding": [0.0, 1.0]}
+    e = EntityEmbedding.from_dict(payload)  # no entity id, no attributes
+    assert e.timestamp == NOW and e.attributes is None and e.entity_id is None
+    assert e.embedding.dtype == np.float32 and e.embedding.tolist() == [0.0, 1.0]
+    assert EntityEmbedding.from_dict({**payload, "attributes": None}).attributes is None
+    assert EntityEmbedding.from_dict({**payload, "attributes": {"plate": "X"}}).attributes == {"plate": "X"}
 
-    recs = []
-    for i in range(40):
-        d = Detection.model_validate({"detection_id": f"d{i}", "camera_id": "c",
-                                      "entity_type": "person" if i % 2 else "vehicle", "timestamp": NOW.isoformat(),
-                                      "bbox": {"x1": 0, "y1": 0, "x2": 2, "y2": 2}, "image_b64": "QUJD"})
-        recs.append(EmbeddedOut.of(d, unit(list(range(1, 769))), "m", RawEvent(b"y" * 60_000)))
-    for r in recs[:20]:  # attributes the size estimate cannot see
-        r.header["attributes"] = {"note": "z" * 15_000}
-    msgs = embedded_messages("emb", recs)
-    assert all(len(value) <= WIRE_MAX_MESSAGE for _, _, value in msgs) and len(msgs) > 2
-    by_key: dict[bytes | None, list[str]] = {}
-    for _, key, value in msgs:
-        by_key.setdefault(key, []).extend(e.detection.detection_id for e in unpack_embedded(value))
-    assert by_key[b"person"] == [f"d{i}" for i in range(1, 40, 2)]
-    assert by_key[b"vehicle"] == [f"d{i}" for i in range(0, 40, 2)]
+
+def test_cosine_similarity():
+    assert cosine_similarity([1, 0], [1, 0]) == pytest.approx(1.0)
+    assert cosine_similarity([1, 0], [0, 2]) == pytest.approx(0.0)
+    assert cosine_similarity([1, 1], [-3, -3]) == pytest.approx(-1.0)
+    assert cosine_similarity(np.array([3.0, 4.0]), np.array([4.0, 3.0])) == pytest.approx(24 / 25)
+    assert isinstance(cosine_similarity([1, 2], [2, 1]), float)
+    a, b = unit([1, 2, 3]), unit([3, 1, 2])
+    assert cosine_similarity(a, b) == pytest.approx(float(a @ b))  # unit vectors: the dot product
+    assert cosine_similarity([0, 0], [1, 0]) == 0.0 and cosine_similarity([0, 0], [0, 0]) == 0.0
+    with pytest.raises(ValueError, match="lengths"):
+        cosine_similarity([1, 0], [1, 0, 0])
+
+
+def test_a_match_without_entity_id_joins_the_entity_named_after_its_detection():
+    got = assign_entity("new", [(EntityEmbedding("old", "c", "person", NOW, unit([1, 0])), 0.95)], 0.9)
+    assert got.entity_id == "old" and not got.is_new_entity
 
 
 def test_search_many_equals_one_search_per_query():

@@ -20,3 +20,12 @@ def test_every_topic_has_settings():
 
 def test_topics_dir_is_the_repos():
     assert Path(__file__).resolve().parents[2] / "topics" == TOPICS_DIR
+
+
+def test_appearances_stored_by_earlier_versions_read_in_the_current_shape():
+    from reid_stream.events import EntityAppearance
+
+    old = EntityAppearance.model_validate_json(
+        '{"detection_id": "d", "camera_id": "c", "camera_name": null, "timestamp": "2026-01-01T00:00:00Z",'
+        ' "similarity_score": null, "attributes": {}, "thumbnail_url": null}')
+    assert (old.similarity_score, old.camera_name, old.attributes, old.thumbnail_url) == (1.0, "c", None, "")

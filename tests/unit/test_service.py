@@ -37,3 +37,28 @@ async def test_generate_embedding_respects_the_roots(service, tmp_path: Path):
     with pytest.raises(DetectionError) as err:
         await svc.generate_embedding(str(outside))
     assert err.value.code == "path_not_allowed"
+
+
+async def test_generate_embedding_takes_a_pathlib_path(service):
+    svc, root = service
+    (root / "p.png").write_bytes(encode_png(pattern_image(3)))
+    by_path = await svc.generate_embedding(root / "p.png", roi=(0, 0, 20, 30))
+    by_str = await svc.generate_embedding(str(root / "p.png"), roi=(0, 0, 20, 30))
+    assert np.array_equal(by_path, by_str)
+    with pytest.raises(DetectionError) as err:
+        await svc.generate_embedding(root / ".." / "escape.png")
+    assert err.value.code == "path_not_allowed"
+
+
+def test_get_reid_service_is_one_process_wide_instance_built_from_the_environment(monkeypatch):
+    from reid_stream.service import get_reid_service
+
+    get_reid_service.cache_clear()
+    monkeypatch.setenv("REID_ENCODER", "null")
+    monkeypatch.setenv("REID_SIMILARITY_THRESHOLD", "0.7")
+    try:
+        first = get_reid_service()
+        assert first is get_reid_service()
+        assert first.settings.similarity_threshold == 0.7 and first.encoder.model_id == "null"
+    finally:
+        get_reid_service.cache_clear()

@@ -1,0 +1,90 @@
+"""What the stages and the HTTP views share inside one worker process, and the app type that carries it.
+
+Imports flow app -> runtime and web -> runtime, never back: the views reach the runtime through
+`ReidApp.runtime`, typed, instead of importing the module that builds the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import aiohttp
+import faust
+from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
+
+from reid_stream.auth import Auditor, Authenticator
+from reid_stream.config import Settings
+from reid_stream.encoder import Encoder
+from reid_stream.kafka_io import BatchConsumer, Publisher
+from reid_stream.metrics import Metrics
+from reid_stream.prepare import process_pool
+from reid_stream.store import ReidStore
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+BACKOFF_START_S = 0.2
+BACKOFF_MAX_S = 10.0
+
+
+@dataclass
+class Runtime:
+    """What the pipeline and the views share inside one worker process."""
+
+    settings: Settings
+    encoder: Encoder
+    store: ReidStore
+    prepare_pool: Executor
+    model_pool: ThreadPoolExecutor
+    auth: Authenticator
+    auditor: Auditor
+    http: aiohttp.ClientSession | None = None  # image URLs: stage 1 and thumbnails
+    redis_ok: bool = True
+    metrics: Metrics = field(default_factory=Metrics)
+    publisher: Publisher | None = None
+    consumers: list[BatchConsumer] = field(default_factory=list)
+
+
+class ReidApp(faust.App):
+    """The Faust app with the worker's runtime attached, so views reach it with its type."""
+
+    runtime: Runtime
+
+
+def build_runtime(settings: Settings, encoder: Encoder) -> Runtime:
+    return Runtime(
+        settings=settings,
+        encoder=encoder,
+        store=ReidStore.from_settings(settings),
+        prepare_pool=process_pool(settings.decode_workers),
+        model_pool=ThreadPoolExecutor(1, thread_name_prefix="reid-model"),
+        auth=Authenticator.from_settings(settings),
+        auditor=Auditor(settings.audit_log, settings.audit_log_file),
+    )
+
+
+async def retry_forever(what: str, op: Callable[[], Awaitable[T]], metrics: Metrics | None = None) -> T:
+    """Retry an infrastructure step with capped exponential backoff; the batch stays unacked meanwhile.
+
+    If the worker is told to stop while the step still fails, it exits at once: the batch stays
+    uncommitted and is redelivered to whichever worker takes its partitions.
+    """
+    delay = BACKOFF_START_S
+    while True:
+        try:
+            return await op()
+        except asyncio.CancelledError:
+            log.critical("stopping while %s still failing: exiting without committing this batch", what)
+            os._exit(75)
+        except (RedisError, OSError, RuntimeError, KafkaError) as exc:
+            log.warning("%s failed (%r); retrying in %.1fs", what, exc, delay)
+            if metrics is not None:
+                metrics.retries.labels(what).inc()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX_S)
