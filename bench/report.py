@@ -1,16 +1,25 @@
-"""Joins the benchmarks' Markdown summaries into bench/results/SUMMARY.md, the source of the README table."""
+"""Joins the benchmarks' Markdown summaries into bench/results/SUMMARY.md, below its hand-written part.
+
+SUMMARY.md starts with the performance table and what limits each figure (written by hand, and the
+source of the README's short table); everything after MARKER is regenerated from the results.
+"""
 
 from __future__ import annotations
 
 from bench.common import RESULTS
 
-ORDER = ["encoder_efficiency", "pipeline_overhead", "search", "memory", "restart", "batch_curve"]
+ORDER = ["encoder_efficiency", "pipeline_overhead", "search", "memory", "restart", "batch_curve", "ab_overhead"]
+MARKER = "<!-- Everything below this line is written by `python -m bench.report`"
 
 
 def main() -> None:
+    summary = RESULTS / "SUMMARY.md"
+    old = summary.read_text() if summary.exists() else ""
+    kept = old[: old.index(MARKER)] if MARKER in old else "# Performance\n\nReproduce with `make bench`.\n\n"
     parts = [(RESULTS / f"{name}.md").read_text() for name in ORDER if (RESULTS / f"{name}.md").exists()]
-    (RESULTS / "SUMMARY.md").write_text("# Benchmark results\n\nReproduce with `make bench`.\n\n" + "\n".join(parts))
-    print(RESULTS / "SUMMARY.md")
+    summary.write_text(kept + MARKER + " (the last step of `make bench`); the text above it is kept. -->\n\n"
+                       "## Detailed results\n\n" + "\n".join(parts))
+    print(summary)
 
 
 if __name__ == "__main__":

@@ -25,9 +25,11 @@ def build_openapi() -> dict[str, Any]:
     _, defs = models_json_schema([(m, "serialization") for m in (EntityList, EntityDetail, EntityHistory)],
                                  ref_template=REF)
     schemas = defs["$defs"]
-    schemas["Error"] = {"type": "object", "required": ["detail"], "properties": {"detail": {}}}
+    schemas["Error"] = {"type": "object", "required": ["detail"],
+                        "properties": {"detail": {}, "error_code": {"type": "string"}}}
     entity_id = {"name": "entity_id", "in": "path", "required": True,
                  "schema": {"type": "string", "minLength": 1, "maxLength": 256}}
+    detection_id = {**entity_id, "name": "detection_id"}
     common = {"401": _error("missing or wrong bearer token"), "503": _error("storage unavailable")}
     return {
         "openapi": "3.1.0",
@@ -60,6 +62,20 @@ def build_openapi() -> dict[str, Any]:
             "/api/entities/{entity_id}/history": {"get": {
                 "summary": "An entity's appearances, oldest first", "parameters": [entity_id],
                 "responses": {"200": _ok("EntityHistory"), "404": _error("unknown entity"), **common},
+            }},
+            "/api/detections/{detection_id}/image": {"get": {
+                "summary": "The detection's crop as a JPEG, cut on demand from its original image",
+                "parameters": [detection_id],
+                "responses": {
+                    "200": {"description": "the crop, longer side at most REID_THUMBNAIL_MAX_SIDE",
+                            "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
+                    "403": _error("the image reference is no longer allowed (roots or URL allow-list changed)"),
+                    "404": _error("unknown, expired or erased detection (detection_not_found), or an inline "
+                                  "image, which is not kept (image_not_kept)"),
+                    "410": _error("the source image is gone (image_gone)"),
+                    "422": _error("the source image can no longer be decoded or cropped (image_unusable)"),
+                    "502": _error("the source image URL could not be fetched (image_fetch_failed)"),
+                    **common},
             }},
         },
     }

@@ -55,9 +55,9 @@ class ReIdentificationService:
                                      limit: int = 10) -> list[tuple[EntityEmbedding, float]]:
         """Stored embeddings of one entity type that match the query: (embedding, cosine similarity) pairs,
         best first, at or above min_similarity (REID_SIMILARITY_THRESHOLD when None), at most `limit`,
-        optionally of one camera. Only vectors of this service's model are compared."""
+        optionally of one camera. Only vectors of this service's encoder (its model id) are compared."""
         store = ReidStore(redis_client, self.settings)
-        return await store.nearest(query_embedding, entity_type, self.settings.model_id, camera_id,
+        return await store.nearest(query_embedding, entity_type, self.encoder.model_id, camera_id,
                                    min_similarity, limit)
 
     def close(self) -> None:

@@ -117,14 +117,14 @@ class ApiView(View):
                                       "msg": f"{name} must have 1 to {MAX_ID} characters"}]}, status=422)
 
     async def on_entity(self, request: Request, entity_id: str, fetch: Callable[[str], Awaitable[T | None]],
-                        render: Callable[[T], Response]) -> Response:
-        """The shared path of the per-entity routes: token, id check, Redis errors, 404, audit."""
+                        render: Callable[[T], Response], id_name: str = "entity_id") -> Response:
+        """The shared path of the per-item routes: token, id check, Redis errors, 404, audit."""
         who, denied = self.guard(request)
         if denied:
             return denied
-        params = {"entity_id": entity_id}
+        params = {id_name: entity_id}
         if not 0 < len(entity_id) <= MAX_ID:
-            return self.done(request, who, params, self.bad_id("entity_id"))
+            return self.done(request, who, params, self.bad_id(id_name))
         try:
             found = await fetch(entity_id)
         except (RedisError, OSError):
@@ -194,17 +194,10 @@ class DetectionImageView(ApiView):
     the image is (path or URL, and the box), with the detection's TTL, and erasure removes it."""
 
     async def get(self, request: Request, detection_id: str) -> Response:
-        who, denied = self.guard(request)
-        if denied:
-            return denied
-        params = {"detection_id": detection_id}
-        if not 0 < len(detection_id) <= MAX_ID:
-            return self.done(request, who, params, self.bad_id("detection_id"))
-        try:
-            ref = await self.runtime.store.image_ref(detection_id)
-        except (RedisError, OSError):
-            return self.done(request, who, params, self.unavailable())
-        return self.done(request, who, params, await self._thumbnail(detection_id, ref))
+        async def thumbnail(det_id: str) -> Response:  # always an answer: its own 404s say which
+            return await self._thumbnail(det_id, await self.runtime.store.image_ref(det_id))
+
+        return await self.on_entity(request, detection_id, thumbnail, lambda r: r, id_name="detection_id")
 
     async def _thumbnail(self, detection_id: str, ref: dict[str, Any] | None) -> Response:
         if ref is None:
@@ -225,6 +218,8 @@ class DetectionImageView(ApiView):
                 data = await fetch_url(self.runtime.http, ref["url"], s.url_allowed_hosts, s.max_image_bytes,
                                        s.url_timeout_seconds)
             jpeg = await asyncio.to_thread(thumbnail_jpeg, data, box, s.thumbnail_max_side, s.max_image_pixels)
+        except OSError as exc:  # not Redis: the image itself (e.g. a directory now stands at the path)
+            return self.error(422, "image_unusable", f"no thumbnail for detection '{detection_id}': {exc!r}")
         except DetectionError as err:
             status, code = IMAGE_ERRORS.get(err.code, (422, "image_unusable"))
             return self.error(status, code, f"no thumbnail for detection '{detection_id}': {err.message}")

@@ -48,6 +48,8 @@ async def test_tokens_audit_openapi_and_erasure(infra, unique, tmp_path: Path):
             assert status == 401
             status, _, _ = await get_json(f"{base}/api/entities/{entity_a}", token=token, method="DELETE")
             assert status == 401
+            status, _, _ = await get_json(f"{base}/api/detections/{ids[0]}/image", token=token)
+            assert status == 401
         status, body, _ = await get_json(f"{base}/health", token=None)
         assert status == 200  # operations routes are open unless REID_PROTECT_OPS
         status, spec, _ = await get_json(f"{base}/api/openapi.json")
@@ -55,12 +57,16 @@ async def test_tokens_audit_openapi_and_erasure(infra, unique, tmp_path: Path):
 
         status, detail, _ = await get_json(f"{base}/api/entities/{entity_a}")
         assert status == 200 and detail["appearance_count"] == 2
+        status, body, _ = await get_json(f"{base}/api/detections/{ids[0]}/image")
+        assert status == 404 and body["error_code"] == "image_not_kept"  # inline images are never stored
 
         # Erasure over HTTP: the entity, its appearances, markers and embeddings are gone.
         status, body, _ = await get_json(f"{base}/api/entities/{entity_a}", method="DELETE")
         assert status == 200 and sorted(body["purged"]["detections"]) == sorted(ids[:2])
         status, _, _ = await get_json(f"{base}/api/entities/{entity_a}")
         assert status == 404
+        status, body, _ = await get_json(f"{base}/api/detections/{ids[0]}/image")
+        assert status == 404 and body["error_code"] == "detection_not_found"  # its image reference went too
         status, listing, _ = await get_json(f"{base}/api/entities")
         assert [e["entity_id"] for e in listing["entities"]] == [entity_b]
         r = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")

@@ -145,7 +145,7 @@ async def test_cap_drops_the_oldest_embeddings_first(store):
 async def test_find_matching_entities_through_the_service(store):
     """ReIdentificationService.find_matching_entities(redis_client, ...) reads what the stage stored."""
     svc = ReIdentificationService(store.settings, encoder=NullEncoder())
-    model = store.settings.model_id  # the service compares only vectors of its own model
+    model = svc.encoder.model_id  # the service compares only vectors of its own encoder's model
     a = Assigner(store.settings, store)
     v = unit(5)
     await a.assign([item("d1", v, "c1", model=model), item("d2", unit(6), "c2", model=model),
@@ -156,7 +156,8 @@ async def test_find_matching_entities_through_the_service(store):
         everything = await svc.find_matching_entities(store.redis, v, "person", min_similarity=-1.0, limit=10)
         assert [e.detection_id for e, _ in everything] == ["d1", "d2"]
         assert everything[0][1] >= everything[1][1]
-        assert await svc.find_matching_entities(store.redis, v, "person", min_similarity=-1.0, limit=1) == got
+        top = await svc.find_matching_entities(store.redis, v, "person", min_similarity=-1.0, limit=1)
+        assert [e.detection_id for e, _ in top] == ["d1"]
         assert [e.detection_id for e, _ in await svc.find_matching_entities(
             store.redis, v, "person", camera_id="c2", min_similarity=-1.0)] == ["d2"]
         assert await svc.find_matching_entities(store.redis, v, "vehicle") == []

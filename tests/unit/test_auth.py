@@ -46,7 +46,8 @@ def test_audit_lines_name_the_token_never_the_secret(tmp_path: Path):
 def test_openapi_document_describes_every_route():
     doc = build_openapi()
     assert doc["openapi"].startswith("3.")
-    assert set(doc["paths"]) == {"/api/entities", "/api/entities/{entity_id}", "/api/entities/{entity_id}/history"}
+    assert set(doc["paths"]) == {"/api/entities", "/api/entities/{entity_id}", "/api/entities/{entity_id}/history",
+                                 "/api/detections/{detection_id}/image"}
     assert {"EntityList", "EntityDetail", "EntityHistory", "EntitySummary", "EntityAppearance"} <= set(
         doc["components"]["schemas"])
     json.dumps(doc)  # serialisable as served
