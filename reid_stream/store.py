@@ -41,7 +41,7 @@ class Keys:
         return f"{self.prefix}:idx:{model}:{etype}"
 
     def vec_prefix(self, model: str, etype: str) -> str:
-        # The design's entity_embeddings:{date} family, split by model and type.
+        # One hash of vectors per day (entity_embeddings:{date}), split by model and type.
         return f"{self.prefix}:entity_embeddings:{model}:{etype}:"
 
     def meta_prefix(self, model: str, etype: str) -> str:
