@@ -22,13 +22,13 @@ DEMO_ENV := REID_CLIP_MODEL=$${REID_CLIP_MODEL:-ViT-B-32} REID_CLIP_PRETRAINED=$
 	REID_API_TOKENS=$${REID_API_TOKENS:-demo:$$(cat $(RUN_DIR)/demo-token)}
 WEB_PORT := $${REID_WEB_PORT:-6066}
 
-.PHONY: help install venv infra infra-down worker demo demo-stop test test-faults bench test-unit lint format schemas clean
+.PHONY: help install venv infra infra-down worker demo demo-stop test test-faults bench bench-ab test-unit lint format schemas clean
 
 help:
 	@echo "make demo   - install, start Kafka + Redis + a worker, stream generated detections, show results"
 	@echo "make test   - the full test suite against real Kafka and Redis"
 	@echo "make bench  - the benchmarks (results in bench/results/)"
-	@echo "make install | infra | infra-down | worker | demo-stop | lint | schemas"
+	@echo "make install | infra | infra-down | worker | demo-stop | lint | schemas | bench-ab (BASELINE=ref)"
 
 install:
 	@mkdir -p $(CACHE_DIR)
@@ -92,6 +92,10 @@ bench: install infra
 	$(PY) -m bench.store restart
 	$(PY) bench/search.py
 	$(PY) -m bench.report
+
+# Null-encoder throughput of this working tree against an earlier commit (default HEAD~1), side by side.
+bench-ab: install infra
+	$(PY) -m bench.pipeline ab --baseline $${BASELINE:-HEAD~1}
 
 # Fault injection and load: crashes, outages, hostile input, 200 concurrent readers, schemathesis.
 test-faults: install infra

@@ -3,13 +3,23 @@
     python bench/pipeline.py encoder  [--n 320] [--batch 16]
     python bench/pipeline.py overhead [--n 20000] [--seconds 15]
     python bench/pipeline.py batch    [--sizes 1,2,4,8,16,32,64]
+    python bench/pipeline.py ab       --baseline REF [--rounds 3] [--n 10000] [--warmup 1]
+
+`ab` drains the same null-encoder backlog with workers of this working tree and of an earlier commit
+(checked out in a temporary `git worktree`), alternating which side goes first in each round.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -22,6 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bench.common import (
+    REPO,
     RESULTS,
     Worker,
     announce,
@@ -47,7 +58,7 @@ MODEL = "ViT-B-32"
 def bare_encoder(n: int, batch: int, crops: list[bytes], repeats: int = 1) -> dict[str, float]:
     """The same model, batch size and device in a tight loop over preprocessed crops."""
     from reid_stream.config import Settings
-    from reid_stream.encoder import load_encoder
+    from reid_stream.encoders import load_encoder
     from reid_stream.events import BBox
     from reid_stream.images import crop_letterbox, decode_image
 
@@ -82,14 +93,22 @@ def scrape(base: str) -> dict[str, float]:
     return out
 
 
-async def pipeline_drain(n: int, crops: list[bytes], env: dict[str, str], log: Path) -> dict[str, Any]:
-    """Load a backlog of n detections first, then start a worker and time its drain.
+def busy_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine so far: busy excludes idle and iowait."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+
+
+async def pipeline_drain(n: int, crops: list[bytes], env: dict[str, str], log: Path, repo: Path = REPO,
+                         timeout: float = 3600) -> dict[str, Any]:
+    """Load a backlog of n detections first, then start a worker (of the checkout `repo`) and time its drain.
 
     The rate comes from the match events' own timestamps (first to last), so neither the producer's
     speed nor when this process starts reading can leak into it.
     """
     tag = uuid.uuid4().hex[:8]
-    worker = Worker(worker_env(tag, REID_WEB_PORT=str(free_port()), REID_LOG_LEVEL="warning", **env), log)
+    worker = Worker(worker_env(tag, repo, REID_WEB_PORT=str(free_port()), REID_LOG_LEVEL="warning", **env), log,
+                    repo)
     await create_topics(worker.env)
     stamps: list[int] = []
     await produce_fast(BOOTSTRAP, worker.env["REID_TOPIC_DETECTIONS"],
@@ -97,18 +116,23 @@ async def pipeline_drain(n: int, crops: list[bytes], env: dict[str, str], log: P
     worker.start()
     try:
         await worker.wait_ready()
-        before = cpu_times()
+        before, busy_before = cpu_times(), busy_jiffies()
         with tqdm(total=n, desc="match events", unit="det") as bar:
-            await drain_matches(BOOTSTRAP, worker.env["REID_TOPIC_MATCHES"], n, timeout=3600,
+            await drain_matches(BOOTSTRAP, worker.env["REID_TOPIC_MATCHES"], n, timeout=timeout,
                                 on_record=lambda r: stamps.append(r.timestamp), progress=bar)
-        cpu = cpu_share(before, cpu_times())
+        after, busy_after = cpu_times(), busy_jiffies()
+        cpu = cpu_share(before, after)
         metrics = scrape(worker.base)
     finally:
         worker.stop()
     rate = (n - 1) / max(1e-9, (max(stamps) - min(stamps)) / 1000)
     stages = {k.split("stage=")[1].rstrip("}"): 1000 * v / n for k, v in metrics.items()
               if k.startswith("reid_stage_seconds_total")}
-    return {"per_s": rate, "stage_ms_per_detection": stages, "worker_env": env, "cpu_share": cpu}
+    busy = (busy_after[0] - busy_before[0]) / max(1, busy_after[1] - busy_before[1])
+    cpu_ms = {role: round(1000 * (after[0].get(role, 0.0) - before[0].get(role, 0.0)) / n, 4)
+              for role in ("worker", "decoders")}  # CPU time per detection: hardly moved by outside load
+    return {"per_s": rate, "stage_ms_per_detection": stages, "worker_env": env, "cpu_share": cpu,
+            "busy_share": round(busy, 3), "cpu_ms_per_detection": cpu_ms}
 
 
 def cmd_encoder(args: argparse.Namespace) -> dict[str, Any]:
@@ -278,6 +302,138 @@ def cmd_batch(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(REPO), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def tree_fingerprint() -> str:
+    """HEAD plus a hash of the uncommitted changes (tracked diffs and untracked files), to spot edits mid-run."""
+    h = hashlib.sha256(subprocess.run(["git", "-C", str(REPO), "diff", "HEAD", "--binary"], check=True,
+                                      capture_output=True).stdout)
+    for name in git("ls-files", "--others", "--exclude-standard", "-z").split("\0"):
+        if name and (REPO / name).is_file():
+            h.update(name.encode() + b"\0" + (REPO / name).read_bytes())
+    return f"{git('rev-parse', '--short', 'HEAD')}+{h.hexdigest()[:12]}"
+
+
+def imported_from(repo: Path) -> str:
+    """Where a worker started for `repo` (same interpreter, env and cwd as Worker) imports reid_stream from."""
+    out = subprocess.run([sys.executable, "-c", "import reid_stream; print(reid_stream.__file__)"],
+                         env=worker_env("probe", repo), cwd=repo, check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def cmd_ab(args: argparse.Namespace) -> dict[str, Any]:
+    """Null-encoder drain of this working tree vs an earlier commit, alternating B,C / C,B per round."""
+    sha = git("rev-parse", "--verify", f"{args.baseline}^{{commit}}")
+    current_id = tree_fingerprint()
+    settings = {"encoder": "null", "n": args.n, "batch": args.batch, "rounds": args.rounds, "warmup": args.warmup,
+                "baseline": {"ref": args.baseline, "commit": sha, "subject": git("log", "-1", "--format=%s", sha)},
+                "current": {"repo": str(REPO), "at_start": {
+                    "head": git("rev-parse", "HEAD"), "tree": current_id,
+                    "dirty": git("status", "--porcelain", "--untracked-files=no").splitlines()}}}
+    info = announce("pipeline A/B (null encoder)", settings)
+    crops = [crop_jpeg(i) for i in range(256)]
+    env = {"REID_ENCODER": "null", "REID_BATCH_SIZE": str(args.batch), "REID_BATCH_MAX_LATENCY_MS": "5",
+           "REID_MAX_EMBEDDINGS": "1000"}
+    logs = RESULTS / "tmp" / f"ab-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"  # git-ignored; kept for post-mortems
+    logs.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="reid-ab-"))
+    tree = tmp / "baseline"
+    runs: list[dict[str, Any]] = []
+    warmups: list[dict[str, Any]] = []
+    # SIGTERM (e.g. from make or CI) unwinds through the finally below instead of leaving the worktree behind.
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        git("worktree", "add", "--detach", str(tree), sha)
+        repos = {"baseline": tree, "current": REPO}
+        for side, repo in repos.items():
+            where = imported_from(repo)
+            if not where.startswith(str(repo) + "/"):
+                raise RuntimeError(f"the {side} worker would import reid_stream from {where}, not from {repo}")
+            settings[side]["imports"] = where
+
+        def drain(side: str, n: int, label: str) -> dict[str, Any]:
+            log = logs / f"{label}-{side}.log"
+            print(f"-- {label}: {side} ({repos[side]}), log {log}")
+            fingerprint = tree_fingerprint() if side == "current" else sha[:12]
+            try:
+                r = asyncio.run(pipeline_drain(n, crops, env, log, repos[side], timeout=max(300.0, n / 50)))
+            except BaseException:
+                if log.exists():
+                    print(f"!! {side} worker failed; last lines of {log}:\n"
+                          + "\n".join(log.read_text(errors="replace").splitlines()[-40:]), file=sys.stderr)
+                raise
+            print(f"   {side}: {r['per_s']:.0f} detections/s")
+            known = sum(v for k, v in r["cpu_share"].items() if k != "other")
+            return {"side": side, "per_s": r["per_s"], "tree": fingerprint, "cpu_share": r["cpu_share"],
+                    "busy_share": r["busy_share"], "outside_share": round(max(0.0, r["busy_share"] - known), 3),
+                    "cpu_ms_per_detection": r["cpu_ms_per_detection"],
+                    "stage_ms_per_detection": r["stage_ms_per_detection"], "log": str(log)}
+
+        for w in range(args.warmup):  # untimed: Kafka's JIT, page cache, first imports
+            for side in ("baseline", "current"):
+                warmups.append(drain(side, max(1000, args.n // 5), f"warmup{w + 1}"))
+        for rnd in range(args.rounds):
+            order = ("baseline", "current") if rnd % 2 == 0 else ("current", "baseline")
+            for side in order:
+                runs.append({"round": rnd + 1, "position": order.index(side) + 1,
+                             **drain(side, args.n, f"round{rnd + 1}")})
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        subprocess.run(["git", "-C", str(REPO), "worktree", "prune"], capture_output=True)
+
+    def rate(rnd: int, side: str) -> float:
+        return next(r["per_s"] for r in runs if r["round"] == rnd and r["side"] == side)
+
+    median = {side: statistics.median(r["per_s"] for r in runs if r["side"] == side)
+              for side in ("baseline", "current")}
+    ratio = median["current"] / median["baseline"]
+    def other(rnd: int, side: str) -> float:  # busy CPU not used by the worker, decoders, Kafka or Redis: noise
+        return next(r["outside_share"] for r in runs if r["round"] == rnd and r["side"] == side)
+
+    def cpu_ms(rnd: int, side: str) -> float:  # worker + decoders
+        return next(sum(r["cpu_ms_per_detection"].values()) for r in runs if r["round"] == rnd and r["side"] == side)
+
+    per_round = [{"round": k, "order": "B,C" if k % 2 else "C,B", "baseline_per_s": rate(k, "baseline"),
+                  "current_per_s": rate(k, "current"), "ratio": rate(k, "current") / rate(k, "baseline"),
+                  "cpu_ms_per_detection": {"baseline": cpu_ms(k, "baseline"), "current": cpu_ms(k, "current")},
+                  "other_cpu_share": {"baseline": other(k, "baseline"), "current": other(k, "current")}}
+                 for k in range(1, args.rounds + 1)]
+    median_cpu_ms = {side: statistics.median(cpu_ms(k, side) for k in range(1, args.rounds + 1))
+                     for side in ("baseline", "current")}
+    trees = list(dict.fromkeys(r["tree"] for r in runs if r["side"] == "current"))  # in run order
+    result = {"settings": settings, "machine": info, "runs": runs, "warmups": warmups, "per_round": per_round,
+              "median_per_s": median, "ratio_current_over_baseline": ratio,
+              "median_cpu_ms_per_detection": median_cpu_ms, "current_trees": trees}
+    rows = "\n".join(f"| {x['round']} | {x['order']} | {x['baseline_per_s']:.0f} | {x['current_per_s']:.0f} | "
+                     f"{x['ratio']:.3f} | {x['cpu_ms_per_detection']['baseline']:.3f} / "
+                     f"{x['cpu_ms_per_detection']['current']:.3f} | {x['other_cpu_share']['baseline']:.2f} / "
+                     f"{x['other_cpu_share']['current']:.2f} |" for x in per_round)
+    changed = ("" if len(trees) == 1 else
+               "\n**Note:** the working tree changed between the current runs (see their hashes above).\n")
+    md = (f"### A/B: null-encoder drain, working tree vs `{args.baseline}` ({sha[:7]})\n\n"
+          f"One worker, batch {args.batch}, a backlog of {args.n} detections per run on fresh topics; "
+          f"{args.rounds} rounds, the side that goes first alternating (B = baseline, C = current); "
+          f"{args.warmup} untimed warm-up drain(s) per side before.\n\n"
+          f"Baseline: `{sha[:7]}` {settings['baseline']['subject']}  \n"
+          f"Current: the working tree, as `HEAD+hash of uncommitted changes` when each run started: "
+          f"{', '.join(f'`{t}`' for t in trees)}\n\n"
+          f"| round | order | baseline det/s | current det/s | current / baseline | CPU ms/det B / C "
+          f"| other CPU B / C |\n|---|---|---|---|---|---|---|\n{rows}\n"
+          f"| **median** | | **{median['baseline']:.0f}** | **{median['current']:.0f}** | **{ratio:.3f}** | "
+          f"**{median_cpu_ms['baseline']:.3f} / {median_cpu_ms['current']:.3f}** | |\n"
+          f"{changed}\n"
+          f"The ratio is of the two medians; per-round ratios compare runs made back to back. "
+          f"*CPU ms/det* is the worker's and its decoders' CPU time per detection during the drain. "
+          f"*Other CPU* is the share of the machine (1.0 = all {info['cores']} cores) busy during the drain but "
+          f"not in the worker, its decoders, Kafka or Redis; well above ~0.05 means outside load and a suspect run.\n")
+    write_results("ab_overhead", result, md)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -294,6 +450,13 @@ def main() -> None:
     bat.add_argument("--sizes", default="1,2,4,8,16,32,64")
     bat.add_argument("--n", type=int, default=128)
     bat.set_defaults(func=cmd_batch)
+    ab = sub.add_parser("ab", help="null-encoder drain: this working tree vs an earlier commit")
+    ab.add_argument("--baseline", required=True, help="git ref of the baseline, e.g. HEAD~1 or a59c379")
+    ab.add_argument("--rounds", type=int, default=3)
+    ab.add_argument("--n", type=int, default=10000)
+    ab.add_argument("--batch", type=int, default=256)
+    ab.add_argument("--warmup", type=int, default=1, help="untimed warm-up drains per side (n/5 each)")
+    ab.set_defaults(func=cmd_ab)
     args = parser.parse_args()
     args.func(args)
 

@@ -25,7 +25,7 @@ def cmd_worker(_: argparse.Namespace) -> int:
     settings = _settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from reid_stream.auth import Authenticator
-    from reid_stream.encoder import EncoderLoadError, load_encoder
+    from reid_stream.encoders import EncoderLoadError, load_encoder
 
     try:
         Authenticator.from_settings(settings)  # token problems are configuration errors: say so before anything
@@ -96,6 +96,20 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from reid_stream.encoders import EncoderLoadError
+    from reid_stream.eval.run import run
+
+    try:
+        return run(args, _settings())
+    except EncoderLoadError as exc:
+        print(f"reid-stream: cannot evaluate: {exc}", file=sys.stderr)
+        return 3
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"reid-stream: {exc}", file=sys.stderr)
+        return 2
+
+
 def cmd_config(_: argparse.Namespace) -> int:
     print("| variable | default | meaning |\n|---|---|---|")
     for env, default, doc in describe():
@@ -121,9 +135,20 @@ def main(argv: list[str] | None = None) -> int:
     topics.add_argument("action", choices=["create", "schemas"])
     topics.set_defaults(func=cmd_topics)
     sub.add_parser("config", help="print the configuration table").set_defaults(func=cmd_config)
+    ev = sub.add_parser("eval", help="identity metrics of the configured encoder on a dataset, and a stream replay")
+    from reid_stream.eval.run import add_arguments
+
+    add_arguments(ev)
+    ev.set_defaults(func=cmd_eval)
+    sub.add_parser("synth", help="write the synthetic multi-camera benchmark (`synth --help` for its options)")
     purge = sub.add_parser("purge", help="erase an entity: appearances, embeddings, markers")
     purge.add_argument("--entity", required=True, help="the entity id")
     purge.set_defaults(func=cmd_purge)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["synth"]:  # its own argument parser, shared with `python -m reid_stream.eval.synth`
+        from reid_stream.eval.synth import main as synth_main
+
+        return int(synth_main(argv[1:]))
     args = parser.parse_args(argv)
     return int(args.func(args))
 

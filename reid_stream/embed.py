@@ -17,7 +17,7 @@ import aiohttp
 import numpy as np
 
 from reid_stream.config import Settings
-from reid_stream.encoder import Encoder
+from reid_stream.encoders import Encoder
 from reid_stream.errors import DetectionError
 from reid_stream.events import DeadLetter
 from reid_stream.images import ImageLimits, fetch_url

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from reid_stream.auth import Auditor, Authenticator
 from reid_stream.config import Settings
-from reid_stream.encoder import Encoder
+from reid_stream.encoders import Encoder
 from reid_stream.kafka_io import BatchConsumer, Publisher
 from reid_stream.metrics import Metrics
 from reid_stream.prepare import process_pool

@@ -17,7 +17,7 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from reid_stream.config import Settings
-from reid_stream.encoder import Encoder, load_encoder
+from reid_stream.encoders import Encoder, load_encoder
 from reid_stream.events import BBox
 from reid_stream.images import crop_letterbox, decode_image, read_path
 from reid_stream.matching import EntityEmbedding

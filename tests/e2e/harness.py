@@ -28,10 +28,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def worker_env(tag: str, **extra: str) -> dict[str, str]:
+def worker_env(tag: str, repo: Path = REPO, **extra: str) -> dict[str, str]:
+    """The worker's environment: fresh topics and Redis keys per tag; `repo` is the checkout on PYTHONPATH."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("REID_")}
     env.update({
-        "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1",
         "REID_APP_ID": f"reid-e2e-{tag}", "REID_TOPIC_DETECTIONS": f"det-{tag}",
         "REID_TOPIC_MATCHES": f"matches-{tag}", "REID_TOPIC_DLQ": f"dlq-{tag}", "REID_TOPIC_EMBEDDED": f"emb-{tag}",
         "REID_REDIS_PREFIX": f"reide2e:{tag}", "REID_CLIP_MODEL": "reid-tiny-vit", "REID_CLIP_PRETRAINED": "none",
@@ -44,16 +45,19 @@ def worker_env(tag: str, **extra: str) -> dict[str, str]:
 
 
 class Worker:
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    """`python -m reid_stream worker` run from `repo` (by default this checkout; the A/B bench passes another)."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, repo: Path = REPO) -> None:
         self.env = env
         self.log_path = log_path
+        self.repo = repo
         self.port = int(env["REID_WEB_PORT"])
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Worker:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
-        self.proc = subprocess.Popen([sys.executable, "-m", "reid_stream", "worker"], env=self.env, cwd=REPO,
+        self.proc = subprocess.Popen([sys.executable, "-m", "reid_stream", "worker"], env=self.env, cwd=self.repo,
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
 

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from reid_stream.embed import Embedder
-from reid_stream.encoder import NullEncoder
+from reid_stream.encoders.null import NullEncoder
 from reid_stream.wire import RawEvent
 from tests.conftest import encode_png, make_settings, pattern_image
 

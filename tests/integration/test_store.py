@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from reid_stream.assign import Assigner
-from reid_stream.encoder import NullEncoder
+from reid_stream.encoders.null import NullEncoder
 from reid_stream.events import Detection
 from reid_stream.service import ReIdentificationService
 from reid_stream.store import ReidStore
@@ -75,6 +75,10 @@ async def test_entity_and_appearance_shape_and_one_similarity_value(store):
     events, _ = await a.assign([item("f1", v, "c1", camera_name="Front door"),
                                 item("f2", w, "c2", minutes=1, attributes={"color": "red"})])
     joined = next(e for e in events if e.detection_id == "f2")
+    from reid_stream.events import MatchEvent
+
+    for ev in events:  # built without validation on the hot path: must still be exactly a valid event
+        assert MatchEvent.model_validate_json(ev.model_dump_json()) == ev
     assert not joined.is_new_entity and 0.9 < joined.matches[0].similarity < 1.0
     detail = await store.get_entity("f1")
     assert detail.id == detail.entity_id == "f1"

@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reid_stream.encoder import EncoderLoadError, NullEncoder, load_encoder
+from reid_stream.encoders import EncoderLoadError, load_encoder
+from reid_stream.encoders.null import NullEncoder
 from reid_stream.images import crop_letterbox
 from tests.conftest import TINY_MODEL, make_settings, pattern_image
 

@@ -1,0 +1,93 @@
+"""The open_clip encoder: any open_clip model, with a pretrained tag, a local checkpoint or random weights."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from reid_stream.config import Settings
+from reid_stream.encoders.base import (
+    EncoderLoadError,
+    PixelNormalizer,
+    crop_array,
+    resolve_device,
+    use_all_cpu_threads,
+)
+
+log = logging.getLogger(__name__)
+MODEL_CONFIGS = Path(__file__).resolve().parents[1] / "model_configs"
+
+
+def _how_to_provide(settings: Settings) -> str:
+    return (
+        f"could not load weights {settings.clip_pretrained!r} for {settings.clip_model!r}. Provide them by one of: "
+        "(1) REID_CLIP_PRETRAINED=openai with network access to the model hub, or with the hub cache already "
+        "filled (HF_HUB_OFFLINE=1 forbids downloads); (2) REID_CLIP_PRETRAINED=/path/to/checkpoint.pt, a local "
+        "open_clip checkpoint; (3) REID_CLIP_PRETRAINED=none for random weights (tests and offline demos only)."
+    )
+
+
+class ClipEncoder:
+    """An open_clip image tower; CUDA with fp16 when present, CPU float32 otherwise."""
+
+    def __init__(self, model: object, model_id: str, device: str, size: int,
+                 mean: tuple[float, ...], std: tuple[float, ...], dim: int) -> None:
+        self.model = model
+        self.model_id = model_id
+        self.device = device
+        self.input_size = size
+        self.dim = dim
+        self._pixels = PixelNormalizer(device, mean, std)
+
+    @classmethod
+    def from_config(cls, settings: Settings) -> ClipEncoder:
+        import open_clip
+        import torch
+
+        open_clip.add_model_config(MODEL_CONFIGS)
+        device = resolve_device(settings.device)
+        use_all_cpu_threads(device)
+        weights = settings.clip_pretrained
+        random_weights = weights.lower() == "none"
+        if settings.clip_model not in open_clip.list_models():
+            raise EncoderLoadError(f"REID_CLIP_MODEL={settings.clip_model!r} is not an open_clip model; "
+                                   f"see open_clip.list_models()")
+        if not random_weights and (os.sep in weights or weights.endswith((".pt", ".bin", ".safetensors"))) \
+                and not Path(weights).is_file():
+            raise EncoderLoadError(f"checkpoint {weights} does not exist. " + _how_to_provide(settings))
+        if random_weights:
+            log.warning("!!! REID_CLIP_PRETRAINED=none: the encoder has RANDOM weights (seed %d). Matches are "
+                        "meaningless for real footage; use this for tests and offline demos only !!!", settings.seed)
+            torch.manual_seed(settings.seed)  # the same random model after every restart
+        try:
+            model = open_clip.create_model(
+                settings.clip_model,
+                pretrained=None if random_weights else weights,
+                precision="fp16" if device.startswith("cuda") else "fp32",
+                device=device,
+                require_pretrained=not random_weights,
+            )
+        except Exception as exc:  # open_clip raises many types (RuntimeError, hub errors, OSError)
+            raise EncoderLoadError(f"{_how_to_provide(settings)} Cause: {exc!r}") from exc
+        model.eval()
+        cfg = open_clip.get_model_preprocess_cfg(model)
+        size = cfg["size"]
+        size = size[0] if isinstance(size, (tuple, list)) else size
+        dim = int(model.visual.output_dim)
+        log.info("encoder %s on %s: %dx%d input, %d-d output", settings.model_id, device, size, size, dim)
+        return cls(model, settings.model_id, device, int(size), tuple(cfg["mean"]), tuple(cfg["std"]), dim)
+
+    def preprocess(self, crop: Image.Image) -> np.ndarray:
+        return crop_array(crop)
+
+    def encode(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            features = self.model.encode_image(self._pixels(batch))
+            features = torch.nn.functional.normalize(features.float(), dim=-1)
+        return features.cpu().numpy().astype(np.float32, copy=False)
