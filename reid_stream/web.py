@@ -204,8 +204,8 @@ class DetectionImageView(ApiView):
             return self.error(404, "detection_not_found",
                               f"Detection with id '{detection_id}' not found (unknown, expired or erased)")
         if not ref:
-            return self.error(404, "image_not_kept", "the detection's image was sent inline (image_b64); "
-                              "inline images are not kept, so there is no thumbnail")
+            return self.error(404, "image_not_kept", "the detection's image was not kept: it was sent inline "
+                              "(image_b64), which is never stored, or stored before thumbnails existed")
         s = self.runtime.settings
         x1, y1, x2, y2 = ref["bbox"]
         box = BBox(x1=x1, y1=y1, x2=x2, y2=y2)
