@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import sys
+from pathlib import Path
 
 from reid_stream.config import ConfigError, Settings, describe
 
@@ -61,7 +62,11 @@ def cmd_worker(_: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from reid_stream.demo import run_demo
 
-    return asyncio.run(run_demo(_settings(), args.count, args.cameras, args.seconds))
+    if not (args.site / "stream.jsonl").is_file():
+        print(f"reid-stream: {args.site} holds no stream.jsonl; write one with `reid-stream synth {args.site}`",
+              file=sys.stderr)
+        return 2
+    return asyncio.run(run_demo(_settings(), args.site, args.seconds))
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
@@ -126,9 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="reid-stream", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("worker", help="run one worker in the foreground").set_defaults(func=cmd_worker)
-    demo = sub.add_parser("demo", help="produce generated detections and print what comes back")
-    demo.add_argument("--count", type=int, default=24)
-    demo.add_argument("--cameras", type=int, default=3)
+    demo = sub.add_parser("demo", help="stream a synthetic site's detections and print what comes back")
+    demo.add_argument("--site", type=Path, required=True,
+                      help="a folder written by `synth` (its frames must lie under REID_IMAGE_ROOTS)")
     demo.add_argument("--seconds", type=float, default=60.0, help="how long to wait for match events")
     demo.set_defaults(func=cmd_demo)
     topics = sub.add_parser("topics", help="create the topics, or regenerate topics/*.schema.json")

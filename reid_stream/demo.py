@@ -1,108 +1,128 @@
-"""A demo producer: synthetic identities walk past several cameras; prints match events and the entity list."""
+"""The demo producer: replays a synthetic multi-camera site (`reid-stream synth`) into Kafka as an NVR would,
+prints every match event with its similarity, and ends with how well the entities match the true people."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import json
-import random
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from PIL import Image, ImageDraw
 
 from reid_stream.config import Settings
+from reid_stream.eval.metrics import clustering_metrics
+from reid_stream.eval.replay import scored_id
+
+SPEEDUP = 20.0  # the site's minutes play in seconds, in the recorded order
 
 
-def render_identity(seed: int, kind: str) -> Image.Image:
-    """A crop with its own colours and stripes, so different identities embed differently."""
-    rng = random.Random(seed)
-    w, h = (48, 112) if kind == "person" else (128, 72)
-    img = Image.new("RGB", (w, h), tuple(rng.randrange(256) for _ in range(3)))
-    draw = ImageDraw.Draw(img)
-    for _ in range(6):
-        x0, y0 = rng.randrange(w), rng.randrange(h)
-        draw.rectangle((x0, y0, x0 + rng.randrange(4, w), y0 + rng.randrange(4, h // 2)),
-                       fill=tuple(rng.randrange(256) for _ in range(3)))
-    return img
-
-
-def frame_with(crop: Image.Image, seed: int) -> tuple[bytes, dict[str, int]]:
-    """Paste the crop into a camera frame at a random place; returns PNG bytes and the bbox."""
-    rng = random.Random(seed)
-    frame = Image.new("RGB", (320, 240), (rng.randrange(60), rng.randrange(60), rng.randrange(60)))
-    x, y = rng.randrange(320 - crop.width), rng.randrange(240 - crop.height)
-    frame.paste(crop, (x, y))
-    buf = io.BytesIO()
-    frame.save(buf, format="PNG")
-    return buf.getvalue(), {"x1": x, "y1": y, "x2": x + crop.width, "y2": y + crop.height}
-
-
-def demo_detections(count: int, cameras: int, identities: int = 5, seed: int = 7) -> list[dict]:
-    rng = random.Random(seed)
-    kinds = {i: ("person" if i % 2 == 0 else "vehicle") for i in range(identities)}
-    crops = {i: render_identity(1000 + i, kinds[i]) for i in range(identities)}
-    out = []
-    for n in range(count):
-        ident = n if n < identities else rng.randrange(identities)  # everyone appears at least once
-        cam = f"cam-{rng.randrange(cameras) + 1}"
-        data, bbox = frame_with(crops[ident], seed * 100_000 + n)
-        out.append({
-            "detection_id": f"demo-{uuid.uuid4().hex[:12]}",
-            "camera_id": cam,
-            "camera_name": f"Camera {cam[4:]}",
-            "entity_type": kinds[ident],
-            "timestamp": datetime.now(UTC).isoformat(),
-            "bbox": bbox,
-            "image_b64": base64.b64encode(data).decode(),
-            "attributes": {"confidence": round(rng.uniform(0.6, 0.99), 2), "demo_identity": ident},
+def site_detections(site: Path, run: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The site's stream as NVR events (fresh ids, timestamps moved to now) and the true id of each."""
+    lines = [json.loads(x) for x in (site / "stream.jsonl").read_text().splitlines() if x.strip()]
+    if not lines:
+        raise ValueError(f"{site}/stream.jsonl holds no detections")
+    t0 = datetime.fromisoformat(lines[0]["timestamp"])
+    start = datetime.now(UTC) - (datetime.fromisoformat(lines[-1]["timestamp"]) - t0)
+    events, truth = [], {}
+    for raw in lines:
+        det_id = f"{run}-{raw['detection_id']}"
+        truth[det_id] = raw["true_id"]
+        cam = raw["camera_id"]
+        events.append({
+            "detection_id": det_id, "camera_id": cam, "camera_name": f"Camera {cam.rpartition('-')[2]}",
+            "entity_type": raw["entity_type"], "bbox": raw["bbox"], "image_path": raw["image_path"],
+            "track_id": f"{run}-{raw['track_id']}" if raw.get("track_id") else None,
+            "timestamp": (start + (datetime.fromisoformat(raw["timestamp"]) - t0)).isoformat(),
         })
-    return out
+    return events, truth
 
 
-async def run_demo(settings: Settings, count: int, cameras: int, wait_seconds: float) -> int:
-    consumer = AIOKafkaConsumer(settings.topic_matches, bootstrap_servers=settings.kafka_bootstrap,
-                                group_id=f"reid-demo-{uuid.uuid4().hex[:8]}", auto_offset_reset="latest")
-    await consumer.start()
+async def _produce(settings: Settings, events: list[dict[str, Any]]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()
+    try:
+        previous = None
+        for ev in events:
+            when = datetime.fromisoformat(ev["timestamp"])
+            if previous is not None and when > previous:  # paced like the site, SPEEDUP times faster
+                await asyncio.sleep(min(1.0, (when - previous).total_seconds() / SPEEDUP))
+            previous = when
+            await producer.send(settings.topic_detections, json.dumps(ev).encode(), key=ev["camera_id"].encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def _line(ev: dict[str, Any], truth: dict[str, Any]) -> str:
+    """One match event; an entity is named after the detection that founded it, so whom it was founded by
+    tells whether a join was right."""
+    person = truth[ev["detection_id"]]
+    who = "junk box" if person == 0 else f"person {person:>3}"
+    if ev["is_new_entity"]:
+        verdict = "NEW entity"
+    else:
+        founder = truth.get(ev["entity_id"])
+        right = "right" if founder == person else "WRONG: founded by " + (
+            "a junk box" if founder == 0 else f"person {founder}")
+        score = ev["matches"][0]["similarity"]
+        verdict = f"joins {ev['entity_id'].rpartition('-')[2]} (similarity {score:.3f})  {right}"
+    return f"  {ev['timestamp'][11:19]} {ev['camera_id']:6} {who}  {verdict}"
+
+
+async def run_demo(settings: Settings, site: Path, wait_seconds: float) -> int:
+    run = f"demo{uuid.uuid4().hex[:6]}"
+    events, truth = site_detections(site, run)
+    consumer = AIOKafkaConsumer(settings.topic_matches, bootstrap_servers=settings.kafka_bootstrap,
+                                group_id=f"reid-demo-{run}", auto_offset_reset="latest")
+    await consumer.start()
     try:
         while not consumer.assignment():  # wait for the group join, so no match event is missed
             await asyncio.sleep(0.1)
         await consumer.seek_to_end()
-        dets = demo_detections(count, cameras)
-        ids = {d["detection_id"] for d in dets}
-        for d in dets:
-            await producer.send_and_wait(settings.topic_detections, json.dumps(d).encode(),
-                                         key=d["camera_id"].encode())
-        print(f"produced {len(dets)} detections of 5 identities from {cameras} cameras "
-              f"to '{settings.topic_detections}'")
-        seen: set[str] = set()
-        deadline = asyncio.get_running_loop().time() + wait_seconds
-        while seen != ids and asyncio.get_running_loop().time() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            for records in batch.values():
+        print(f"streaming {len(events)} detections of {len(set(truth.values()) - {0})} people from "
+              f"{len({e['camera_id'] for e in events})} cameras ({site}) to '{settings.topic_detections}'")
+        producing = asyncio.create_task(_produce(settings, events))
+        entity_of: dict[str, str] = {}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_seconds + len(events) / 10
+        while len(entity_of) < len(events) and loop.time() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
                 for rec in records:
                     ev = json.loads(rec.value)
-                    if ev["detection_id"] not in ids or ev["detection_id"] in seen:
+                    det = ev["detection_id"]
+                    if det not in truth or det in entity_of:
                         continue
-                    seen.add(ev["detection_id"])
-                    best = ev["matches"][0]["similarity"] if ev["matches"] else None
-                    print(f"  {ev['camera_id']:6} {ev['entity_type']:7} {ev['detection_id']} -> entity "
-                          f"{ev['entity_id']} {'NEW' if ev['is_new_entity'] else 'match'}"
-                          + (f" (similarity {best:.3f})" if best is not None else ""))
-        print(f"received {len(seen)}/{len(ids)} match events from '{settings.topic_matches}'")
-        url = f"http://{settings.web_host}:{settings.web_port}/api/entities?limit=10"
-        token = settings.api_tokens[0].partition(":")[2] if settings.api_tokens else ""
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as resp:
-            print(f"GET {url} -> {resp.status}")
-            print(json.dumps(await resp.json(), indent=2))
-        print(f"Try it: curl -H 'Authorization: Bearer {token}' '{url}'")
-        return 0 if seen == ids else 1
+                    entity_of[det] = ev["entity_id"]
+                    print(_line(ev, truth))
+        await producing
     finally:
-        await producer.stop()
         await consumer.stop()
+    print(f"\nreceived {len(entity_of)}/{len(events)} match events from '{settings.topic_matches}'")
+    if entity_of:
+        done = [d for d in truth if d in entity_of]
+        q = clustering_metrics([scored_id(truth[d], d) for d in done], [entity_of[d] for d in done])
+        people = len({truth[d] for d in done} - {0})
+        print(f"quality: {people} people (and {sum(truth[d] == 0 for d in done)} junk boxes) became "
+              f"{q.num_predicted} entities; pairwise precision "
+              f"{q.pairwise_precision:.3f}, recall {q.pairwise_recall:.3f}, F1 {q.pairwise_f1:.3f}; false merges "
+              f"{q.false_merge_rate:.1%} of same-entity pairs; {q.fragmentation:.2f} entities per person")
+    await _show_entities(settings)
+    return 0 if len(entity_of) == len(events) else 1
+
+
+async def _show_entities(settings: Settings) -> None:
+    url = f"http://{settings.web_host}:{settings.web_port}/api/entities?limit=5"
+    token = settings.api_tokens[0].partition(":")[2] if settings.api_tokens else ""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as resp:
+        body = await resp.json()
+    print(f"GET {url} -> {resp.status}: {body.get('count')} entities; newest:")
+    for e in body.get("entities", []):
+        print(f"  {e['id']}: {e['appearance_count']} appearances on {', '.join(e['cameras_seen'])}, "
+              f"last seen {e['last_seen']}, thumbnail {e['thumbnail_url']}")
+    print(f"Try it: curl -H 'Authorization: Bearer {token}' '{url}'")
+

@@ -50,6 +50,12 @@ def read_stream(path: Path) -> list[StreamItem]:
     return sorted(items, key=lambda i: i.detection.timestamp)
 
 
+def scored_id(true_id: Any, detection_id: str) -> Any:
+    """Junk boxes (true id 0, Market's distractor label) are nobody: each counts as a person of its own, so
+    joining one to anyone, or two junk boxes together, is a false merge."""
+    return f"junk:{detection_id}" if true_id in (0, "0", "0000") else true_id
+
+
 @dataclass(frozen=True)
 class ReplayResult:
     threshold: float
@@ -82,7 +88,8 @@ async def replay(items: list[StreamItem], vectors: np.ndarray, model: str, setti
             await client.delete(*keys[start:start + 1000])
         await client.aclose()
     ids = [i.detection.detection_id for i in items]
-    scored = clustering_metrics([i.true_id for i in items], [entity_of[d] for d in ids])
+    scored = clustering_metrics([scored_id(i.true_id, i.detection.detection_id) for i in items],
+                                [entity_of[d] for d in ids])
     return ReplayResult(threshold, scored, entity_of)
 
 
