@@ -18,7 +18,7 @@ export REID_CACHE_DIR := $(CACHE_DIR)
 # package (MobileNetV2, ImageNet), at the threshold `make eval` calibrated for it on the same benchmark.
 # The demo's API token is made once per machine and kept beside the other run files.
 DEMO_SITE := $(RUN_DIR)/demo-site
-DEMO_THRESHOLD := 0.85
+DEMO_THRESHOLD := 0.89
 DEMO_ENV := REID_ENCODER=$${REID_ENCODER:-mobilenetv2} REID_IMAGE_ROOTS=$(DEMO_SITE) \
 	REID_SIMILARITY_THRESHOLD=$${REID_SIMILARITY_THRESHOLD:-$(DEMO_THRESHOLD)} \
 	REID_API_TOKENS=$${REID_API_TOKENS:-demo:$$(cat $(RUN_DIR)/demo-token)}

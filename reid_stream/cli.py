@@ -102,6 +102,8 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    """Retrieval and verification metrics of the configured encoder (REID_* settings) on a dataset, the
+    threshold that reaches a target precision, and a replay of its stream through the assign stage."""
     from reid_stream.encoders import EncoderLoadError
     from reid_stream.eval.run import run
 
@@ -140,11 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     topics.add_argument("action", choices=["create", "schemas"])
     topics.set_defaults(func=cmd_topics)
     sub.add_parser("config", help="print the configuration table").set_defaults(func=cmd_config)
-    ev = sub.add_parser("eval", help="identity metrics of the configured encoder on a dataset, and a stream replay")
-    from reid_stream.eval.run import add_arguments
-
-    add_arguments(ev)
-    ev.set_defaults(func=cmd_eval)
+    # eval and synth bring their own parsers (`eval --help`), imported only when used: importing numpy here,
+    # before the worker sets OPENBLAS_NUM_THREADS, would leave BLAS threads spinning beside the event loop.
+    sub.add_parser("eval", help="identity metrics of the configured encoder on a dataset (`eval --help`)")
     sub.add_parser("synth", help="write the synthetic multi-camera benchmark (`synth --help` for its options)")
     purge = sub.add_parser("purge", help="erase an entity: appearances, embeddings, markers")
     purge.add_argument("--entity", required=True, help="the entity id")
@@ -154,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
         from reid_stream.eval.synth import main as synth_main
 
         return int(synth_main(argv[1:]))
+    if argv[:1] == ["eval"]:
+        from reid_stream.eval.run import add_arguments
+
+        ev = argparse.ArgumentParser(prog="reid-stream eval", description=cmd_eval.__doc__)
+        add_arguments(ev)
+        return cmd_eval(ev.parse_args(argv[1:]))
     args = parser.parse_args(argv)
     return int(args.func(args))
 

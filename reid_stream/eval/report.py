@@ -16,7 +16,7 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def markdown(model: str, dataset: dict[str, Any], retrieval: RetrievalResult, verification: VerificationResult,
-             replay: dict[str, Any] | None) -> str:
+             replay: dict[str, Any] | None, sweep: list[dict[str, Any]] | None = None) -> str:
     v, r = verification, retrieval
     lines = [
         f"### Identity evaluation: `{model}` on {dataset['name']} ({dataset['path']})",
@@ -53,6 +53,14 @@ def markdown(model: str, dataset: dict[str, Any], retrieval: RetrievalResult, ve
             f"| {replay['false_merge_rate']:.3f} | {replay['fragmentation']:.2f} | {replay['purity']:.3f} "
             f"| {replay['ari']:.3f} | {replay['num_predicted']} / {replay['num_true_ids']} |",
         ]
+    if sweep:
+        best = max(sweep, key=lambda r: r["pairwise_f1"])
+        lines += ["", "The same replay over a range of thresholds (junk boxes count as one true id each):", "",
+                  "| threshold | precision | recall | F1 | false-merge rate | fragmentation | entities |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['threshold']:.4f}{' (best F1)' if r is best else ''} | {r['pairwise_precision']:.3f} "
+                  f"| {r['pairwise_recall']:.3f} | {r['pairwise_f1']:.3f} | {r['false_merge_rate']:.3f} "
+                  f"| {r['fragmentation']:.2f} | {r['num_predicted']} |" for r in sweep]
     lines += ["", "![CMC](cmc.png) ![ROC](roc.png) ![scores](scores.png)"]
     return "\n".join(lines) + "\n"
 

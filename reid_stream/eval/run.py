@@ -22,7 +22,7 @@ from reid_stream.eval.replay import embed_stream, read_stream, replay
 
 def evaluate(root: Path, settings: Settings, encoder: Encoder, out: Path, layout: str = "auto",
              target_precision: float = 0.99, threshold: float | None = None, stream: Path | None = None,
-             batch: int = 32) -> dict[str, Any]:
+             batch: int = 32, sweep_points: int = 8) -> dict[str, Any]:
     t0 = time.perf_counter()
     data: ReidDataset = load_dataset(root, layout)
     q = embed_images(encoder, [s.path for s in data.query], batch=batch, desc="query")
@@ -42,20 +42,38 @@ def evaluate(root: Path, settings: Settings, encoder: Encoder, out: Path, layout
                                                 (verification.threshold_at_precision, "calibrated"),
                                                 (settings.similarity_threshold, "REID_SIMILARITY_THRESHOLD"))
                         if t is not None)
+    sweep: list[dict[str, Any]] = []
     if stream is not None:
         items = read_stream(stream)
         vectors = embed_stream(encoder, items, batch)
         replayed = asyncio.run(replay(items, vectors, encoder.model_id, settings, used)).to_dict()
         replayed["threshold_source"] = source
+        if sweep_points:
+            sweep = asyncio.run(_sweep(items, vectors, encoder.model_id, settings,
+                                       sweep_thresholds(scores[~genuine], sweep_points)))
     payload = {"model": encoder.model_id, "device": encoder.device, "dataset": dataset,
                "retrieval": retrieval.to_dict(), "verification": verification.to_dict(),
                "recommended_threshold": verification.threshold_at_precision, "replay": replayed,
+               "replay_sweep": sweep, "best_replay": max(sweep, key=lambda r: r["pairwise_f1"]) if sweep else None,
                "seconds": round(time.perf_counter() - t0, 1)}
     out.mkdir(parents=True, exist_ok=True)
-    md = report.markdown(encoder.model_id, dataset, retrieval, verification, replayed)
+    md = report.markdown(encoder.model_id, dataset, retrieval, verification, replayed, sweep)
     report.plots(out, encoder.model_id, retrieval, verification, scores[genuine], scores[~genuine])
     report.write(out, payload, md)
     return payload
+
+
+def sweep_thresholds(impostor: np.ndarray, points: int) -> list[float]:
+    """Thresholds spread where they matter for this model: over the top of its different-person scores,
+    from the median to the highest (a threshold below most impostors merges everyone)."""
+    qs = 1 - np.geomspace(0.5, 0.5 / 10 ** 3, points)  # quantiles 0.5 ... 0.9995, denser near the top
+    return sorted({round(float(np.quantile(impostor, q)), 4) for q in qs}) if impostor.size else []
+
+
+async def _sweep(items: list[Any], vectors: np.ndarray, model: str, settings: Settings,
+                 thresholds: list[float]) -> list[dict[str, Any]]:
+    """The same replay at each threshold: how entity quality trades merges against splits for this model."""
+    return [(await replay(items, vectors, model, settings, t)).to_dict() for t in thresholds]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,12 +87,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stream", type=Path, default=None,
                         help="detections to replay (default: DATASET/stream.jsonl when present)")
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--sweep", type=int, default=8,
+                        help="also replay at this many thresholds over the model's score range (0: no sweep)")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     encoder = load_encoder(settings)
     payload = evaluate(args.dataset, settings, encoder, args.out, args.layout, args.target_precision,
-                       args.threshold, args.stream, args.batch)
+                       args.threshold, args.stream, args.batch, args.sweep)
     print((args.out / "eval.md").read_text())
     rec = payload["recommended_threshold"]
     if rec is not None:

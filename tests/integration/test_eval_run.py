@@ -41,6 +41,10 @@ async def test_eval_writes_metrics_plots_and_replays_the_stream(bench: Path, tmp
         assert Image.open(tmp_path / name).size[0] > 100
     assert json.loads((tmp_path / "eval.json").read_text())["model"] == "null"
     assert "Rank-1" in (tmp_path / "eval.md").read_text()
+    sweep = payload["replay_sweep"]
+    assert len(sweep) >= 3 and [r["threshold"] for r in sweep] == sorted(r["threshold"] for r in sweep)
+    assert all(r["num_items"] == len(items) for r in sweep) and payload["best_replay"] in sweep
+    assert "best F1" in (tmp_path / "eval.md").read_text()
     assert [k async for k in redis_client.scan_iter(match="reid-eval:*")] == []  # the replay cleans up
 
 
