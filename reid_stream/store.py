@@ -179,9 +179,12 @@ class ReidStore:
         if not writes:
             return []
         pipe = self.redis.pipeline(transaction=False)
+        # What `await script(client=pipe)` does per write, done once: the pipeline checks (SCRIPT EXISTS) and
+        # loads its registered scripts before it runs, so NOSCRIPT after a Redis restart is redis-py's job.
+        pipe.scripts.add(self._commit_script)
         for i, w in enumerate(writes):
             keys, args = self._commit_args(w, expected_version + i)
-            await self._commit_script(keys=keys, args=args, client=pipe)
+            pipe.evalsha(self._commit_script.sha, len(keys), *keys, *args)
         replies = await pipe.execute()
         out = []
         for reply in replies:
