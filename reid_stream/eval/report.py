@@ -66,7 +66,7 @@ def markdown(model: str, dataset: dict[str, Any], retrieval: RetrievalResult, ve
 
 
 def plots(out: Path, model: str, retrieval: RetrievalResult, verification: VerificationResult,
-          genuine: np.ndarray, impostor: np.ndarray) -> list[Path]:
+          genuine: np.ndarray, impostor: np.ndarray, replay_threshold: float | None = None) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -100,6 +100,9 @@ def plots(out: Path, model: str, retrieval: RetrievalResult, verification: Verif
     if verification.threshold_at_precision is not None:
         ax.axvline(verification.threshold_at_precision, color="k", linestyle="--",
                    label=f"threshold @ precision {verification.target_precision:g}")
+    if replay_threshold is not None:
+        ax.axvline(replay_threshold, color="tab:red", linestyle=":",
+                   label=f"best replay threshold {replay_threshold:.3f}")
     ax.set(xlabel="cosine similarity", ylabel="density", title=f"Scores: {model}")
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -58,7 +58,8 @@ def evaluate(root: Path, settings: Settings, encoder: Encoder, out: Path, layout
                "seconds": round(time.perf_counter() - t0, 1)}
     out.mkdir(parents=True, exist_ok=True)
     md = report.markdown(encoder.model_id, dataset, retrieval, verification, replayed, sweep)
-    report.plots(out, encoder.model_id, retrieval, verification, scores[genuine], scores[~genuine])
+    report.plots(out, encoder.model_id, retrieval, verification, scores[genuine], scores[~genuine],
+                 payload["best_replay"]["threshold"] if payload["best_replay"] else None)
     report.write(out, payload, md)
     return payload
 

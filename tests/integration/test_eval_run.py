@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from reid_stream.encoders.null import NullEncoder
-from reid_stream.eval.replay import read_stream
+from reid_stream.eval.replay import read_stream, scored_id
 from reid_stream.eval.run import evaluate
 from reid_stream.eval.synth import generate
 from tests.conftest import make_settings
@@ -33,7 +33,10 @@ async def test_eval_writes_metrics_plots_and_replays_the_stream(bench: Path, tmp
     replay = payload["replay"]
     assert replay["num_items"] == len(items) and replay["threshold"] == -1.0 and replay["threshold_source"] == "given"
     assert replay["num_predicted"] == 1 and replay["pairwise_recall"] == 1.0
-    assert replay["num_true_ids"] == len({i.true_id for i in items})
+    # Junk boxes (true id 0) count as one person each.
+    assert replay["num_true_ids"] == len({scored_id(i.true_id, i.detection.detection_id) for i in items})
+    junk = sum(i.true_id == 0 for i in items)
+    assert junk and replay["num_true_ids"] == len({i.true_id for i in items} - {0}) + junk
     r, v = payload["retrieval"], payload["verification"]
     assert 0 <= r["rank1"] <= r["rank5"] <= r["rank10"] <= 1 and 0 <= r["mAP"] <= 1
     assert v["num_genuine"] > 0 and v["num_impostor"] > 0 and 0 <= v["eer"] <= 1
