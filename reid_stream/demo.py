@@ -65,11 +65,15 @@ def _line(ev: dict[str, Any], truth: dict[str, Any]) -> str:
     if ev["is_new_entity"]:
         verdict = "NEW entity"
     else:
-        founder = truth.get(ev["entity_id"])
+        # Entities outlive a demo run (their TTL): a rerun's detections may join an earlier run's entity,
+        # named `<earlier run>-<site detection>`, so the founder is looked up by the site's detection id.
+        run, _, site_det = ev["entity_id"].partition("-")
+        founder = truth.get(f"{ev['detection_id'].partition('-')[0]}-{site_det}")
         right = "right" if founder == person else "WRONG: founded by " + (
             "a junk box" if founder == 0 else f"person {founder}")
+        earlier = "" if ev["entity_id"] in truth else f" (an entity of the earlier run {run})"
         score = ev["matches"][0]["similarity"]
-        verdict = f"joins {ev['entity_id'].rpartition('-')[2]} (similarity {score:.3f})  {right}"
+        verdict = f"joins {ev['entity_id'].rpartition('-')[2]}{earlier} (similarity {score:.3f})  {right}"
     return f"  {ev['timestamp'][11:19]} {ev['camera_id']:6} {who}  {verdict}"
 
 
