@@ -93,6 +93,6 @@ async def replay(items: list[StreamItem], vectors: np.ndarray, model: str, setti
     return ReplayResult(threshold, scored, entity_of)
 
 
-def embed_stream(encoder: Encoder, items: list[StreamItem], batch: int = 32) -> np.ndarray:
-    return embed_images(encoder, [i.image for i in items], [i.detection.bbox for i in items], batch,
+def embed_stream(encoder: Encoder, items: list[StreamItem], max_pixels: int, batch: int = 32) -> np.ndarray:
+    return embed_images(encoder, [i.image for i in items], max_pixels, [i.detection.bbox for i in items], batch,
                         desc="stream")

@@ -25,8 +25,9 @@ def evaluate(root: Path, settings: Settings, encoder: Encoder, out: Path, layout
              batch: int = 32, sweep_points: int = 8) -> dict[str, Any]:
     t0 = time.perf_counter()
     data: ReidDataset = load_dataset(root, layout)
-    q = embed_images(encoder, [s.path for s in data.query], batch=batch, desc="query")
-    g = embed_images(encoder, [s.path for s in data.gallery], batch=batch, desc="gallery")
+    q = embed_images(encoder, [s.path for s in data.query], settings.max_image_pixels, batch=batch, desc="query")
+    g = embed_images(encoder, [s.path for s in data.gallery], settings.max_image_pixels, batch=batch,
+                     desc="gallery")
     sim = q @ g.T
     (qp, qc), (gp, gc) = labels(data.query), labels(data.gallery)
     retrieval = retrieval_metrics(sim, qp, gp, qc, gc)
@@ -45,7 +46,7 @@ def evaluate(root: Path, settings: Settings, encoder: Encoder, out: Path, layout
     sweep: list[dict[str, Any]] = []
     if stream is not None:
         items = read_stream(stream)
-        vectors = embed_stream(encoder, items, batch)
+        vectors = embed_stream(encoder, items, settings.max_image_pixels, batch)
         replayed = asyncio.run(replay(items, vectors, encoder.model_id, settings, used)).to_dict()
         replayed["threshold_source"] = source
         if sweep_points:
