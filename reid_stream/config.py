@@ -192,6 +192,23 @@ class Settings:
     max_future_skew_seconds: int = setting(
         "REID_MAX_FUTURE_SKEW_SECONDS", 3600, _int(0, 365 * 86400),
         "How far in the future a detection timestamp may be.")
+    assignment: str = setting(
+        "REID_ASSIGNMENT", "entity", _choice("entity", "nearest"),
+        "`entity`: tracklets, entity prototypes, the space-time gate, ambiguity and merges decide; `nearest`: the "
+        "earlier rule, a detection joins the entity of its single nearest stored detection (kept for comparison).")
+    match_margin: float = setting(
+        "REID_MATCH_MARGIN", 0.02, _float(0.0, 1.0),
+        "The best two candidate entities closer than this are ambiguous (flagged in the match event).")
+    ambiguous_policy: str = setting(
+        "REID_AMBIGUOUS_POLICY", "join_best", _choice("join_best", "new_entity"),
+        "What an ambiguous detection does: join the best candidate, or start an entity of its own.")
+    merge_threshold: float = setting(
+        "REID_MERGE_THRESHOLD", 0.95, _float(-1.0, 1.0),
+        "Prototype similarity at or above which two entities with no space-time conflict are merged.")
+    camera_topology: str = setting(
+        "REID_CAMERA_TOPOLOGY", "", str,
+        "A JSON file of the site's cameras: overlapping pairs and minimum transit seconds between cameras "
+        "(see README). Without it, an entity still cannot be at two cameras at once.")
     match_top_k: int = setting("REID_MATCH_TOP_K", 5, _int(1, 100), "Matches listed in each match event.")
     dlq_max_original_bytes: int = setting(
         "REID_DLQ_MAX_ORIGINAL_BYTES", 1 << 20, _int(1024, 8 << 20),
@@ -210,6 +227,8 @@ class Settings:
         "Faust app id; the stages' consumer groups are `<id>.embed` and `<id>.assign`."))
     topic_detections: str = setting("REID_TOPIC_DETECTIONS", "detections", _nonempty, "Input topic.")
     topic_matches: str = setting("REID_TOPIC_MATCHES", "entity-matches", _nonempty, "Output topic of match events.")
+    topic_updates: str = setting(
+        "REID_TOPIC_UPDATES", "entity-updates", _nonempty, "Output topic of changes to entities (merges).")
     topic_dlq: str = setting("REID_TOPIC_DLQ", "detections-dlq", _nonempty, "Dead-letter topic.")
     topic_embedded: str = setting(
         "REID_TOPIC_EMBEDDED", "reid-embedded", _nonempty,

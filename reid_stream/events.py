@@ -89,6 +89,25 @@ class MatchRef(BaseModel):
     similarity: float
 
 
+class Candidate(BaseModel):
+    """An entity the detection (or its tracklet) was compared with, and why it was not taken if refused."""
+
+    entity_id: str
+    similarity: float = Field(description="Cosine similarity to the entity's prototype.")
+    refused: str | None = Field(default=None, description="Why this entity could not be joined, e.g. "
+                                "`space_time`: it was seen elsewhere too recently to be here.")
+
+
+class TrackletRef(BaseModel):
+    """The tracklet (camera_id, track_id) a detection belongs to, as the assign stage sees it."""
+
+    key: str = Field(description="`camera_id|track_id`.")
+    detections: int = Field(description="Detections of the tracklet so far, this one included.")
+    redecided_from: str | None = Field(
+        default=None, description="Set when the tracklet's aggregate contradicted this entity and the tracklet "
+        "was decided again: its earlier detections stay with the entity named here.")
+
+
 class MatchEvent(BaseModel):
     """The outcome for one detection (topic `entity-matches`, keyed by entity_id)."""
 
@@ -103,6 +122,26 @@ class MatchEvent(BaseModel):
     model: str
     matches: list[MatchRef] = Field(description="Best matches, highest similarity first.")
     processed_at: datetime
+    decision: Literal["new", "joined", "tracklet", "merged"] = Field(
+        default="joined", description="`new`: founded an entity; `joined`: matched an entity's prototype; "
+        "`tracklet`: followed the entity of its tracklet; `merged`: its tracklet's entity was merged into the "
+        "entity named here.")
+    ambiguous: bool = Field(default=False, description="The best two candidate entities were within "
+                            "REID_MATCH_MARGIN of each other; `candidates` lists them.")
+    candidates: list[Candidate] = Field(default_factory=list,
+                                        description="Candidate entities, best first, refused ones included.")
+    tracklet: TrackletRef | None = None
+
+
+class EntityUpdate(BaseModel):
+    """A change to entities after the fact (topic `entity-updates`, keyed by the survivor's id)."""
+
+    type: Literal["merged"]
+    survivor: str = Field(description="The entity that remains; the merged one's appearances now belong to it.")
+    merged: str = Field(description="The entity that no longer exists; the views answer its id with the survivor.")
+    entity_type: EntityType
+    similarity: float = Field(description="Cosine similarity of the two prototypes when they were merged.")
+    at: datetime
 
 
 class DeadLetter(BaseModel):
@@ -159,10 +198,14 @@ class EntitySummary(BaseModel):
     appearance_count: int
     cameras_seen: list[str]
     thumbnail_url: str = Field(description="The crop of the entity's latest appearance (a JPEG).")
+    merged_ids: list[str] = Field(default_factory=list,
+                                  description="Entities merged into this one; their ids resolve to it.")
 
 
 class EntityDetail(EntitySummary):
     appearances: list[EntityAppearance]
+    resolved_from: str | None = Field(default=None, description="The id asked for, when it named an entity "
+                                      "since merged into this one.")
 
 
 class EntityList(BaseModel):
@@ -178,6 +221,7 @@ class EntityHistory(BaseModel):
     entity_type: EntityType
     appearances: list[EntityAppearance]
     count: int
+    resolved_from: str | None = None
 
 
 def parse_detection(raw: bytes, *, now: datetime | None = None, max_future_skew_seconds: int = 3600,
@@ -224,4 +268,5 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         "detections": Detection.model_json_schema(),
         "entity-matches": MatchEvent.model_json_schema(),
         "detections-dlq": DeadLetter.model_json_schema(),
+        "entity-updates": EntityUpdate.model_json_schema(),
     }

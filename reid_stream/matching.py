@@ -30,6 +30,8 @@ class EntityEmbedding:
     entity_id: str | None = None
     model: str = ""
     stored_at: float = 0.0
+    track_key: str = ""  # "camera_id|track_id" of its tracklet; "" when the detection had no track_id
+    quality: float = 1.0  # its weight in its tracklet's and entity's mean
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -46,6 +48,10 @@ class EntityEmbedding:
             out["model"] = self.model
         if self.stored_at:
             out["stored_at"] = self.stored_at
+        if self.track_key:
+            out["track_key"] = self.track_key
+        if self.quality != 1.0:
+            out["quality"] = self.quality
         return out
 
     @classmethod
@@ -65,6 +71,8 @@ class EntityEmbedding:
             entity_id=data.get("entity_id"),
             model=data.get("model") or "",
             stored_at=float(data.get("stored_at") or 0.0),
+            track_key=data.get("track_key") or "",
+            quality=float(data.get("quality", 1.0)),
         )
 
 

@@ -80,6 +80,8 @@ class PlannedWrite:
     appearance: EntityAppearance
     stored_at: float
     image_ref: dict[str, Any] | None = None  # where a thumbnail can be cut again; no image bytes are stored
+    track_key: str = ""  # its tracklet, "camera_id|track_id"; "" without a track_id
+    quality: float = 1.0  # its weight in the tracklet's and the entity's mean
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,7 @@ class ReidStore:
                     index.add(EntityEmbedding(
                         detection_id=det, entity_id=m["e"], entity_type=etype, camera_id=m["c"],
                         timestamp=datetime.fromisoformat(m["t"]), embedding=stored_vector(vec, dim),
-                        model=model, stored_at=score))
+                        model=model, stored_at=score, track_key=m.get("k", ""), quality=m.get("q", 1.0)))
             if await self.version(model, etype) == before:
                 if ann:  # built once, in the background, from all rows
                     index.enable_ann(self.settings.ann_min_size)
@@ -165,7 +167,8 @@ class ReidStore:
         keys = [k.version(model, etype), k.index(model, etype), k.vec_prefix(model, etype) + day,
                 k.meta_prefix(model, etype) + day, k.marker(det), k.entity(eid), k.cameras(eid),
                 k.appearances(eid), k.order(eid), k.by_type(etype), k.by_camera(etype, ev.camera_id)]
-        meta = json.dumps({"e": eid, "c": ev.camera_id, "t": ev.timestamp.isoformat()})
+        meta = json.dumps({"e": eid, "c": ev.camera_id, "t": ev.timestamp.isoformat(), "k": w.track_key,
+                           "q": w.quality})
         marker = json.dumps({"fp": w.fingerprint, "event": ev.model_dump(mode="json"), "ref": w.image_ref})
         args = [expected, s.embedding_ttl_seconds, s.max_embeddings, det, f"{day}|{det}",
                 np.ascontiguousarray(w.vector, dtype=self._dtype).tobytes(), meta, w.stored_at, marker, etype,

@@ -24,6 +24,7 @@ def topic_specs(settings: Settings) -> list[dict[str, Any]]:
         "entity-matches": settings.topic_matches,
         "detections-dlq": settings.topic_dlq,
         "reid-embedded": settings.topic_embedded,
+        "entity-updates": settings.topic_updates,
     }
     specs = []
     for path in sorted(TOPICS_DIR.glob("*.json")):
