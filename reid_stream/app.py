@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -141,14 +144,33 @@ class Pipeline(mode.Service):
         await retry_forever("publishing match events", lambda: self.publisher.publish(messages), self.metrics)
         self.metrics.stage("publish", time.perf_counter() - t0)
         self._count_letters(letters)
+        await self._publish_updates({i.entity_type for i in items})
         now = time.time()
         sent_at = {i.detection_id: i.source.timestamp for i in items}
         m = self.metrics
         for ev in out:
             m.processed.inc()
             (m.new_entities if ev.is_new_entity else m.matched).inc()
+            m.ambiguous.inc(ev.ambiguous)
+            m.refused.inc(sum(c.refused is not None for c in ev.candidates))
             if sent_at.get(ev.detection_id):
                 m.latency.observe(max(0.0, now - sent_at[ev.detection_id]))
+
+
+    async def _publish_updates(self, entity_types: set[str]) -> None:
+        """Entity updates (merges) wait in a Redis outbox written with the merge itself; they are acknowledged
+        only once Kafka has them, so a crash between the two publishes them again rather than never."""
+        store = self.runtime.store
+        for etype in sorted(entity_types):
+            updates = await retry_forever("reading entity updates", partial(store.pending_updates, etype),
+                                          self.metrics)
+            if not updates:
+                continue
+            messages = [(self.settings.topic_updates, u.survivor.encode(), u.model_dump_json().encode())
+                        for u in updates]
+            await retry_forever("publishing entity updates", partial(self.publisher.publish, messages), self.metrics)
+            await retry_forever("acknowledging entity updates", partial(store.ack_updates, etype, len(updates)),
+                                self.metrics)
 
 
 class _Boot(BootStrategy):
@@ -166,6 +188,7 @@ def create_app(settings: Settings, runtime_factory: Callable[[], Runtime]) -> tu
         web_bind=settings.web_host,
         web_port=settings.web_port,
         store="memory://",
+        datadir=str(Path(tempfile.gettempdir()) / f"{settings.app_id}-data"),  # not the working directory
         web_router_enabled=False,
         web_tables_enabled=False,
         web_graph_enabled=False,

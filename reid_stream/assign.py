@@ -15,8 +15,11 @@ import numpy as np
 
 from reid_stream.config import Settings
 from reid_stream.errors import DetectionError
-from reid_stream.events import DeadLetter, EntityAppearance, MatchEvent, MatchRef
-from reid_stream.matching import EntityEmbedding, VectorIndex, assign_entity, merge_matches
+from reid_stream.events import Candidate, DeadLetter, EntityAppearance, MatchEvent, MatchRef, TrackletRef
+from reid_stream.identity.decide import Decider, Decision, Incoming, Merge, Policy, quality, track_key
+from reid_stream.identity.gallery import Gallery, Row
+from reid_stream.identity.topology import Topology
+from reid_stream.matching import Assignment, EntityEmbedding, VectorIndex, assign_entity, merge_matches
 from reid_stream.metrics import Metrics
 from reid_stream.store import PlannedWrite, ReidStore
 from reid_stream.wire import EmbeddedRecord, dead_letter
@@ -29,7 +32,20 @@ SIMILARITY_DIGITS = 6
 @dataclass
 class _TypeCache:
     version: int
-    index: VectorIndex
+    index: VectorIndex  # every stored row: the detection-level matches of each event
+    gallery: Gallery  # the same rows as tracklets and entity prototypes: who each detection is
+
+
+def _row(e: EntityEmbedding) -> Row:
+    return Row(e.detection_id, e.entity_id or e.detection_id, e.track_key or f"det|{e.detection_id}", e.camera_id,
+               e.timestamp.timestamp(), e.embedding, e.quality)
+
+
+def policy_of(settings: Settings) -> Policy:
+    """The identity rules' settings; a camera topology file is read (and checked) here, once."""
+    topology = Topology.load(settings.camera_topology) if settings.camera_topology else Topology()
+    return Policy(settings.similarity_threshold, settings.match_margin, settings.ambiguous_policy,
+                  settings.merge_threshold, topology, settings.match_top_k)
 
 
 class Assigner:
@@ -43,6 +59,7 @@ class Assigner:
         self.settings = settings
         self.store = store
         self.metrics = metrics or Metrics()
+        self.policy = policy_of(settings)
         self._caches: dict[tuple[str, str], _TypeCache] = {}
 
     def invalidate(self) -> None:
@@ -54,27 +71,46 @@ class Assigner:
         current = await self.store.version(model, etype)
         if cache is None or cache.version != current or cache.index.dim != dim:
             version, index = await self.store.load_index(model, etype, dim)
-            cache = self._caches[key] = _TypeCache(version, index)
+            gallery = Gallery(dim)
+            for row in index.items():
+                gallery.add(_row(row))
+            cache = self._caches[key] = _TypeCache(version, index, gallery)
         return cache
 
-    def _plan(self, item: EmbeddedRecord, matches: list[tuple[EntityEmbedding, float]], now: float) -> PlannedWrite:
-        assignment = assign_entity(item.detection_id, matches, self.settings.similarity_threshold)
+    def _plan(self, item: EmbeddedRecord, matches: list[tuple[EntityEmbedding, float]], decision: Decision | None,
+              now: float) -> PlannedWrite:
         # Built without validation (model_construct): every value comes from a detection stage 1 validated,
         # and validating three models per detection was a measurable share of this single-writer stage.
         # One rounding for both: the match event and the appearance report the same value.
         refs = [MatchRef.model_construct(
             detection_id=m.detection_id, entity_id=m.entity_id or m.detection_id, camera_id=m.camera_id,
             timestamp=m.timestamp, similarity=round(score, SIMILARITY_DIGITS)) for m, score in matches]
+        extra: dict[str, object] = {}
+        key, has_track = track_key(item.camera_id, item.track_id, item.detection_id)
+        if decision is None:  # the nearest-detection rule
+            assignment = assign_entity(item.detection_id, matches, self.settings.similarity_threshold)
+            similarity = 1.0 if assignment.is_new_entity else refs[0].similarity  # the founder is itself
+            extra["decision"] = "new" if assignment.is_new_entity else "joined"
+        else:
+            similarity = next((c.similarity for c in decision.candidates if c.entity_id == decision.entity_id), 1.0)
+            assignment = Assignment(decision.entity_id, decision.kind == "new", None if decision.kind == "new"
+                                    else similarity)
+            extra = {"decision": decision.kind, "ambiguous": decision.ambiguous, "candidates": [
+                Candidate.model_construct(entity_id=c.entity_id, similarity=c.similarity, refused=c.refused)
+                for c in decision.candidates]}
+            if has_track:
+                extra["tracklet"] = TrackletRef.model_construct(key=key, detections=decision.track_rows,
+                                                                redecided_from=decision.redecided_from)
         event = MatchEvent.model_construct(
             detection_id=item.detection_id, entity_id=assignment.entity_id, is_new_entity=assignment.is_new_entity,
             entity_type=item.entity_type, camera_id=item.camera_id, camera_name=item.camera_name,
             track_id=item.track_id, timestamp=item.timestamp, model=item.model, matches=refs,
-            processed_at=datetime.now(UTC))
-        similarity = 1.0 if assignment.is_new_entity else refs[0].similarity  # the founder is itself
+            processed_at=datetime.now(UTC), **{"ambiguous": False, "candidates": [], "tracklet": None, **extra})
         appearance = EntityAppearance.model_construct(
             detection_id=item.detection_id, camera_id=item.camera_id, camera_name=item.camera_name or item.camera_id,
             timestamp=item.timestamp, similarity_score=similarity, attributes=item.attributes, thumbnail_url="")
-        return PlannedWrite(event, item.vector, assignment, item.fingerprint, appearance, now, item.image_ref)
+        return PlannedWrite(event, item.vector, assignment, item.fingerprint, appearance, now, item.image_ref,
+                            key if has_track else "", quality(item.bbox))
 
     async def assign(self, batch: Sequence[EmbeddedRecord]) -> tuple[list[MatchEvent], list[DeadLetter]]:
         """Match events for every detection (stored ones re-emitted as stored) and dead letters.
@@ -115,9 +151,10 @@ class Assigner:
                 events.append(by_id[det_id])
         return events, letters
 
-    def _plan_batch(self, items: list[EmbeddedRecord], cache: _TypeCache, now: float) -> list[PlannedWrite]:
+    def _plan_batch(self, items: list[EmbeddedRecord], cache: _TypeCache,
+                    now: float) -> tuple[list[PlannedWrite], list[Merge]]:
         """Match a batch in order: against the stored vectors, and against the batch's earlier items
-        (each with the entity it was just given), both from one matrix product."""
+        (each with the entity it was just given), both from one matrix product; then decide who each is."""
         k, threshold = self.settings.match_top_k, self.settings.similarity_threshold
         vectors = np.stack([i.vector for i in items])
         stored = cache.index.search_many(vectors, k, threshold)
@@ -127,15 +164,38 @@ class Assigner:
             earlier.setdefault(int(i), []).append(int(j))
         entries: list[EntityEmbedding] = []
         plans = []
+        merges: list[Merge] = []
+        decider = Decider(cache.gallery, self.policy) if self.settings.assignment == "entity" else None
         for n, (item, prior) in enumerate(zip(items, stored, strict=True)):
             in_batch = sorted(((entries[j], float(sims[n, j])) for j in earlier.get(n, ())), key=lambda m: -m[1])
-            plan = self._plan(item, merge_matches(prior, in_batch[:k], limit=k), now)
+            decision = None
+            if decider is not None:
+                key, has_track = track_key(item.camera_id, item.track_id, item.detection_id)
+                decision = decider.decide(Incoming(item.detection_id, item.camera_id, item.timestamp.timestamp(),
+                                                   item.vector, key, quality(item.bbox), has_track))
+            plan = self._plan(item, merge_matches(prior, in_batch[:k], limit=k), decision, now)
             plans.append(plan)
             entry = EntityEmbedding(item.detection_id, item.camera_id, item.entity_type, item.timestamp, item.vector,
-                                    entity_id=plan.assignment.entity_id, model=item.model, stored_at=now)
+                                    entity_id=plan.assignment.entity_id, model=item.model, stored_at=now,
+                                    track_key=plan.track_key, quality=plan.quality)
             entries.append(entry)
-            cache.index.add(entry)  # kept in the cache only if the commit succeeds
-        return plans
+            # Kept in the cache only if the commit succeeds (a failed one drops the cache).
+            cache.index.add(entry)
+            cache.gallery.add(_row(entry))
+            if decision is not None and decision.merge is not None:
+                merges.append(decision.merge)
+                self._merge_locally(cache, decision.merge)
+        if decider is not None:
+            touched = {p.assignment.entity_id for p in plans} - {m.merged for m in merges}
+            for merge in decider.convergent(touched):
+                merges.append(merge)
+                self._merge_locally(cache, merge)
+        return plans, merges
+
+    @staticmethod
+    def _merge_locally(cache: _TypeCache, merge: Merge) -> None:
+        cache.gallery.merge(merge.survivor, merge.merged)
+        cache.index.rename_entity(merge.merged, merge.survivor)
 
     async def _assign_group(self, model: str, etype: str,
                             items: list[EmbeddedRecord]) -> tuple[list[MatchEvent], list[DeadLetter]]:
@@ -147,7 +207,7 @@ class Assigner:
             cache = await self._cache(model, etype, pending[0].vector.shape[0])
             now = time.time()
             cache.index.expire(now - self.settings.embedding_ttl_seconds)
-            plans = self._plan_batch(pending, cache, now)
+            plans, merges = self._plan_batch(pending, cache, now)
             t1 = time.perf_counter()
             results = await self.store.commit(plans, cache.version)
             self.metrics.stage("match", t1 - t0)
@@ -172,8 +232,23 @@ class Assigner:
             if any(res.status != "ok" for res in results):
                 # The local copy holds tentative rows that were not stored: reload it.
                 self._caches.pop((model, etype), None)
+            elif merges:
+                await self._commit_merges(model, etype, cache, merges)
             if not redo:
                 return out, letters
             log.info("assignment conflict on %s/%s: %d detections re-matched", model, etype, len(redo))
             pending = redo
         raise RuntimeError(f"gave up after {MAX_CONFLICT_RETRIES} assignment conflicts on {model}/{etype}")
+
+    async def _commit_merges(self, model: str, etype: str, cache: _TypeCache, merges: list[Merge]) -> None:
+        """After the batch's detections are stored. A merge that cannot be stored (another writer, an entity
+        erased meanwhile) is dropped with the cache: a later detection finds it again if it still holds."""
+        for merge in merges:
+            res = await self.store.merge(model, etype, merge.survivor, merge.merged, merge.similarity,
+                                         cache.version, datetime.now(UTC))
+            if res.status != "ok":
+                log.info("merge %s into %s not stored (%s)", merge.merged, merge.survivor, res.status)
+                self._caches.pop((model, etype), None)
+                return
+            cache.version = res.version or cache.version
+            self.metrics.merges.inc()

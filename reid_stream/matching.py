@@ -183,6 +183,15 @@ class VectorIndex:
             self._items.pop()
             self._labels.pop()
 
+    def items(self) -> list[EntityEmbedding]:
+        return list(self._items)
+
+    def rename_entity(self, old: str, new: str) -> None:
+        """After a merge: the merged entity's rows now belong to the survivor."""
+        for it in self._items:
+            if it.entity_id == old:
+                it.entity_id = new
+
     def expire(self, min_stored_at: float) -> list[str]:
         old = [it.detection_id for it in self._items if it.stored_at < min_stored_at]
         self.remove(old)

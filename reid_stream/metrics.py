@@ -20,6 +20,12 @@ class Metrics:
         self.processed = Counter("reid_processed", "Detections processed (a match event published).", registry=r)
         self.matched = Counter("reid_matched", "Detections that joined an existing entity.", registry=r)
         self.new_entities = Counter("reid_new_entities", "Detections that started a new entity.", registry=r)
+        self.merges = Counter("reid_entity_merges", "Entities merged into another (published on entity-updates).",
+                              registry=r)
+        self.ambiguous = Counter("reid_ambiguous", "Detections whose best two candidate entities were within "
+                                 "REID_MATCH_MARGIN.", registry=r)
+        self.refused = Counter("reid_refused_candidates", "Candidate entities refused by the space-time gate.",
+                               registry=r)
         self.dead_lettered = Counter("reid_dead_lettered", "Events sent to the dead-letter topic.",
                                      ["error_code"], registry=r)
         self.batch_size = Histogram("reid_batch_size", "Crops per encoder batch.", buckets=BATCH_BUCKETS,

@@ -1,0 +1,5 @@
+"""The pure core of who is who: tracklets, entity prototypes, the space-time gate, ambiguity and merges.
+
+No Kafka, Redis or torch here: the assign stage feeds it stored rows and new detections, and stores what it
+decides.
+"""

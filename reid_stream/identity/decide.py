@@ -1,0 +1,192 @@
+"""Who a detection is: its tracklet's entity, an entity whose prototype it matches, or somebody new.
+
+The rules, in the order they apply:
+- A detection of a known tracklet follows the tracklet's entity, judged by the tracklet's aggregate:
+  - if that entity holds nothing but this tracklet and the aggregate now matches an older entity, the two are
+    merged (one person, first seen as a stranger before the tracklet had enough evidence);
+  - if the entity holds other tracklets and the aggregate clearly contradicts them, the tracklet is decided
+    again, and its later detections go where that decision says.
+- Anything else (a new tracklet, a detection with no track_id) is compared with entity prototypes. An entity
+  that could not have been here (the space-time gate) is refused; the best remaining one at or above the
+  threshold is joined, unless the runner-up is within the margin (ambiguous), where the policy decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from reid_stream.identity.gallery import Gallery, Track, unit
+from reid_stream.identity.topology import Topology, gap_conflict
+
+REDECIDE_MIN_ROWS = 3  # a tracklet contradicts its entity only on more than a frame or two of evidence
+MIN_BOX_HEIGHT_FULL_WEIGHT = 128.0  # px; smaller crops are blurrier, so they count for less
+
+
+@dataclass(frozen=True)
+class Policy:
+    threshold: float
+    margin: float
+    ambiguous_policy: str  # join_best | new_entity
+    merge_threshold: float
+    topology: Topology = field(default_factory=Topology)
+    max_candidates: int = 5
+
+
+@dataclass(frozen=True)
+class Incoming:
+    detection_id: str
+    camera_id: str
+    ts: float
+    vector: np.ndarray
+    track_key: str
+    quality: float
+    has_track: bool
+
+
+@dataclass(frozen=True)
+class Candidate:
+    entity_id: str
+    similarity: float
+    refused: str | None = None
+
+
+@dataclass(frozen=True)
+class Merge:
+    survivor: str
+    merged: str
+    similarity: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    entity_id: str
+    kind: str  # new | joined | tracklet | merged
+    ambiguous: bool = False
+    candidates: tuple[Candidate, ...] = ()
+    redecided_from: str | None = None
+    merge: Merge | None = None
+    track_rows: int = 1
+
+
+def quality(bbox: tuple[float, float, float, float]) -> float:
+    """A detection's weight in its tracklet and entity means: small boxes are blurry and carry less."""
+    height = bbox[3] - bbox[1]
+    return float(min(1.0, max(0.25, height / MIN_BOX_HEIGHT_FULL_WEIGHT)))
+
+
+def track_key(camera_id: str, track_id: str | None, detection_id: str) -> tuple[str, bool]:
+    """Tracklet key, and whether it is a real track (a detection without track_id is a tracklet of one)."""
+    if track_id is None or track_id == "":
+        return f"det|{detection_id}", False
+    return f"{camera_id}|{track_id}", True
+
+
+class Decider:
+    """Decides detections one by one against a Gallery the caller keeps up to date with each decision."""
+
+    def __init__(self, gallery: Gallery, policy: Policy) -> None:
+        self.gallery = gallery
+        self.policy = policy
+
+    # --- comparing with entities --------------------------------------------------------------
+
+    def _ranked(self, query: np.ndarray, exclude: set[str]) -> list[tuple[str, float]]:
+        scores, owners = self.gallery.scores(query[None, :])
+        row = scores[0]
+        k = min(len(row), self.policy.max_candidates + len(exclude))
+        if k == 0:
+            return []
+        top = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
+        out = [(owners[i], float(row[i])) for i in top if owners[i] is not None and np.isfinite(row[i])]
+        return sorted(((e, s) for e, s in out if e not in exclude), key=lambda c: (-c[1], c[0]))
+
+    def _gate(self, entity_id: str, camera_id: str, t0: float, t1: float, own_key: str) -> str | None:
+        for key, cam, s0, s1 in self.gallery.sightings(entity_id):
+            if key == own_key:
+                continue
+            why = gap_conflict(self.policy.topology, camera_id, t0, t1, cam, s0, s1)
+            if why:
+                return f"space_time: {why}"
+        return None
+
+    def _choose(self, query: np.ndarray, camera_id: str, t0: float, t1: float, own_key: str,
+                exclude: set[str]) -> tuple[Candidate | None, bool, tuple[Candidate, ...]]:
+        """The entity to join (None: nobody), whether it was ambiguous, and the candidates considered."""
+        p = self.policy
+        near = [(e, s) for e, s in self._ranked(query, exclude) if s >= p.threshold - p.margin]
+        cands = tuple(Candidate(e, round(s, 6), self._gate(e, camera_id, t0, t1, own_key))
+                      for e, s in near[:p.max_candidates])
+        eligible = [c for c in cands if c.refused is None]
+        if not eligible or eligible[0].similarity < p.threshold:
+            return None, False, cands
+        best = eligible[0]
+        ambiguous = len(eligible) > 1 and best.similarity - eligible[1].similarity < p.margin
+        if ambiguous and p.ambiguous_policy == "new_entity":
+            return None, True, cands
+        return best, ambiguous, cands
+
+    # --- deciding -----------------------------------------------------------------------------
+
+    def decide(self, item: Incoming) -> Decision:
+        track = self.gallery.tracks.get(item.track_key) if item.has_track else None
+        if track is not None and track.entity_id in self.gallery.entities:
+            return self._follow(track, item)
+        best, ambiguous, cands = self._choose(item.vector, item.camera_id, item.ts, item.ts, item.track_key, set())
+        if best is None:
+            return Decision(item.detection_id, "new", ambiguous, cands)
+        return Decision(best.entity_id, "joined", ambiguous, cands)
+
+    def _follow(self, track: Track, item: Incoming) -> Decision:
+        g, p = self.gallery, self.policy
+        agg = unit(track.agg.vsum + item.quality * item.vector)
+        rows = len(track.agg.rows) + 1
+        current = track.entity_id
+        t0, t1 = min(track.agg.first, item.ts), max(track.agg.last, item.ts)
+        segments = set(g.entities[current].segments)
+        if segments == {track.key}:
+            # The entity is this tracklet alone: with more evidence, is it somebody seen before?
+            best, ambiguous, cands = self._choose(agg, item.camera_id, t0, t1, track.key, {current})
+            if best is not None and not ambiguous:
+                return Decision(best.entity_id, "merged", False, cands, merge=Merge(best.entity_id, current,
+                                best.similarity), track_rows=rows)
+        else:
+            rest = g.score_without(agg, current, track.key)
+            if rows >= REDECIDE_MIN_ROWS and rest is not None and rest < p.threshold - p.margin:
+                best, ambiguous, cands = self._choose(agg, item.camera_id, t0, t1, track.key, {current})
+                entity = best.entity_id if best is not None else item.detection_id
+                return Decision(entity, "joined" if best else "new", ambiguous, cands, redecided_from=current,
+                                track_rows=rows)
+        behind = g.left_behind(track)
+        merge = Merge(current, behind, round(g.score(g.entities[behind].agg.mean(), current), 6)) if behind else None
+        own = Candidate(current, round(g.score(agg, current), 6))
+        return Decision(current, "tracklet", False, (own,), merge=merge, track_rows=rows)
+
+    def convergent(self, entity_ids: set[str]) -> list[Merge]:
+        """Pairs among these entities and all others whose means have converged past the merge threshold
+        with no space-time conflict between any of their tracklets. The older entity survives."""
+        g, out, taken = self.gallery, [], set()
+        for eid in sorted(entity_ids):
+            if eid not in g.entities or eid in taken:
+                continue
+            mean = g.entities[eid].agg.mean()
+            for other, sim in self._ranked(mean, {eid} | taken):
+                if sim < self.policy.merge_threshold:
+                    break
+                other_mean = g.entities[other].agg.mean()
+                if float(other_mean @ mean) < self.policy.merge_threshold or self._entities_conflict(eid, other):
+                    continue
+                first_e, first_o = g.entities[eid].agg.first, g.entities[other].agg.first
+                survivor, merged = (eid, other) if (first_e, eid) <= (first_o, other) else (other, eid)
+                out.append(Merge(survivor, merged, round(float(other_mean @ mean), 6)))
+                taken |= {eid, other}
+                break
+        return out
+
+    def _entities_conflict(self, a: str, b: str) -> bool:
+        for _, cam_a, a0, a1 in self.gallery.sightings(a):
+            for _, cam_b, b0, b1 in self.gallery.sightings(b):
+                if gap_conflict(self.policy.topology, cam_a, a0, a1, cam_b, b0, b1):
+                    return True
+        return False
