@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
@@ -118,12 +119,22 @@ def check_url(url: str, allowed_hosts: tuple[str, ...]) -> None:
 
 async def fetch_url(session: aiohttp.ClientSession, url: str, allowed_hosts: tuple[str, ...],
                     max_bytes: int, timeout_s: float) -> bytes:
-    """GET with a host allow-list checked on every redirect hop, a total time limit and a size limit."""
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    """GET with a host allow-list checked on every redirect hop, a size limit, and ONE time limit
+    (REID_URL_TIMEOUT_SECONDS) over the whole fetch: every hop and the body read share it."""
+    try:
+        # One deadline for the whole chain: a per-hop limit let a slow redirect chain take hops x the limit.
+        async with asyncio.timeout(timeout_s):
+            return await _follow(session, url, allowed_hosts, max_bytes)
+    except TimeoutError:
+        raise DetectionError("image_fetch_failed", f"image_url exceeded the total time limit of {timeout_s:g}s "
+                             "(redirects and body included)", "load_image") from None
+
+
+async def _follow(session: aiohttp.ClientSession, url: str, allowed_hosts: tuple[str, ...], max_bytes: int) -> bytes:
     for _ in range(MAX_REDIRECTS + 1):
         check_url(url, allowed_hosts)
         try:
-            async with session.get(url, allow_redirects=False, timeout=timeout) as resp:
+            async with session.get(url, allow_redirects=False) as resp:
                 if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
                     url = urljoin(url, resp.headers["Location"])
                     continue
@@ -138,7 +149,7 @@ async def fetch_url(session: aiohttp.ClientSession, url: str, allowed_hosts: tup
                         raise DetectionError("image_too_large", f"image_url body is over {max_bytes} bytes",
                                              "load_image")
                 return bytes(body)
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except aiohttp.ClientError as exc:
             raise DetectionError("image_fetch_failed", f"image_url could not be fetched: {exc!r}",
                                  "load_image") from None
     raise DetectionError("image_fetch_failed", f"image_url redirected more than {MAX_REDIRECTS} times", "load_image")
