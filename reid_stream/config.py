@@ -183,7 +183,8 @@ class Settings:
     url_allowed_hosts: tuple[str, ...] = setting(
         "REID_URL_ALLOWED_HOSTS", (), _list, "Hosts `image_url` may name (comma-separated). Empty: URLs are refused.")
     url_timeout_seconds: float = setting(
-        "REID_URL_TIMEOUT_SECONDS", 5.0, _float(0.1, 120.0), "Total time limit of one image download.")
+        "REID_URL_TIMEOUT_SECONDS", 5.0, _float(0.1, 120.0),
+        "Total time limit of one image download, redirects and body included.")
     max_image_bytes: int = setting(
         "REID_MAX_IMAGE_BYTES", 20 * 1024 * 1024, _int(1024, 1 << 30), "Largest encoded image accepted, in bytes.")
     max_image_pixels: int = setting(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
@@ -20,7 +21,9 @@ from PIL import Image, UnidentifiedImageError
 from reid_stream.errors import DetectionError
 from reid_stream.events import BBox, Detection
 
-ALLOWED_FORMATS = frozenset({"JPEG", "PNG"})
+# The only formats accepted, and the only Pillow parsers that ever see untrusted bytes (Image.open's formats=,
+# which takes a tuple or list).
+ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG")
 MAX_REDIRECTS = 3
 
 
@@ -118,12 +121,22 @@ def check_url(url: str, allowed_hosts: tuple[str, ...]) -> None:
 
 async def fetch_url(session: aiohttp.ClientSession, url: str, allowed_hosts: tuple[str, ...],
                     max_bytes: int, timeout_s: float) -> bytes:
-    """GET with a host allow-list checked on every redirect hop, a total time limit and a size limit."""
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    """GET with a host allow-list checked on every redirect hop, a size limit, and ONE time limit
+    (REID_URL_TIMEOUT_SECONDS) over the whole fetch: every hop and the body read share it."""
+    try:
+        # One deadline for the whole chain: a per-hop limit let a slow redirect chain take hops x the limit.
+        async with asyncio.timeout(timeout_s):
+            return await _follow(session, url, allowed_hosts, max_bytes)
+    except TimeoutError:
+        raise DetectionError("image_fetch_failed", f"image_url exceeded the total time limit of {timeout_s:g}s "
+                             "(redirects and body included)", "load_image") from None
+
+
+async def _follow(session: aiohttp.ClientSession, url: str, allowed_hosts: tuple[str, ...], max_bytes: int) -> bytes:
     for _ in range(MAX_REDIRECTS + 1):
         check_url(url, allowed_hosts)
         try:
-            async with session.get(url, allow_redirects=False, timeout=timeout) as resp:
+            async with session.get(url, allow_redirects=False) as resp:
                 if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
                     url = urljoin(url, resp.headers["Location"])
                     continue
@@ -138,7 +151,7 @@ async def fetch_url(session: aiohttp.ClientSession, url: str, allowed_hosts: tup
                         raise DetectionError("image_too_large", f"image_url body is over {max_bytes} bytes",
                                              "load_image")
                 return bytes(body)
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except aiohttp.ClientError as exc:
             raise DetectionError("image_fetch_failed", f"image_url could not be fetched: {exc!r}",
                                  "load_image") from None
     raise DetectionError("image_fetch_failed", f"image_url redirected more than {MAX_REDIRECTS} times", "load_image")
@@ -147,7 +160,7 @@ async def fetch_url(session: aiohttp.ClientSession, url: str, allowed_hosts: tup
 # --- decoding and cropping ------------------------------------------------------------------------
 
 def decode_image(data: bytes, max_pixels: int, crop_hint: tuple[BBox, int] | None = None) -> Image.Image:
-    """Decode JPEG or PNG fully, refusing bombs and truncated files.
+    """Decode JPEG or PNG fully, refusing bombs, truncated files and any other format (unparsed).
 
     With `crop_hint` (the box that will be cut out and the side it will be scaled to), a JPEG whose box
     is at least twice that side is decoded at 1/2, 1/4 or 1/8 scale by libjpeg's DCT scaling: a fraction
@@ -156,8 +169,8 @@ def decode_image(data: bytes, max_pixels: int, crop_hint: tuple[BBox, int] | Non
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            if img.format not in ALLOWED_FORMATS:
+            img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+            if img.format not in ALLOWED_FORMATS:  # e.g. MPO, which Pillow's JPEG opener can hand back
                 raise DetectionError("unsupported_image_format", f"image is {img.format}, not JPEG or PNG",
                                      "load_image")
             if img.width * img.height > max_pixels:
@@ -173,12 +186,30 @@ def decode_image(data: bytes, max_pixels: int, crop_hint: tuple[BBox, int] | Non
     except DetectionError:
         raise
     except UnidentifiedImageError:
+        other = _other_format(data)
+        if other is not None:
+            raise DetectionError("unsupported_image_format", f"image looks like {other}, not JPEG or PNG",
+                                 "load_image") from None
         raise DetectionError("image_decode_failed", "bytes are not a recognisable image", "load_image") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DetectionError("image_too_large", str(exc), "load_image") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise DetectionError("image_decode_failed", f"image could not be decoded: {exc}", "load_image") from None
     return img
+
+
+def _other_format(data: bytes) -> str | None:
+    """The refused format the bytes' header names, by Pillow's prefix checks alone (its parsers never run)."""
+    Image.init()
+    for fmt, (_, accept) in Image.OPEN.items():
+        if fmt in ALLOWED_FORMATS or accept is None:
+            continue
+        try:
+            if accept(data[:16]):
+                return fmt
+        except Exception:  # a check indexing past a short prefix is a "no", not an error
+            continue
+    return None
 
 
 def decode_crop(data: bytes, bbox: BBox, size: int, max_pixels: int) -> np.ndarray:

@@ -13,9 +13,11 @@ from datetime import datetime
 from functools import cache
 from typing import Any, TypeVar, cast
 
+from aiokafka.errors import KafkaTimeoutError
 from faust.web import Request, Response, View
 from pydantic import BaseModel
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from reid_stream.errors import DetectionError
 from reid_stream.events import ENTITY_TYPES, BBox, EntityDetail, EntityHistory, EntityList
@@ -291,19 +293,36 @@ def register_views(app: ReidApp) -> None:
         app.page(path)(view)
 
 
+# /ready is often open (REID_PROTECT_OPS=false) and an error's text names hosts and ports: the answer
+# carries a stable error_code only, and the details go to the worker's log.
+REDIS_PING_TIMEOUT_S = 2
+KAFKA_METADATA_TIMEOUT_S = 3
+
+
+def _failed(code: str, what: str, exc: BaseException | None = None) -> dict[str, Any]:
+    detail = (str(exc) or type(exc).__name__) if exc is not None else ""  # str: redis-py 7 repr omits the address
+    log.warning("/ready: %s (%s) %s", what, code, detail)
+    return {"ok": False, "error_code": code}
+
+
 async def _check_redis(runtime: Runtime) -> dict[str, Any]:
     try:
-        await asyncio.wait_for(runtime.store.ping(), timeout=2)
+        await asyncio.wait_for(runtime.store.ping(), timeout=REDIS_PING_TIMEOUT_S)
         return {"ok": True, "pipeline_storing": runtime.redis_ok}
-    except (RedisError, OSError, TimeoutError) as exc:
-        return {"ok": False, "error": repr(exc)}
+    except (TimeoutError, RedisTimeoutError) as exc:
+        return _failed("redis_timeout", f"Redis did not answer PING within {REDIS_PING_TIMEOUT_S}s", exc)
+    except (RedisError, OSError) as exc:
+        return _failed("redis_unreachable", "Redis PING failed", exc)
 
 
 async def _check_kafka(runtime: Runtime) -> dict[str, Any]:
     if runtime.publisher is None:
-        return {"ok": False, "error": "producer not started"}
+        return _failed("kafka_not_started", "the Kafka producer is not started")
     try:
-        ok = await asyncio.wait_for(runtime.publisher.client.fetch_all_metadata(), timeout=3) is not None
-        return {"ok": ok}
+        metadata = await asyncio.wait_for(runtime.publisher.client.fetch_all_metadata(),
+                                          timeout=KAFKA_METADATA_TIMEOUT_S)
+    except (TimeoutError, KafkaTimeoutError) as exc:
+        return _failed("kafka_timeout", f"Kafka metadata not fetched within {KAFKA_METADATA_TIMEOUT_S}s", exc)
     except Exception as exc:  # any client error means "not reachable now"
-        return {"ok": False, "error": repr(exc)}
+        return _failed("kafka_unreachable", "Kafka metadata request failed", exc)
+    return {"ok": True} if metadata is not None else _failed("kafka_unreachable", "Kafka returned no metadata")

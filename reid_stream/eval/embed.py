@@ -12,13 +12,13 @@ from tqdm import tqdm
 
 from reid_stream.encoders import Encoder
 from reid_stream.events import BBox
-from reid_stream.images import decode_crop
+from reid_stream.images import ALLOWED_FORMATS, decode_crop
 
 
 def crop_of(data: bytes, bbox: BBox | None, size: int, max_pixels: int) -> np.ndarray:
     """The letterboxed crop the worker would encode: the box, or the whole image (a dataset's crop file)."""
     if bbox is None:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as img:  # dataset files: the worker's formats
             bbox = BBox(x1=0, y1=0, x2=img.width, y2=img.height)
     return decode_crop(data, bbox, size, max_pixels)
 

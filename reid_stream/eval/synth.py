@@ -49,6 +49,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from reid_stream.eval.metrics import retrieval_metrics
+from reid_stream.images import ALLOWED_FORMATS
 
 GENERATOR_VERSION = 1
 FPS = 25
@@ -1178,7 +1179,8 @@ def _render(out: Path, cams: list[_Camera], attrs: dict[int, dict], frames: dict
                 _occlude(scene, tight, s.occluder, s.fy)
         pixels = _camera_pipeline(scene, cam, exposure, frng)
         if image_format == "png":  # keep this camera's compression artefacts, then store losslessly
-            pixels = np.asarray(Image.open(io.BytesIO(_encode(pixels, "jpg", cam.jpeg_quality))).convert("RGB"))
+            jpeg = io.BytesIO(_encode(pixels, "jpg", cam.jpeg_quality))
+            pixels = np.asarray(Image.open(jpeg, formats=ALLOWED_FORMATS).convert("RGB"))
         frame_rel = f"frames/c{cam_i}/{tick:06d}.{ext}"
         (out / frame_rel).parent.mkdir(parents=True, exist_ok=True)
         (out / frame_rel).write_bytes(_encode(pixels, image_format, cam.jpeg_quality))
@@ -1296,7 +1298,7 @@ def contact_sheet(out: Path, path: Path, ids: int = 8) -> Path:
             others = [f for f in files if f not in chosen]
             chosen += ([f for f in others if track.get(f"{f.parent.name}/{f.name}") not in seen] or others)[:1]
             for j, f in enumerate(chosen[:PER_CAMERA]):
-                with Image.open(f) as im:
+                with Image.open(f, formats=ALLOWED_FORMATS) as im:
                     crop = im.convert("RGB")
                 scale = min(CELL_W / crop.width, CELL_H / crop.height)
                 crop = crop.resize((max(1, round(crop.width * scale)), max(1, round(crop.height * scale))),
@@ -1313,7 +1315,7 @@ def contact_sheet(out: Path, path: Path, ids: int = 8) -> Path:
 def _load(paths: Sequence[Path], size: tuple[int, int]) -> np.ndarray:
     arrs = []
     for p in paths:
-        with Image.open(p) as im:
+        with Image.open(p, formats=ALLOWED_FORMATS) as im:
             arrs.append(np.asarray(im.convert("RGB").resize(size, Image.Resampling.BILINEAR), np.float32))
     return np.stack(arrs)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
@@ -12,10 +14,13 @@ from aiohttp import web
 
 from reid_stream.embed import Embedder
 from reid_stream.encoders.null import NullEncoder
+from reid_stream.errors import DetectionError
+from reid_stream.images import MAX_REDIRECTS, fetch_url
 from reid_stream.wire import RawEvent
 from tests.conftest import encode_png, make_settings, pattern_image
 
 pytestmark = pytest.mark.integration
+SLOW_HOP_S = 0.6
 
 
 @pytest.fixture
@@ -35,8 +40,23 @@ async def server():
     async def to_foreign(_: web.Request) -> web.Response:
         raise web.HTTPFound("http://localhost:1/image.png")  # localhost is not on the allow-list
 
+    async def slow_hop(request: web.Request) -> web.Response:
+        await asyncio.sleep(SLOW_HOP_S)  # each hop alone is well inside the limit, the chain is not
+        left = int(request.match_info["left"])
+        if left == 0:
+            return web.Response(body=png, content_type="image/png")
+        raise web.HTTPFound(f"/slow/{left - 1}")
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "image/png"})
+        await resp.prepare(request)
+        for _ in range(10):  # headers at once, then the body slowly
+            await resp.write(b"0" * 100)
+            await asyncio.sleep(SLOW_HOP_S / 2)
+        return resp
+
     app.add_routes([web.get("/image.png", image), web.get("/big.png", big), web.get("/hop", to_local),
-                    web.get("/escape", to_foreign)])
+                    web.get("/escape", to_foreign), web.get("/slow/{left}", slow_hop), web.get("/trickle", trickle)])
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -72,3 +92,18 @@ async def test_url_references(server: str):
     codes = {ltr.detection_id: ltr.error_code for ltr in letters}
     assert codes == {"redirect-out": "url_not_allowed", "foreign": "url_not_allowed", "big": "image_too_large",
                      "missing": "image_fetch_failed", "scheme": "url_not_allowed"}
+
+
+async def test_the_url_time_limit_covers_the_whole_redirect_chain_and_body(server: str):
+    limit = 1.0
+    async with aiohttp.ClientSession() as http:
+        assert len(await fetch_url(http, f"{server}/slow/0", ("127.0.0.1",), 100_000, limit)) > 0  # one hop fits
+        # MAX_REDIRECTS redirects and the image, 0.6 s each: every hop fits the limit, the chain (2.4 s) does not.
+        for path in (f"/slow/{MAX_REDIRECTS}", "/trickle"):
+            start = time.monotonic()
+            with pytest.raises(DetectionError) as err:
+                await fetch_url(http, server + path, ("127.0.0.1",), 100_000, limit)
+            elapsed = time.monotonic() - start
+            assert err.value.code == "image_fetch_failed"
+            assert "total time limit" in err.value.message
+            assert elapsed < limit + 0.3, f"{path} took {elapsed:.2f}s with a {limit}s limit"

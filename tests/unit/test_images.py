@@ -205,3 +205,29 @@ def test_thumbnail_is_the_box_as_a_jpeg_no_larger_than_the_max_side():
     with pytest.raises(DetectionError) as err:
         thumbnail_jpeg(buf.getvalue(), BBox(x1=2000, y1=0, x2=2100, y2=10), 256, 10**8)
     assert err.value.code == "bbox_outside_image"
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "TIFF", "PCX", "BMP", "WEBP"])
+def test_other_formats_are_refused_before_pillow_parses_them(fmt: str, monkeypatch: pytest.MonkeyPatch):
+    import io
+
+    from reid_stream.images import ALLOWED_FORMATS, decode_crop
+
+    assert fmt not in ALLOWED_FORMATS
+    Image.init()
+    parser = Image.OPEN[fmt][0]  # the plugin's ImageFile class: its _open reads the header
+    parsed: list[str] = []
+    real_open = parser._open
+
+    def spy(self: Image.Image) -> None:
+        parsed.append(fmt)
+        real_open(self)
+
+    monkeypatch.setattr(parser, "_open", spy)
+    buf = io.BytesIO()
+    pattern_image(1).save(buf, format=fmt)  # a valid image Pillow could read
+    for decode in (lambda d: decode_image(d, 10**6), lambda d: decode_crop(d, box(0, 0, 20, 20), 32, 10**6)):
+        with pytest.raises(DetectionError) as err:
+            decode(buf.getvalue())
+        assert err.value.code == "unsupported_image_format" and fmt in err.value.message
+    assert parsed == [], f"Pillow's {fmt} parser read untrusted bytes"
