@@ -10,6 +10,8 @@ from reid_stream import __version__
 from reid_stream.events import ENTITY_TYPES, EntityDetail, EntityHistory, EntityList
 
 REF = "#/components/schemas/{model}"
+MERGED_ID = ("The id of an entity since merged into another answers with that entity; `resolved_from` names the "
+             "id asked for.")
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -53,14 +55,19 @@ def build_openapi() -> dict[str, Any]:
                 "responses": {"200": _ok("EntityList"), "422": _error("a parameter is invalid"), **common},
             }},
             "/api/entities/{entity_id}": {
-                "get": {"summary": "One entity with its appearances", "parameters": [entity_id],
+                "get": {"summary": "One entity with its appearances", "description": MERGED_ID,
+                        "parameters": [entity_id],
                         "responses": {"200": _ok("EntityDetail"), "404": _error("unknown entity"), **common}},
-                "delete": {"summary": "Erase an entity, its appearances and embeddings", "parameters": [entity_id],
+                "delete": {"summary": "Erase an entity, its appearances and embeddings",
+                           "description": "A merged id erases the entity it became. Also erased: its markers, "
+                           "merged ids and aliases, and every mention of it in other detections' stored match "
+                           "events.", "parameters": [entity_id],
                            "responses": {"200": {"description": "erased"}, "404": _error("unknown entity"),
                                          **common}},
             },
             "/api/entities/{entity_id}/history": {"get": {
-                "summary": "An entity's appearances, oldest first", "parameters": [entity_id],
+                "summary": "An entity's appearances, oldest first", "description": MERGED_ID,
+                "parameters": [entity_id],
                 "responses": {"200": _ok("EntityHistory"), "404": _error("unknown entity"), **common},
             }},
             "/api/detections/{detection_id}/image": {"get": {

@@ -4,11 +4,15 @@
 --
 -- KEYS: 1 version, 2 embedding index (zset), 3 vectors of the day (hash), 4 metadata of the day (hash),
 --       5 detection marker, 6 entity (hash), 7 entity cameras (set), 8 entity appearances (hash),
---       9 entity appearance order (zset), 10 entities of the type (zset), 11 entities of the camera (zset)
+--       9 entity appearance order (zset), 10 entities of the type (zset), 11 entities of the camera (zset),
+--       12 ids merged into the entity (set), 13 aliases of the (model, type) (hash)
 -- ARGV: 1 expected version, 2 ttl seconds, 3 cap, 4 detection id, 5 index member "day|detection",
 --       6 vector bytes, 7 metadata json, 8 stored_at (epoch s), 9 marker json, 10 entity type,
 --       11 camera id, 12 detection time (epoch s), 13 detection time (iso), 14 appearance json,
---       15 key prefix of the day hashes "…:vec:", 16 key prefix "…:meta:", 17 model id, 18 entity id
+--       15 key prefix of the day hashes "…:vec:", 16 key prefix "…:meta:", 17 model id, 18 entity id,
+--       19 key prefix of the reference sets "…:refs:", 20 key prefix of the alias keys "…:alias:",
+--       21… the other entities the event names (matches, candidates, tracklet); erasure of one of them
+--       rewrites this detection's marker
 local marker = redis.call('GET', KEYS[5])
 if marker then
   return {'dup', marker}
@@ -73,7 +77,23 @@ redis.call('ZADD', KEYS[10], 'GT', ts, ARGV[18])
 redis.call('EXPIRE', KEYS[10], ttl)
 redis.call('EXPIRE', KEYS[11], ttl)
 
+-- Its merged ids live as long as its appearances (theirs among them): asking for or erasing one of
+-- them must keep finding this entity.
+local merged_ids = redis.call('SMEMBERS', KEYS[12])
+if #merged_ids > 0 then
+  redis.call('EXPIRE', KEYS[12], ttl)
+  redis.call('EXPIRE', KEYS[13], ttl)
+  for _, id in ipairs(merged_ids) do
+    redis.call('EXPIRE', ARGV[20] .. id, ttl)
+  end
+end
+
 redis.call('SET', KEYS[5], ARGV[9], 'EX', ttl)
+for i = 21, #ARGV do
+  local refs = ARGV[19] .. ARGV[i]
+  redis.call('SADD', refs, ARGV[4])
+  redis.call('EXPIRE', refs, ttl)
+end
 redis.call('SET', KEYS[1], version + 1, 'EX', ttl)
 -- Nested, not unpacked: Lua cannot unpack more than a few thousand values at once.
 return {'ok', tostring(version + 1), evicted}

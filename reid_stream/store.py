@@ -4,20 +4,32 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
 from reid_stream.config import Settings
-from reid_stream.events import ENTITY_TYPES, EntityAppearance, EntityDetail, EntitySummary, MatchEvent
+from reid_stream.events import (
+    ENTITY_TYPES,
+    EntityAppearance,
+    EntityDetail,
+    EntitySummary,
+    EntityUpdate,
+    MatchEvent,
+)
 from reid_stream.matching import Assignment, EntityEmbedding, VectorIndex
 
 COMMIT_LUA = (Path(__file__).resolve().parent / "store.lua").read_text()
+MERGE_LUA = (Path(__file__).resolve().parent / "merge.lua").read_text()
+T = TypeVar("T")
+MAX_ALIAS_HOPS = 32  # merges flatten chains, so one hop is the rule; more only mid-merge or from stale keys
 
 
 def stored_vector(raw: bytes, dim: int) -> np.ndarray:
@@ -65,8 +77,37 @@ class Keys:
     def by_type(self, etype: str) -> str:
         return f"{self.prefix}:entities:{etype}"
 
+    def camera_prefix(self, etype: str) -> str:
+        return f"{self.prefix}:cam:{etype}:"
+
     def by_camera(self, etype: str, camera_id: str) -> str:
-        return f"{self.prefix}:cam:{etype}:{camera_id}"
+        return self.camera_prefix(etype) + camera_id
+
+    def merged_ids(self, entity_id: str) -> str:
+        """The ids merged into a live entity (chains flattened)."""
+        return f"{self.prefix}:ent:{entity_id}:merged"
+
+    def alias_prefix(self) -> str:
+        return f"{self.prefix}:alias:"
+
+    def alias(self, merged_id: str) -> str:
+        """A merged id -> the entity it now is; what the views follow."""
+        return self.alias_prefix() + merged_id
+
+    def aliases(self, model: str, etype: str) -> str:
+        """All aliases of one (model, type) in one hash: what load_index reads to name only live entities."""
+        return f"{self.prefix}:aliases:{model}:{etype}"
+
+    def outbox(self, etype: str) -> str:
+        """Entity updates not yet published to Kafka, oldest first."""
+        return f"{self.prefix}:outbox:{etype}"
+
+    def refs_prefix(self) -> str:
+        return f"{self.prefix}:refs:"
+
+    def refs(self, entity_id: str) -> str:
+        """The detections of other entities whose stored event names this entity: erasure rewrites them."""
+        return self.refs_prefix() + entity_id
 
 
 @dataclass(frozen=True)
@@ -86,7 +127,7 @@ class PlannedWrite:
 
 @dataclass(frozen=True)
 class CommitResult:
-    status: str  # ok | dup | conflict
+    status: str  # ok | dup | conflict | gone (merge: an entity no longer exists)
     version: int | None = None
     evicted: tuple[str, ...] = ()
     marker: dict[str, Any] | None = None
@@ -97,6 +138,61 @@ def day_of(ts: datetime) -> str:
     return ts.astimezone(UTC).date().isoformat()
 
 
+def resolve_alias(aliases: Mapping[str, str], entity_id: str) -> str:
+    """The live entity an id now is: aliases followed to the end; a cycle (never written, but keys expire
+    independently) stops where it closes rather than looping."""
+    seen = {entity_id}
+    while (nxt := aliases.get(entity_id)) is not None and nxt not in seen and len(seen) < MAX_ALIAS_HOPS:
+        seen.add(nxt)
+        entity_id = nxt
+    return entity_id
+
+
+def named_entities(event: Mapping[str, Any]) -> set[str]:
+    """The other entities a stored match event (as JSON) names: its matches, candidates and tracklet."""
+    names = {m["entity_id"] for m in event.get("matches") or ()}
+    names |= {c["entity_id"] for c in event.get("candidates") or ()}
+    if (tracklet := event.get("tracklet")) and tracklet.get("redecided_from"):
+        names.add(tracklet["redecided_from"])
+    names.discard(event["entity_id"])
+    return names
+
+
+def scrub_event(event: dict[str, Any], entities: set[str], detections: set[str]) -> bool:
+    """Drop every mention of erased entities and detections from a stored match event; True if it changed."""
+    before_matches, before_candidates = event.get("matches") or [], event.get("candidates") or []
+    matches = [m for m in before_matches if m["entity_id"] not in entities and m["detection_id"] not in detections]
+    candidates = [c for c in before_candidates if c["entity_id"] not in entities]
+    changed = len(matches) < len(before_matches) or len(candidates) < len(before_candidates)
+    event["matches"] = matches
+    if "candidates" in event:
+        event["candidates"] = candidates
+    tracklet = event.get("tracklet")
+    if tracklet and tracklet.get("redecided_from") in entities:
+        tracklet["redecided_from"] = None
+        changed = True
+    return changed
+
+
+@dataclass
+class _Erasure:
+    """What purge_entity read under WATCH and will delete or rewrite in one MULTI."""
+
+    entity_id: str
+    etype: str
+    model: str
+    cameras: list[str]
+    detections: list[tuple[str, float]]  # (detection id, its time as epoch seconds)
+    merged_ids: list[str]
+    aliases: set[str] = field(default_factory=set)  # alias fields and keys to delete
+    unref: dict[str, list[str]] = field(default_factory=dict)  # other entities' refs key -> its detections
+    rewrites: dict[str, str] = field(default_factory=dict)  # other detections' marker key -> scrubbed json
+
+
+def _sorted_ids(raw: Iterable[bytes]) -> list[str]:
+    return sorted(r.decode() for r in raw)
+
+
 class ReidStore:
     def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
         self.redis = client
@@ -104,6 +200,7 @@ class ReidStore:
         self.keys = Keys(settings.redis_prefix)
         # redis-py keeps the script's SHA and loads it again itself after a Redis restart (NOSCRIPT).
         self._commit_script = client.register_script(COMMIT_LUA)
+        self._merge_script = client.register_script(MERGE_LUA)
         self._dtype = np.float16 if settings.vector_dtype == "float16" else np.float32
 
     @classmethod
@@ -127,6 +224,10 @@ class ReidStore:
         """A consistent snapshot: re-read until the version did not move during the read."""
         while True:
             before = await self.version(model, etype)
+            # Rows keep the entity id they were stored with; a merge since then renamed it (merges bump the
+            # version, so the aliases belong to this snapshot).
+            aliases = {k.decode(): v.decode() for k, v in (await self.redis.hgetall(
+                self.keys.aliases(model, etype))).items()}
             members = await self.redis.zrange(self.keys.index(model, etype), 0, -1, withscores=True)
             by_day: dict[str, list[tuple[str, float]]] = {}
             for member, score in members:
@@ -146,7 +247,7 @@ class ReidStore:
                         continue
                     m = json.loads(meta)
                     index.add(EntityEmbedding(
-                        detection_id=det, entity_id=m["e"], entity_type=etype, camera_id=m["c"],
+                        detection_id=det, entity_id=resolve_alias(aliases, m["e"]), entity_type=etype, camera_id=m["c"],
                         timestamp=datetime.fromisoformat(m["t"]), embedding=stored_vector(vec, dim),
                         model=model, stored_at=score, track_key=m.get("k", ""), quality=m.get("q", 1.0)))
             if await self.version(model, etype) == before:
@@ -166,15 +267,17 @@ class ReidStore:
         day = day_of(ev.timestamp)
         keys = [k.version(model, etype), k.index(model, etype), k.vec_prefix(model, etype) + day,
                 k.meta_prefix(model, etype) + day, k.marker(det), k.entity(eid), k.cameras(eid),
-                k.appearances(eid), k.order(eid), k.by_type(etype), k.by_camera(etype, ev.camera_id)]
+                k.appearances(eid), k.order(eid), k.by_type(etype), k.by_camera(etype, ev.camera_id),
+                k.merged_ids(eid), k.aliases(model, etype)]
         meta = json.dumps({"e": eid, "c": ev.camera_id, "t": ev.timestamp.isoformat(), "k": w.track_key,
                            "q": w.quality})
-        marker = json.dumps({"fp": w.fingerprint, "event": ev.model_dump(mode="json"), "ref": w.image_ref})
+        event = ev.model_dump(mode="json")
+        marker = json.dumps({"fp": w.fingerprint, "event": event, "ref": w.image_ref})
         args = [expected, s.embedding_ttl_seconds, s.max_embeddings, det, f"{day}|{det}",
                 np.ascontiguousarray(w.vector, dtype=self._dtype).tobytes(), meta, w.stored_at, marker, etype,
                 ev.camera_id, ev.timestamp.timestamp(), ev.timestamp.isoformat(),
                 w.appearance.model_dump_json(), k.vec_prefix(model, etype), k.meta_prefix(model, etype),
-                model, eid]
+                model, eid, k.refs_prefix(), k.alias_prefix(), *sorted(named_entities(event))]
         return keys, args
 
     async def commit(self, writes: list[PlannedWrite], expected_version: int) -> list[CommitResult]:
@@ -199,6 +302,36 @@ class ReidStore:
             else:
                 out.append(CommitResult("conflict", int(reply[1])))
         return out
+
+    async def merge(self, model: str, etype: str, survivor: str, merged: str, similarity: float,
+                    expected_version: int, at: datetime) -> CommitResult:
+        """Merge one entity into another in one atomic script (see merge.lua): ok with the new version,
+        conflict (with the current one) when the version moved, gone when either entity no longer exists."""
+        if survivor == merged:
+            raise ValueError(f"cannot merge entity {survivor} into itself")
+        k = self.keys
+        keys = [k.version(model, etype), k.entity(survivor), k.cameras(survivor), k.appearances(survivor),
+                k.order(survivor), k.merged_ids(survivor), k.entity(merged), k.cameras(merged),
+                k.appearances(merged), k.order(merged), k.merged_ids(merged), k.by_type(etype),
+                k.aliases(model, etype), k.outbox(etype), k.refs(survivor), k.refs(merged)]
+        update = EntityUpdate(type="merged", survivor=survivor, merged=merged, entity_type=etype,
+                              similarity=similarity, at=at)
+        args = [expected_version, self.settings.embedding_ttl_seconds, survivor, merged, update.model_dump_json(),
+                k.camera_prefix(etype), k.alias_prefix()]
+        status, version = await self._merge_script(keys=keys, args=args)
+        return CommitResult(status.decode(), int(version))
+
+    # --- the outbox: merges waiting to be published on entity-updates ------------------------
+
+    async def pending_updates(self, etype: str, limit: int = 100) -> list[EntityUpdate]:
+        """The oldest unpublished updates of a type, oldest first; they stay until acknowledged."""
+        raw = await self.redis.lrange(self.keys.outbox(etype), 0, limit - 1)
+        return [EntityUpdate.model_validate_json(r) for r in raw]
+
+    async def ack_updates(self, etype: str, count: int) -> None:
+        """Drop the first `count` updates once Kafka has them: a crash before this publishes them again."""
+        if count > 0:
+            await self.redis.ltrim(self.keys.outbox(etype), count, -1)
 
     # --- the reader side (HTTP views) ---------------------------------------------------------
 
@@ -229,10 +362,11 @@ class ReidStore:
             pipe.hgetall(self.keys.entity(eid))
             pipe.smembers(self.keys.cameras(eid))
             pipe.hlen(self.keys.appearances(eid))
+            pipe.smembers(self.keys.merged_ids(eid))
         replies = await pipe.execute() if entity_ids else []
         out: list[EntitySummary | None] = []
         for i, eid in enumerate(entity_ids):
-            h, cams, count = replies[3 * i], replies[3 * i + 1], replies[3 * i + 2]
+            h, cams, count, merged = replies[4 * i: 4 * i + 4]
             if not h:  # expired since the index was read
                 out.append(None)
                 continue
@@ -240,7 +374,7 @@ class ReidStore:
             out.append(EntitySummary(
                 id=eid, entity_id=eid, entity_type=h["entity_type"], first_seen=h["first_seen"],
                 last_seen=h["last_seen"], appearance_count=int(count), cameras_seen=sorted(c.decode() for c in cams),
-                thumbnail_url=self._entity_thumbnail(eid, h)))
+                thumbnail_url=self._entity_thumbnail(eid, h), merged_ids=_sorted_ids(merged)))
         return out
 
     def _entity_thumbnail(self, entity_id: str, h: dict[str, str]) -> str:
@@ -250,14 +384,47 @@ class ReidStore:
                                            h.get("last_det", entity_id))
 
     async def get_entity(self, entity_id: str) -> EntityDetail | None:
-        """One round trip: the entity, its cameras and its appearances in time order."""
+        """The entity, or the one it was merged into (with resolved_from naming the id asked for)."""
+        found = await self._follow_aliases(entity_id, self._detail)
+        if found is None:
+            return None
+        target, detail = found
+        if target != entity_id:
+            detail.resolved_from = entity_id
+        return detail
+
+    async def resolve(self, entity_id: str) -> str | None:
+        """The live entity an id names: itself, the survivor of its merges, or None (unknown, expired)."""
+        async def live(eid: str) -> bool | None:
+            return True if await self.redis.exists(self.keys.entity(eid)) else None
+
+        found = await self._follow_aliases(entity_id, live)
+        return None if found is None else found[0]
+
+    async def _follow_aliases(self, entity_id: str, read: Callable[[str], Awaitable[T | None]]) -> tuple[str, T] | None:
+        """Read the id, else the id its alias names, and so on; (the id read, what was read) or None.
+
+        One alias read at a time, not a snapshot: a merge happening between two reads is simply followed.
+        """
+        target, seen = entity_id, {entity_id}
+        while (found := await read(target)) is None:
+            nxt = await self.redis.get(self.keys.alias(target))
+            if nxt is None or nxt.decode() in seen or len(seen) > MAX_ALIAS_HOPS:
+                return None
+            target = nxt.decode()
+            seen.add(target)
+        return target, found
+
+    async def _detail(self, entity_id: str) -> EntityDetail | None:
+        """One round trip: the entity, its cameras, its appearances in time order and its merged ids."""
         k = self.keys
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(k.entity(entity_id))
         pipe.smembers(k.cameras(entity_id))
         pipe.zrange(k.order(entity_id), 0, -1)
         pipe.hgetall(k.appearances(entity_id))
-        h, cams, order, apps = await pipe.execute()
+        pipe.smembers(k.merged_ids(entity_id))
+        h, cams, order, apps, merged = await pipe.execute()
         if not h:
             return None
         h = {key.decode(): v.decode() for key, v in h.items()}
@@ -267,7 +434,7 @@ class ReidStore:
         return EntityDetail(id=entity_id, entity_id=entity_id, entity_type=h["entity_type"],
                             first_seen=h["first_seen"], last_seen=h["last_seen"], appearance_count=len(apps),
                             cameras_seen=sorted(c.decode() for c in cams), appearances=appearances,
-                            thumbnail_url=self._entity_thumbnail(entity_id, h))
+                            thumbnail_url=self._entity_thumbnail(entity_id, h), merged_ids=_sorted_ids(merged))
 
     async def image_ref(self, detection_id: str) -> dict[str, Any] | None:
         """Where a stored detection's crop can be cut again: {"bbox": [...], "path" or "url": ...}.
@@ -280,45 +447,100 @@ class ReidStore:
         return json.loads(raw).get("ref") or {}
 
     async def purge_entity(self, entity_id: str) -> dict[str, Any] | None:
-        """Erase an entity, its appearances, its detections' markers and its embeddings (right to erasure).
+        """Erase an entity (right to erasure): its appearances, its detections' markers and embeddings, its
+        aliases and merged ids, and every mention of it in other detections' stored match events.
 
-        Optimistic: WATCHed keys make the delete all-or-nothing against a writer adding an appearance.
-        Bumping the version makes the single writer drop its local copy of the vectors.
+        An alias id erases the entity it was merged into: after a merge they are one person.
+        Optimistic: WATCHed keys make the delete all-or-nothing against a writer adding an appearance or
+        merging (both bump the version). Bumping the version makes the single writer drop its local copy.
         """
-        k = self.keys
         for _ in range(20):
+            target = await self.resolve(entity_id)
+            if target is None:
+                return None
             async with self.redis.pipeline(transaction=True) as pipe:
                 try:
-                    await pipe.watch(k.entity(entity_id), k.appearances(entity_id))
-                    h = await pipe.hgetall(k.entity(entity_id))
-                    if not h:
+                    plan = await self._plan_erasure(pipe, target)
+                    if plan is None:  # merged or erased between resolving and watching: resolve again
                         await pipe.unwatch()
-                        return None
-                    etype, model = h[b"entity_type"].decode(), h.get(b"model", b"").decode()
-                    await pipe.watch(k.version(model, etype))
-                    cams = [c.decode() for c in await pipe.smembers(k.cameras(entity_id))]
-                    dets = [(d.decode(), ts) for d, ts in await pipe.zrange(k.order(entity_id), 0, -1,
-                                                                             withscores=True)]
+                        continue
                     pipe.multi()
-                    for det, ts in dets:
-                        day = day_of(datetime.fromtimestamp(ts, UTC))
-                        pipe.hdel(k.vec_prefix(model, etype) + day, det)
-                        pipe.hdel(k.meta_prefix(model, etype) + day, det)
-                        pipe.zrem(k.index(model, etype), f"{day}|{det}")
-                        pipe.delete(k.marker(det))
-                    pipe.delete(k.entity(entity_id), k.cameras(entity_id), k.appearances(entity_id),
-                                k.order(entity_id))
-                    pipe.zrem(k.by_type(etype), entity_id)
-                    for cam in cams:
-                        pipe.zrem(k.by_camera(etype, cam), entity_id)
-                    pipe.incr(k.version(model, etype))
-                    pipe.expire(k.version(model, etype), self.settings.embedding_ttl_seconds)
+                    self._queue_erasure(pipe, plan)
                     await pipe.execute()
-                    return {"entity_id": entity_id, "entity_type": etype, "detections": [d for d, _ in dets],
-                            "cameras": cams}
                 except WatchError:
                     continue
+            return {"entity_id": plan.entity_id, "entity_type": plan.etype,
+                    "detections": [d for d, _ in plan.detections], "cameras": plan.cameras,
+                    "merged_ids": plan.merged_ids, "resolved_from": entity_id if entity_id != target else None}
         raise RuntimeError(f"entity {entity_id} kept changing; purge gave up after 20 attempts")
+
+    async def _plan_erasure(self, pipe: Pipeline, entity_id: str) -> _Erasure | None:
+        """Everything the erasure touches, read under WATCH (the pipeline answers at once until MULTI)."""
+        k = self.keys
+        await pipe.watch(k.entity(entity_id), k.appearances(entity_id), k.merged_ids(entity_id))
+        h = await pipe.hgetall(k.entity(entity_id))
+        if not h:
+            return None
+        etype, model = h[b"entity_type"].decode(), h.get(b"model", b"").decode()
+        await pipe.watch(k.version(model, etype))
+        plan = _Erasure(
+            entity_id, etype, model, cameras=[c.decode() for c in await pipe.smembers(k.cameras(entity_id))],
+            detections=[(d.decode(), ts) for d, ts in await pipe.zrange(k.order(entity_id), 0, -1, withscores=True)],
+            merged_ids=_sorted_ids(await pipe.smembers(k.merged_ids(entity_id))))
+        erased = {entity_id, *plan.merged_ids}
+        # Aliases naming it whose merged-ids set expired first would otherwise outlive it in the hash.
+        aliases = await pipe.hgetall(k.aliases(model, etype))
+        plan.aliases = set(plan.merged_ids) | {f.decode() for f, v in aliases.items() if v.decode() in erased}
+        await self._plan_unref(pipe, plan, erased)
+        await self._plan_rewrites(pipe, plan, erased)
+        return plan
+
+    async def _plan_unref(self, pipe: Pipeline, plan: _Erasure, erased: set[str]) -> None:
+        """Its own detections leave the reference sets of the entities their events named."""
+        own = [d for d, _ in plan.detections]
+        raw = await pipe.mget([self.keys.marker(d) for d in own]) if own else []
+        for det, marker in zip(own, raw, strict=True):
+            if marker is not None:
+                for other in named_entities(json.loads(marker)["event"]) - erased:
+                    plan.unref.setdefault(self.keys.refs(other), []).append(det)
+
+    async def _plan_rewrites(self, pipe: Pipeline, plan: _Erasure, erased: set[str]) -> None:
+        """Other detections whose stored event names it: their markers, scrubbed."""
+        own = {d for d, _ in plan.detections}
+        referrers = sorted({r.decode() for r in await pipe.sunion([self.keys.refs(e) for e in erased])} - own)
+        if not referrers:
+            return
+        marker_keys = [self.keys.marker(d) for d in referrers]
+        await pipe.watch(*marker_keys)  # an expiry in between aborts the MULTI, so KEEPTTL never revives one
+        for key, raw in zip(marker_keys, await pipe.mget(marker_keys), strict=True):
+            if raw is None:
+                continue
+            marker = json.loads(raw)
+            if scrub_event(marker["event"], erased, own):
+                plan.rewrites[key] = json.dumps(marker)
+
+    def _queue_erasure(self, pipe: Pipeline, plan: _Erasure) -> None:
+        k, eid, model, etype = self.keys, plan.entity_id, plan.model, plan.etype
+        for det, ts in plan.detections:
+            day = day_of(datetime.fromtimestamp(ts, UTC))
+            pipe.hdel(k.vec_prefix(model, etype) + day, det)
+            pipe.hdel(k.meta_prefix(model, etype) + day, det)
+            pipe.zrem(k.index(model, etype), f"{day}|{det}")
+            pipe.delete(k.marker(det))
+        pipe.delete(k.entity(eid), k.cameras(eid), k.appearances(eid), k.order(eid), k.merged_ids(eid),
+                    *(k.refs(e) for e in (eid, *plan.merged_ids)))
+        pipe.zrem(k.by_type(etype), eid)
+        for cam in plan.cameras:
+            pipe.zrem(k.by_camera(etype, cam), eid)
+        if plan.aliases:
+            pipe.delete(*(k.alias(a) for a in plan.aliases))
+            pipe.hdel(k.aliases(model, etype), *plan.aliases)
+        for refs_key, dets in plan.unref.items():
+            pipe.srem(refs_key, *dets)
+        for marker_key, marker in plan.rewrites.items():
+            pipe.set(marker_key, marker, keepttl=True)
+        pipe.incr(k.version(model, etype))
+        pipe.expire(k.version(model, etype), self.settings.embedding_ttl_seconds)
 
     async def nearest(self, query_embedding: np.ndarray, entity_type: str, model: str, camera_id: str | None = None,
                       min_similarity: float | None = None, limit: int = 10) -> list[tuple[EntityEmbedding, float]]:

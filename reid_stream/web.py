@@ -166,7 +166,7 @@ class EntityDetailView(ApiView):
 
     async def delete(self, request: Request, entity_id: str) -> Response:
         def erased(purged: dict[str, Any]) -> Response:
-            log.info("entity %s erased (%d detections)", entity_id, len(purged["detections"]))
+            log.info("entity %s erased (%d detections)", purged["entity_id"], len(purged["detections"]))
             return self.json({"purged": purged})
 
         return await self.on_entity(request, entity_id, self.runtime.store.purge_entity, erased)
@@ -177,7 +177,7 @@ class EntityHistoryView(ApiView):
         def history(detail: EntityDetail) -> Response:
             return self.model(EntityHistory(id=detail.id, entity_id=detail.entity_id,
                                             entity_type=detail.entity_type, appearances=detail.appearances,
-                                            count=len(detail.appearances)))
+                                            count=len(detail.appearances), resolved_from=detail.resolved_from))
 
         return await self.on_entity(request, entity_id, self.runtime.store.get_entity, history)
 
