@@ -45,7 +45,7 @@ def policy_of(settings: Settings) -> Policy:
     """The identity rules' settings; a camera topology file is read (and checked) here, once."""
     topology = Topology.load(settings.camera_topology) if settings.camera_topology else Topology()
     return Policy(settings.similarity_threshold, settings.match_margin, settings.ambiguous_policy,
-                  settings.merge_threshold, topology, settings.match_top_k)
+                  min(1.0, settings.similarity_threshold + settings.merge_margin), topology, settings.match_top_k)
 
 
 class Assigner:

@@ -201,11 +201,13 @@ class Settings:
         "REID_MATCH_MARGIN", 0.02, _float(0.0, 1.0),
         "The best two candidate entities closer than this are ambiguous (flagged in the match event).")
     ambiguous_policy: str = setting(
-        "REID_AMBIGUOUS_POLICY", "join_best", _choice("join_best", "new_entity"),
-        "What an ambiguous detection does: join the best candidate, or start an entity of its own.")
-    merge_threshold: float = setting(
-        "REID_MERGE_THRESHOLD", 0.95, _float(-1.0, 1.0),
-        "Prototype similarity at or above which two entities with no space-time conflict are merged.")
+        "REID_AMBIGUOUS_POLICY", "new_entity", _choice("new_entity", "join_best"),
+        "What an ambiguous detection does: start an entity of its own (a split that a later merge can repair), "
+        "or join the best candidate (a false join is never undone by itself).")
+    merge_margin: float = setting(
+        "REID_MERGE_MARGIN", 0.02, _float(0.0, 1.0),
+        "Two entities merge when their prototypes are at least REID_SIMILARITY_THRESHOLD + this alike (a merge "
+        "needs stronger evidence than a join) and no tracklets of theirs conflict in space and time.")
     camera_topology: str = setting(
         "REID_CAMERA_TOPOLOGY", "", str,
         "A JSON file of the site's cameras: overlapping pairs and minimum transit seconds between cameras "

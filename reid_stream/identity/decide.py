@@ -32,6 +32,7 @@ class Policy:
     merge_threshold: float
     topology: Topology = field(default_factory=Topology)
     max_candidates: int = 5
+    contradiction: float = 0.05  # a tracklet this far below the threshold against its entity's other rows
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ class Decider:
                                 best.similarity), track_rows=rows)
         else:
             rest = g.score_without(agg, current, track.key)
-            if rows >= REDECIDE_MIN_ROWS and rest is not None and rest < p.threshold - p.margin:
+            if rows >= REDECIDE_MIN_ROWS and rest is not None and rest < p.threshold - p.contradiction:
                 best, ambiguous, cands = self._choose(agg, item.camera_id, t0, t1, track.key, {current})
                 entity = best.entity_id if best is not None else item.detection_id
                 return Decision(entity, "joined" if best else "new", ambiguous, cands, redecided_from=current,

@@ -52,8 +52,9 @@ async def test_eval_writes_metrics_plots_and_replays_the_stream(bench: Path, tmp
 
 
 async def test_replay_at_the_strictest_threshold_splits_every_detection(bench: Path, tmp_path: Path, unique):
-    # The null encoder gives unrelated crops unrelated vectors: at 1.0 nothing joins anything.
-    payload = await _evaluate(bench, make_settings(unique), tmp_path, threshold=1.0)
+    # The null encoder gives unrelated crops unrelated vectors: at 1.0 the nearest-detection rule joins nothing
+    # (the entity rule would still keep each tracklet together).
+    payload = await _evaluate(bench, make_settings(unique, assignment="nearest"), tmp_path, threshold=1.0)
     replay = payload["replay"]
     assert replay["num_predicted"] == replay["num_items"] and replay["pairwise_precision"] == 1.0
     assert replay["pairwise_recall"] == 0.0 and replay["fragmentation"] > 1

@@ -169,16 +169,22 @@ async def test_find_matching_entities_through_the_service(store):
         svc.close()
 
 
-async def test_two_concurrent_writers_never_create_the_same_entity_twice(store):
-    """Two assigners (as two workers would be during a rebalance) see the same new person at once."""
+@pytest.mark.parametrize("track", ["t9", None])
+async def test_two_concurrent_writers_never_create_the_same_entity_twice(store, track):
+    """Two assigners (as two workers would be during a rebalance) see the same new tracklet (or the same new
+    person without a track id) at once: one of them loses the compare-and-set, reloads and joins the other."""
     v = unit(42)
     w1, w2 = Assigner(store.settings, store), Assigner(store.settings, store)
     await w1.assign([item("warm1", unit(1))])
     await w2.assign([item("warm2", unit(2))])  # both caches hold a version that is about to go stale
-    (e1, _), (e2, _) = await asyncio.gather(w1.assign([item("p-a", v, "c1")]), w2.assign([item("p-b", v, "c2")]))
+    extra = {"track_id": track} if track else {}
+    (e1, _), (e2, _) = await asyncio.gather(w1.assign([item("p-a", v, "c1", minutes=1, **extra)]),
+                                            w2.assign([item("p-b", v, "c1", minutes=2, **extra)]))
     ids = {e1[0].entity_id, e2[0].entity_id}
     assert len(ids) == 1, "both detections of the same person must share one entity"
     assert (await store.get_entity(ids.pop())).appearance_count == 2
+    decisions = sorted(e[0].decision for e in (e1, e2))
+    assert decisions == (["new", "tracklet"] if track else ["joined", "new"])
 
 
 async def test_list_filters_and_pages(store):
