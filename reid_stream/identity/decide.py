@@ -165,24 +165,29 @@ class Decider:
         return Decision(current, "tracklet", False, (own,), merge=merge, track_rows=rows)
 
     def convergent(self, entity_ids: set[str]) -> list[Merge]:
-        """Pairs among these entities and all others whose means have converged past the merge threshold
-        with no space-time conflict between any of their tracklets. The older entity survives."""
-        g, out, taken = self.gallery, [], set()
+        """Pairs among these entities and all others whose means have converged past the merge threshold with
+        no space-time conflict between any of their tracklets. The older entity survives. An entity that
+        converges with two others within the margin is left alone: which one it is stays ambiguous."""
+        g, p, out, taken = self.gallery, self.policy, [], set()
         for eid in sorted(entity_ids):
             if eid not in g.entities or eid in taken:
                 continue
             mean = g.entities[eid].agg.mean()
+            eligible = []
             for other, sim in self._ranked(mean, {eid} | taken):
-                if sim < self.policy.merge_threshold:
+                if sim < p.merge_threshold:
                     break
-                other_mean = g.entities[other].agg.mean()
-                if float(other_mean @ mean) < self.policy.merge_threshold or self._entities_conflict(eid, other):
-                    continue
-                first_e, first_o = g.entities[eid].agg.first, g.entities[other].agg.first
-                survivor, merged = (eid, other) if (first_e, eid) <= (first_o, other) else (other, eid)
-                out.append(Merge(survivor, merged, round(float(other_mean @ mean), 6)))
-                taken |= {eid, other}
-                break
+                mean_sim = float(g.entities[other].agg.mean() @ mean)
+                if mean_sim >= p.merge_threshold and not self._entities_conflict(eid, other):
+                    eligible.append((mean_sim, other))
+            eligible.sort(reverse=True)
+            if not eligible or (len(eligible) > 1 and eligible[0][0] - eligible[1][0] < p.margin):
+                continue
+            sim, other = eligible[0]
+            first_e, first_o = g.entities[eid].agg.first, g.entities[other].agg.first
+            survivor, merged = (eid, other) if (first_e, eid) <= (first_o, other) else (other, eid)
+            out.append(Merge(survivor, merged, round(sim, 6)))
+            taken |= {eid, other}
         return out
 
     def _entities_conflict(self, a: str, b: str) -> bool:
