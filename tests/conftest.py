@@ -59,7 +59,8 @@ def make_settings(tag: str, **overrides: object) -> Settings:
     """Settings isolated by tag: own topics, consumer group and Redis key prefix."""
     base = dict(
         app_id=f"reid-test-{tag}", topic_detections=f"det-{tag}", topic_matches=f"matches-{tag}",
-        topic_updates=f"updates-{tag}", topic_dlq=f"dlq-{tag}", topic_embedded=f"emb-{tag}", redis_prefix=f"reidtest:{tag}",
+        topic_updates=f"updates-{tag}", topic_dlq=f"dlq-{tag}", topic_embedded=f"emb-{tag}",
+        redis_prefix=f"reidtest:{tag}",
         clip_model=TINY_MODEL, clip_pretrained="none", device="cpu", similarity_threshold=0.9995,
     )
     base.update(overrides)

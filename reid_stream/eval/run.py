@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,10 @@ def evaluate(root: Path, settings: Settings, encoder: Encoder, out: Path, layout
                         if t is not None)
     sweep: list[dict[str, Any]] = []
     if stream is not None:
+        # A synthetic site describes its cameras' walkways: the space-time gate uses them unless told otherwise.
+        site = stream.parent / "site.json"
+        if not settings.camera_topology and site.exists():
+            settings = replace(settings, camera_topology=str(site))
         items = read_stream(stream)
         vectors = embed_stream(encoder, items, settings.max_image_pixels, batch)
         replayed = asyncio.run(replay(items, vectors, encoder.model_id, settings, used)).to_dict()
@@ -53,6 +58,7 @@ def evaluate(root: Path, settings: Settings, encoder: Encoder, out: Path, layout
             sweep = asyncio.run(_sweep(items, vectors, encoder.model_id, settings,
                                        sweep_thresholds(scores[~genuine], sweep_points)))
     payload = {"model": encoder.model_id, "device": encoder.device, "dataset": dataset,
+               "assignment": settings.assignment, "camera_topology": settings.camera_topology or None,
                "retrieval": retrieval.to_dict(), "verification": verification.to_dict(),
                "recommended_threshold": verification.threshold_at_precision, "replay": replayed,
                "replay_sweep": sweep, "best_replay": max(sweep, key=lambda r: r["pairwise_f1"]) if sweep else None,

@@ -29,7 +29,8 @@ def incoming(det: str, cam: str, ts: float, v: np.ndarray, track: str | None = N
     return Incoming(det, cam, ts, v, key, 1.0, has)
 
 
-POLICY = Policy(threshold=0.8, margin=0.02, ambiguous_policy="join_best", merge_threshold=0.95)  # threshold + REID_MERGE_MARGIN in the stage
+# The stage's merge threshold is REID_SIMILARITY_THRESHOLD + REID_MERGE_MARGIN.
+POLICY = Policy(threshold=0.8, margin=0.02, ambiguous_policy="join_best", merge_threshold=0.95)
 
 
 def test_topology_shortest_paths_overlaps_and_file_errors(tmp_path):
