@@ -166,13 +166,15 @@ class Assigner:
         plans = []
         merges: list[Merge] = []
         decider = Decider(cache.gallery, self.policy) if self.settings.assignment == "entity" else None
+        if decider is not None:
+            decider.prime(vectors)
         for n, (item, prior) in enumerate(zip(items, stored, strict=True)):
             in_batch = sorted(((entries[j], float(sims[n, j])) for j in earlier.get(n, ())), key=lambda m: -m[1])
             decision = None
             if decider is not None:
                 key, has_track = track_key(item.camera_id, item.track_id, item.detection_id)
                 decision = decider.decide(Incoming(item.detection_id, item.camera_id, item.timestamp.timestamp(),
-                                                   item.vector, key, quality(item.bbox), has_track))
+                                                   item.vector, key, quality(item.bbox), has_track), primed=n)
             plan = self._plan(item, merge_matches(prior, in_batch[:k], limit=k), decision, now)
             plans.append(plan)
             entry = EntityEmbedding(item.detection_id, item.camera_id, item.entity_type, item.timestamp, item.vector,

@@ -168,7 +168,8 @@ class EntityAppearance(BaseModel):
     camera_name: str = Field(description="The camera's name as the detection gave it; its id when none was given.")
     timestamp: datetime
     similarity_score: float = Field(
-        description="Cosine similarity to the match it joined (as in its match event); 1.0 for the founder.")
+        description="Cosine similarity to the entity it joined, as its match event's candidates give it "
+        "(`matches[0]` with REID_ASSIGNMENT=nearest); 1.0 for the founder.")
     attributes: dict[str, Any] | None = None
     thumbnail_url: str = Field(default="", description="The detection's crop (a JPEG).")
 

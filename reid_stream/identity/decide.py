@@ -85,21 +85,58 @@ def track_key(camera_id: str, track_id: str | None, detection_id: str) -> tuple[
 
 
 class Decider:
-    """Decides detections one by one against a Gallery the caller keeps up to date with each decision."""
+    """Decides detections one by one against a Gallery the caller keeps up to date with each decision.
+
+    A batch is scored against every entity in one matrix product (`prime`); as the batch's own decisions
+    change entities, `observe` rescores just those entities' columns, so each detection still sees exactly
+    what a search after the previous detection would have seen.
+    """
 
     def __init__(self, gallery: Gallery, policy: Policy) -> None:
         self.gallery = gallery
         self.policy = policy
+        self._queries: np.ndarray | None = None
+        self._primed: np.ndarray | None = None
+        self._cursor = -1
+
+    def prime(self, queries: np.ndarray) -> None:
+        g = self.gallery
+        g.reserve(len(queries))  # slots do not move while the batch's scores are indexed by them
+        self._queries = np.asarray(queries, dtype=np.float32)
+        self._primed = g.scores(self._queries)
+        g.released.clear()
+        g.changed.clear()
+        self._cursor = 0
+
+    def observe(self) -> None:
+        """Bring the primed scores of the batch's remaining detections up to date with the gallery."""
+        if self._primed is None or self._queries is None:
+            return
+        g = self.gallery
+        g.refresh()
+        rest = slice(max(self._cursor, 0), None)  # the detection being decided and those after it
+        for slot in g.released:
+            self._primed[rest, slot] = -np.inf
+        for eid in g.changed:
+            if eid in g.entities:
+                self._primed[rest, g.entities[eid].slot] = (self._queries[rest] @ g.prototype(eid).T).max(axis=1)
+        g.released.clear()
+        g.changed.clear()
 
     # --- comparing with entities --------------------------------------------------------------
 
-    def _ranked(self, query: np.ndarray, exclude: set[str]) -> list[tuple[str, float]]:
-        scores, owners = self.gallery.scores(query[None, :])
-        row = scores[0]
+    def _ranked(self, query: np.ndarray, exclude: set[str], primed: int | None = None) -> list[tuple[str, float]]:
+        """Entities by score, best first: from the batch's primed row when the query is that detection."""
+        if primed is not None and self._primed is not None:
+            self.observe()
+            row = self._primed[primed]
+        else:
+            row = self.gallery.scores(query[None, :])[0]
         k = min(len(row), self.policy.max_candidates + len(exclude))
         if k == 0:
             return []
         top = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
+        owners = self.gallery.owner
         out = [(owners[i], float(row[i])) for i in top if owners[i] is not None and np.isfinite(row[i])]
         return sorted(((e, s) for e, s in out if e not in exclude), key=lambda c: (-c[1], c[0]))
 
@@ -113,10 +150,10 @@ class Decider:
         return None
 
     def _choose(self, query: np.ndarray, camera_id: str, t0: float, t1: float, own_key: str,
-                exclude: set[str]) -> tuple[Candidate | None, bool, tuple[Candidate, ...]]:
+                exclude: set[str], primed: int | None = None) -> tuple[Candidate | None, bool, tuple[Candidate, ...]]:
         """The entity to join (None: nobody), whether it was ambiguous, and the candidates considered."""
         p = self.policy
-        near = [(e, s) for e, s in self._ranked(query, exclude) if s >= p.threshold - p.margin]
+        near = [(e, s) for e, s in self._ranked(query, exclude, primed) if s >= p.threshold - p.margin]
         cands = tuple(Candidate(e, round(s, 6), self._gate(e, camera_id, t0, t1, own_key))
                       for e, s in near[:p.max_candidates])
         eligible = [c for c in cands if c.refused is None]
@@ -130,11 +167,15 @@ class Decider:
 
     # --- deciding -----------------------------------------------------------------------------
 
-    def decide(self, item: Incoming) -> Decision:
+    def decide(self, item: Incoming, primed: int | None = None) -> Decision:
+        """Who this detection is; `primed` is its row in the batch given to `prime`, if it was."""
+        if primed is not None:
+            self._cursor = primed
         track = self.gallery.tracks.get(item.track_key) if item.has_track else None
         if track is not None and track.entity_id in self.gallery.entities:
             return self._follow(track, item)
-        best, ambiguous, cands = self._choose(item.vector, item.camera_id, item.ts, item.ts, item.track_key, set())
+        best, ambiguous, cands = self._choose(item.vector, item.camera_id, item.ts, item.ts, item.track_key, set(),
+                                              primed)
         if best is None:
             return Decision(item.detection_id, "new", ambiguous, cands)
         return Decision(best.entity_id, "joined", ambiguous, cands)
@@ -168,15 +209,22 @@ class Decider:
         """Pairs among these entities and all others whose means have converged past the merge threshold with
         no space-time conflict between any of their tracklets. The older entity survives. An entity that
         converges with two others within the margin is left alone: which one it is stays ambiguous."""
-        g, p, out, taken = self.gallery, self.policy, [], set()
-        for eid in sorted(entity_ids):
-            if eid not in g.entities or eid in taken:
+        g, p = self.gallery, self.policy
+        ids = sorted(e for e in entity_ids if e in g.entities)
+        if not ids:
+            return []
+        means = np.stack([g.entities[e].agg.mean() for e in ids]).astype(np.float32)
+        scores = g.scores(means)  # one product for all of them
+        out: list[Merge] = []
+        taken: set[str] = set()
+        for eid, row, mean in zip(ids, scores, means, strict=True):
+            if eid in taken:
                 continue
-            mean = g.entities[eid].agg.mean()
             eligible = []
-            for other, sim in self._ranked(mean, {eid} | taken):
-                if sim < p.merge_threshold:
-                    break
+            for slot in np.nonzero(row >= p.merge_threshold)[0]:
+                other = g.owner[slot]
+                if other is None or other == eid or other in taken or other not in g.entities:
+                    continue
                 mean_sim = float(g.entities[other].agg.mean() @ mean)
                 if mean_sim >= p.merge_threshold and not self._entities_conflict(eid, other):
                     eligible.append((mean_sim, other))

@@ -64,11 +64,8 @@ class Entity:
     entity_id: str
     agg: Agg
     segments: dict[str, Agg] = field(default_factory=dict)  # tracklet key -> its rows in this entity
-    slot: int = -1
-
-    def prototype_rows(self) -> list[np.ndarray]:
-        heaviest = sorted(self.segments.values(), key=lambda s: -s.weight)[:EXEMPLARS]
-        return [self.agg.mean()] + ([s.mean() for s in heaviest] if len(self.segments) > 1 else [])
+    slot: int = -1  # its row in the means matrix
+    block: int = -1  # its block of EXEMPLARS rows in the exemplar matrix, while it has more than one segment
 
 
 @dataclass(frozen=True)
@@ -85,9 +82,11 @@ class Row:
 class Gallery:
     """Entities of one (model, type) and their tracklets, searchable by prototype.
 
-    Each entity owns EXEMPLARS + 1 rows of one matrix: its mean, then its heaviest segments' means. An
-    entity's score is the best of its rows, so a person seen from the front and from the back matches both,
-    while each row is itself an average that one odd detection cannot move much.
+    An entity's prototype is its mean and, once it has more than one tracklet segment, the means of its
+    EXEMPLARS heaviest segments; its score is the best of those rows, so a person seen from the front and from
+    the back matches both, while each row is itself an average that one odd detection cannot move much.
+    Means live in one matrix (a slot per entity), exemplars in another (a block per multi-tracklet entity), so
+    a batch of queries is two matrix products however many entities there are.
     """
 
     def __init__(self, dim: int, capacity: int = 256) -> None:
@@ -95,12 +94,17 @@ class Gallery:
         self.rows: dict[str, Row] = {}
         self.tracks: dict[str, Track] = {}
         self.entities: dict[str, Entity] = {}
-        width = EXEMPLARS + 1
-        self._matrix = np.zeros((capacity * width, dim), dtype=np.float32)
-        self._valid = np.zeros(capacity * width, dtype=bool)
-        self._owner: list[str | None] = [None] * capacity
+        self._means = np.zeros((capacity, dim), dtype=np.float32)
+        self._valid = np.zeros(capacity, dtype=bool)
+        self.owner: list[str | None] = [None] * capacity
         self._free: list[int] = list(range(capacity - 1, -1, -1))
+        self._ex = np.zeros((0, dim), dtype=np.float32)
+        self._ex_valid = np.zeros(0, dtype=bool)
+        self._block_slot = np.zeros(0, dtype=np.int64)  # the slot each exemplar block belongs to; -1: free
+        self._free_blocks: list[int] = []
         self._dirty: set[str] = set()
+        self.released: list[int] = []  # slots freed since the last drain (see Decider.observe)
+        self.changed: set[str] = set()  # entities rewritten into the matrices since the last drain
 
     # --- rows in and out ----------------------------------------------------------------------
 
@@ -162,56 +166,96 @@ class Gallery:
         del self.entities[ent.entity_id]
         self._dirty.discard(ent.entity_id)
         if ent.slot >= 0:
-            width = EXEMPLARS + 1
-            self._valid[ent.slot * width:(ent.slot + 1) * width] = False
-            self._owner[ent.slot] = None
+            self._valid[ent.slot] = False
+            self.owner[ent.slot] = None
             self._free.append(ent.slot)
+            self.released.append(ent.slot)
+        self._drop_block(ent)
 
-    # --- search -------------------------------------------------------------------------------
+    # --- the search matrices ------------------------------------------------------------------
 
-    def _refresh(self) -> None:
-        width = EXEMPLARS + 1
-        for eid in self._dirty:
+    def reserve(self, n: int) -> None:
+        """Room for n more entities without moving slots (a batch's scores are indexed by slot)."""
+        while len(self._free) < n:
+            size = len(self.owner)
+            self._means = np.vstack([self._means, np.zeros((size, self.dim), dtype=np.float32)])
+            self._valid = np.concatenate([self._valid, np.zeros(size, dtype=bool)])
+            self.owner += [None] * size
+            self._free = list(range(2 * size - 1, size - 1, -1)) + self._free
+
+    def _drop_block(self, ent: Entity) -> None:
+        if ent.block >= 0:
+            b = ent.block
+            self._ex_valid[b * EXEMPLARS:(b + 1) * EXEMPLARS] = False
+            self._block_slot[b] = -1
+            self._free_blocks.append(b)
+            ent.block = -1
+
+    def _take_block(self, ent: Entity) -> None:
+        if not self._free_blocks:
+            n = max(len(self._block_slot), 16)
+            self._ex = np.vstack([self._ex, np.zeros((n * EXEMPLARS, self.dim), dtype=np.float32)])
+            self._ex_valid = np.concatenate([self._ex_valid, np.zeros(n * EXEMPLARS, dtype=bool)])
+            self._free_blocks = list(range(len(self._block_slot) + n - 1, len(self._block_slot) - 1, -1))
+            self._block_slot = np.concatenate([self._block_slot, np.full(n, -1, dtype=np.int64)])
+        ent.block = self._free_blocks.pop()
+        self._block_slot[ent.block] = ent.slot
+
+    def refresh(self) -> list[str]:
+        """Write changed entities' prototypes into the matrices; returns their ids."""
+        changed = list(self._dirty)
+        for eid in changed:
             ent = self.entities[eid]
             if ent.slot < 0:
-                if not self._free:
-                    self._grow()
+                self.reserve(1)
                 ent.slot = self._free.pop()
-                self._owner[ent.slot] = eid
-            base = ent.slot * width
-            protos = ent.prototype_rows()
-            self._valid[base:base + width] = False
-            for j, vec in enumerate(protos):
-                self._matrix[base + j] = vec
-                self._valid[base + j] = True
+                self.owner[ent.slot] = eid
+            self._means[ent.slot] = ent.agg.mean()
+            self._valid[ent.slot] = True
+            if len(ent.segments) > 1:
+                if ent.block < 0:
+                    self._take_block(ent)
+                base = ent.block * EXEMPLARS
+                heaviest = sorted(ent.segments.values(), key=lambda s: -s.weight)[:EXEMPLARS]
+                self._ex_valid[base:base + EXEMPLARS] = False
+                for j, seg in enumerate(heaviest):
+                    self._ex[base + j] = seg.mean()
+                    self._ex_valid[base + j] = True
+            else:
+                self._drop_block(ent)
         self._dirty.clear()
+        self.changed.update(changed)
+        return changed
 
-    def _grow(self) -> None:
-        n = len(self._owner)
-        width = EXEMPLARS + 1
-        matrix = np.zeros((2 * n * width, self.dim), dtype=np.float32)
-        matrix[:n * width] = self._matrix
-        valid = np.zeros(2 * n * width, dtype=bool)
-        valid[:n * width] = self._valid
-        self._matrix, self._valid = matrix, valid
-        self._owner += [None] * n
-        self._free += list(range(2 * n - 1, n - 1, -1))
+    def scores(self, queries: np.ndarray) -> np.ndarray:
+        """Each query's score against every entity slot (the best of its prototype rows); free slots -inf."""
+        self.refresh()
+        q = np.asarray(queries, dtype=np.float32)
+        out = q @ self._means.T
+        out[:, ~self._valid] = -np.inf
+        used = np.nonzero(self._block_slot >= 0)[0]
+        if used.size:
+            rows = (used[:, None] * EXEMPLARS + np.arange(EXEMPLARS)[None, :]).ravel()
+            ex = q @ self._ex[rows].T
+            ex[:, ~self._ex_valid[rows]] = -np.inf
+            best = ex.reshape(len(q), used.size, EXEMPLARS).max(axis=2)
+            slots = self._block_slot[used]
+            out[:, slots] = np.maximum(out[:, slots], best)
+        return out
 
-    def scores(self, queries: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
-        """Each query's score against every entity slot (best of the entity's prototype rows), and the
-        slots' owners; empty slots score -inf."""
-        self._refresh()
-        width = EXEMPLARS + 1
-        raw = np.asarray(queries, dtype=np.float32) @ self._matrix.T  # (queries, slots * width)
-        raw = np.where(self._valid[None, :], raw, -np.inf)
-        return raw.reshape(len(queries), -1, width).max(axis=2), self._owner
+    def prototype(self, entity_id: str) -> np.ndarray:
+        """An entity's prototype rows (mean first), as in the matrices."""
+        ent = self.entities[entity_id]
+        rows = [ent.agg.mean()]
+        if len(ent.segments) > 1:
+            rows += [s.mean() for s in sorted(ent.segments.values(), key=lambda s: -s.weight)[:EXEMPLARS]]
+        return np.asarray(rows, dtype=np.float32)
 
     def score(self, query: np.ndarray, entity_id: str) -> float:
-        """One query against one entity, exactly (for entities changed since a batch's scores were taken)."""
-        ent = self.entities.get(entity_id)
-        if ent is None:
+        """One query against one entity, exactly."""
+        if entity_id not in self.entities:
             return float("-inf")
-        return max(float(p @ query) for p in ent.prototype_rows())
+        return float((self.prototype(entity_id) @ query).max())
 
     def score_without(self, query: np.ndarray, entity_id: str, track_key: str) -> float | None:
         """The query against an entity's mean without one tracklet's rows; None if nothing else is left."""

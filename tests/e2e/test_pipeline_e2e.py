@@ -111,7 +111,8 @@ async def test_detections_become_entities_matches_and_dead_letters(worker: Worke
     founder, joiner = (a, b) if ea["is_new_entity"] else (b, a)
     assert apps[founder["detection_id"]]["similarity_score"] == 1.0
     # The match event and the appearance report the same value.
-    assert apps[joiner["detection_id"]]["similarity_score"] == joined["matches"][0]["similarity"]
+    assert apps[joiner["detection_id"]]["similarity_score"] == next(
+        c["similarity"] for c in joined["candidates"] if c["entity_id"] == joined["entity_id"])
 
     # Thumbnails: cut on demand from the original image (A is a file under the roots), served as a JPEG.
     thumb_url = worker.base + apps[a["detection_id"]]["thumbnail_url"]

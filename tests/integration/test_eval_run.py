@@ -26,8 +26,9 @@ def bench(tmp_path_factory) -> Path:
 
 
 async def test_eval_writes_metrics_plots_and_replays_the_stream(bench: Path, tmp_path: Path, unique, redis_client):
-    settings = make_settings(unique)
-    # Threshold -1: every detection joins the first entity of its type, so the replay must say "one entity".
+    # Threshold -1 with the nearest-detection rule: every detection joins the first entity of its type, so the
+    # replay must say "one entity" (the entity rule's space-time gate would still keep simultaneous people apart).
+    settings = make_settings(unique, assignment="nearest")
     payload = await _evaluate(bench, settings, tmp_path, threshold=-1.0)
     items = read_stream(bench / "stream.jsonl")
     replay = payload["replay"]

@@ -84,7 +84,8 @@ async def test_entity_and_appearance_shape_and_one_similarity_value(store):
     assert detail.id == detail.entity_id == "f1"
     first, second = detail.appearances
     assert first.similarity_score == 1.0 and first.camera_name == "Front door" and first.attributes is None
-    assert second.similarity_score == joined.matches[0].similarity  # exactly the same float
+    # Exactly the float its match event gives the entity it joined.
+    assert second.similarity_score == next(c.similarity for c in joined.candidates if c.entity_id == "f1")
     assert second.camera_name == "c2" and second.attributes == {"color": "red"}
     assert first.thumbnail_url == "/api/detections/f1/image"
     assert detail.thumbnail_url == "/api/detections/f2/image"  # the latest appearance

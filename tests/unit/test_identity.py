@@ -66,14 +66,14 @@ def test_gallery_aggregates_are_quality_weighted_and_survive_removal():
     g.add(row("d2", "E", "c|t", "c", 2.0, b, 0.25))
     assert np.allclose(g.tracks["c|t"].agg.mean(), unit(a + 0.25 * b), atol=1e-6)
     g.add(row("d3", "F", "c|u", "c", 3.0, vec(3)))  # grows the matrix past its capacity
-    scores, owners = g.scores(a[None, :])
-    assert owners[int(np.argmax(scores[0]))] == "E"
+    scores = g.scores(a[None, :])
+    assert g.owner[int(np.argmax(scores[0]))] == "E"
     g.remove(["d2"])
     assert np.allclose(g.entities["E"].agg.mean(), a, atol=1e-6)
     g.remove(["d1"])
     assert "E" not in g.entities and "c|t" not in g.tracks
-    scores, owners = g.scores(a[None, :])
-    assert [o for o, s in zip(owners, scores[0], strict=True) if np.isfinite(s)] == ["F"]
+    scores = g.scores(a[None, :])
+    assert [o for o, s in zip(g.owner, scores[0], strict=True) if np.isfinite(s)] == ["F"]
 
 
 def test_a_new_tracklet_joins_the_entity_whose_prototype_it_matches():
@@ -175,3 +175,39 @@ def test_an_entity_converging_with_two_others_at_once_is_not_merged():
     g.add(row("b", "B", "c2|1", "c2", 0.0, vec(2, 0.0, base=7)))  # A's twin, elsewhere at the same moment
     g.add(row("m", "M", "c3|1", "c3", 500.0, vec(3, 0.0, base=7)))  # could be either
     assert Decider(g, POLICY).convergent({"M"}) == []
+
+
+def test_a_primed_batch_decides_exactly_as_one_search_per_detection():
+    """The batch is scored once and kept exact as its own decisions change entities (new ones, joins, merges
+    and a slot freed and reused): the outcome must equal searching afresh before every detection."""
+    rng = np.random.default_rng(3)
+    looks = [vec(100 + i) for i in range(6)]
+    stream = []
+    for n in range(120):
+        person = int(rng.integers(0, 6)) if n % 4 == 0 else person
+        track = f"t{n // 4}" if rng.random() < 0.8 else None
+        noisy = unit(looks[person] + 0.1 * rng.normal(size=DIM)).astype(np.float32)
+        stream.append(incoming(f"d{n}", f"c{n // 4 % 3}", float(n * 20), noisy if n % 4 else vec(900 + n), track))
+    policy = Policy(0.8, 0.02, "join_best", 0.85)
+    outcomes = []
+    for primed in (False, True):
+        g = Gallery(DIM, capacity=2)
+        d = Decider(g, policy)
+        got = []
+        for start in range(0, len(stream), 8):
+            batch = stream[start:start + 8]
+            if primed:
+                d.prime(np.stack([it.vector for it in batch]))
+            for n, it in enumerate(batch):
+                dec = d.decide(it, primed=n if primed else None)
+                g.add(row(it.detection_id, dec.entity_id, it.track_key, it.camera_id, it.ts, it.vector))
+                if dec.merge:
+                    g.merge(dec.merge.survivor, dec.merge.merged)
+                got.append((dec.entity_id, dec.kind, dec.ambiguous, dec.candidates))
+            for m in d.convergent({e for e, *_ in got[-len(batch):]}):
+                g.merge(m.survivor, m.merged)
+                got.append(("merge", m.survivor, m.merged, ()))
+        outcomes.append(got)
+    assert outcomes[0] == outcomes[1]
+    kinds = {k for _, k, *_ in outcomes[0]}
+    assert {"new", "joined", "tracklet"} <= kinds and any(k == "merged" or e == "merge" for e, k, *_ in outcomes[0])
