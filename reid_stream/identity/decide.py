@@ -113,6 +113,8 @@ class Decider:
         if self._primed is None or self._queries is None:
             return
         g = self.gallery
+        if not (g.dirty or g.released or g.changed):
+            return
         g.refresh()
         rest = slice(max(self._cursor, 0), None)  # the detection being decided and those after it
         for slot in g.released:
@@ -125,20 +127,22 @@ class Decider:
 
     # --- comparing with entities --------------------------------------------------------------
 
-    def _ranked(self, query: np.ndarray, exclude: set[str], primed: int | None = None) -> list[tuple[str, float]]:
-        """Entities by score, best first: from the batch's primed row when the query is that detection."""
+    def _ranked(self, query: np.ndarray, exclude: set[str], primed: int | None = None,
+                floor: float = -np.inf) -> list[tuple[str, float]]:
+        """Entities scoring at least `floor`, best first: from the batch's primed row when the query is that
+        detection, else from a product of its own."""
+        g = self.gallery
         if primed is not None and self._primed is not None:
             self.observe()
-            row = self._primed[primed]
+            row = self._primed[primed, :g.high]
         else:
-            row = self.gallery.scores(query[None, :])[0]
-        k = min(len(row), self.policy.max_candidates + len(exclude))
-        if k == 0:
-            return []
-        top = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
-        owners = self.gallery.owner
-        out = [(owners[i], float(row[i])) for i in top if owners[i] is not None and np.isfinite(row[i])]
-        return sorted(((e, s) for e, s in out if e not in exclude), key=lambda c: (-c[1], c[0]))
+            row = g.scores(query[None, :])[0, :g.high]
+        hits = np.nonzero(row >= floor)[0]  # most detections are near nobody: nothing to rank
+        k = self.policy.max_candidates + len(exclude)
+        if hits.size > k:
+            hits = hits[np.argpartition(-row[hits], k - 1)[:k]]
+        out = [(g.owner[i], float(row[i])) for i in hits.tolist()]
+        return sorted(((e, s) for e, s in out if e is not None and e not in exclude), key=lambda c: (-c[1], c[0]))
 
     def _gate(self, entity_id: str, camera_id: str, t0: float, t1: float, own_key: str) -> str | None:
         for key, cam, s0, s1 in self.gallery.sightings(entity_id):
@@ -153,7 +157,7 @@ class Decider:
                 exclude: set[str], primed: int | None = None) -> tuple[Candidate | None, bool, tuple[Candidate, ...]]:
         """The entity to join (None: nobody), whether it was ambiguous, and the candidates considered."""
         p = self.policy
-        near = [(e, s) for e, s in self._ranked(query, exclude, primed) if s >= p.threshold - p.margin]
+        near = self._ranked(query, exclude, primed, floor=p.threshold - p.margin)
         cands = tuple(Candidate(e, round(s, 6), self._gate(e, camera_id, t0, t1, own_key))
                       for e, s in near[:p.max_candidates])
         eligible = [c for c in cands if c.refused is None]
@@ -208,9 +212,12 @@ class Decider:
     def convergent(self, entity_ids: set[str]) -> list[Merge]:
         """Pairs among these entities and all others whose means have converged past the merge threshold with
         no space-time conflict between any of their tracklets. The older entity survives. An entity that
-        converges with two others within the margin is left alone: which one it is stays ambiguous."""
+        converges with two others within the margin is left alone: which one it is stays ambiguous.
+
+        An entity of one detection is skipped: its decision compared it with every entity a moment ago, at a
+        lower bar than a merge's."""
         g, p = self.gallery, self.policy
-        ids = sorted(e for e in entity_ids if e in g.entities)
+        ids = sorted(e for e in entity_ids if e in g.entities and len(g.entities[e].agg.rows) > 1)
         if not ids:
             return []
         means = np.stack([g.entities[e].agg.mean() for e in ids]).astype(np.float32)

@@ -102,9 +102,10 @@ class Gallery:
         self._ex_valid = np.zeros(0, dtype=bool)
         self._block_slot = np.zeros(0, dtype=np.int64)  # the slot each exemplar block belongs to; -1: free
         self._free_blocks: list[int] = []
-        self._dirty: set[str] = set()
+        self.dirty: set[str] = set()
         self.released: list[int] = []  # slots freed since the last drain (see Decider.observe)
         self.changed: set[str] = set()  # entities rewritten into the matrices since the last drain
+        self.high = 0  # slots at and above this were never used: products skip them
 
     # --- rows in and out ----------------------------------------------------------------------
 
@@ -126,7 +127,7 @@ class Gallery:
         if seg is None:
             seg = ent.segments[row.track_key] = Agg(row.camera_id, np.zeros(self.dim))
         seg.add(row.detection_id, row.vector, row.quality, row.ts)
-        self._dirty.add(row.entity_id)
+        self.dirty.add(row.entity_id)
 
     def remove(self, detection_ids: list[str]) -> None:
         """Rows that expired or were evicted: they leave their tracklet and entity."""
@@ -147,7 +148,7 @@ class Gallery:
             if not ent.agg.rows:
                 self._release(ent)
             else:
-                self._dirty.add(ent.entity_id)
+                self.dirty.add(ent.entity_id)
 
     def merge(self, survivor: str, merged: str) -> None:
         """Move every row of `merged` to `survivor` (as the store's merge does)."""
@@ -164,7 +165,7 @@ class Gallery:
 
     def _release(self, ent: Entity) -> None:
         del self.entities[ent.entity_id]
-        self._dirty.discard(ent.entity_id)
+        self.dirty.discard(ent.entity_id)
         if ent.slot >= 0:
             self._valid[ent.slot] = False
             self.owner[ent.slot] = None
@@ -181,7 +182,7 @@ class Gallery:
             self._means = np.vstack([self._means, np.zeros((size, self.dim), dtype=np.float32)])
             self._valid = np.concatenate([self._valid, np.zeros(size, dtype=bool)])
             self.owner += [None] * size
-            self._free = list(range(2 * size - 1, size - 1, -1)) + self._free
+            self._free = list(range(2 * size - 1, size - 1, -1)) + self._free  # popped last
 
     def _drop_block(self, ent: Entity) -> None:
         if ent.block >= 0:
@@ -203,13 +204,14 @@ class Gallery:
 
     def refresh(self) -> list[str]:
         """Write changed entities' prototypes into the matrices; returns their ids."""
-        changed = list(self._dirty)
+        changed = list(self.dirty)
         for eid in changed:
             ent = self.entities[eid]
             if ent.slot < 0:
                 self.reserve(1)
-                ent.slot = self._free.pop()
+                ent.slot = self._free.pop()  # a released slot before a new one: used slots stay packed low
                 self.owner[ent.slot] = eid
+                self.high = max(self.high, ent.slot + 1)
             self._means[ent.slot] = ent.agg.mean()
             self._valid[ent.slot] = True
             if len(ent.segments) > 1:
@@ -223,7 +225,7 @@ class Gallery:
                     self._ex_valid[base + j] = True
             else:
                 self._drop_block(ent)
-        self._dirty.clear()
+        self.dirty.clear()
         self.changed.update(changed)
         return changed
 
@@ -231,8 +233,10 @@ class Gallery:
         """Each query's score against every entity slot (the best of its prototype rows); free slots -inf."""
         self.refresh()
         q = np.asarray(queries, dtype=np.float32)
-        out = q @ self._means.T
-        out[:, ~self._valid] = -np.inf
+        out = np.full((len(q), len(self.owner)), -np.inf, dtype=np.float32)
+        high = self.high
+        out[:, :high] = q @ self._means[:high].T
+        out[:, :high][:, ~self._valid[:high]] = -np.inf
         used = np.nonzero(self._block_slot >= 0)[0]
         if used.size:
             rows = (used[:, None] * EXEMPLARS + np.arange(EXEMPLARS)[None, :]).ravel()

@@ -77,11 +77,20 @@ def test_nothing_below_the_shell_imports_the_app(module):
     assert "reid_stream.app" not in graph()[module]
 
 
-@pytest.mark.parametrize("module", ["reid_stream.matching", "reid_stream.wire", "reid_stream.events"])
+@pytest.mark.parametrize("module", ["reid_stream.matching", "reid_stream.wire", "reid_stream.events",
+                                    "reid_stream.identity.gallery", "reid_stream.identity.decide",
+                                    "reid_stream.identity.topology"])
 def test_the_pure_core_knows_no_kafka_redis_or_torch(module):
-    path = PACKAGE / (module.split(".")[1] + ".py")
+    path = PACKAGE.joinpath(*module.split(".")[1:]).with_suffix(".py")
     roots = {m.split(".")[0] for m in imports_of(path)}
     assert not roots & {"aiokafka", "faust", "redis", "torch", "open_clip"}, roots
+
+
+def test_the_identity_core_imports_nothing_else_of_the_package():
+    for path in (PACKAGE / "identity").glob("*.py"):
+        outside = {m for m in imports_of(path) if m.startswith("reid_stream.")
+                   and not m.startswith("reid_stream.identity.")}
+        assert not outside, f"{path.name} imports {sorted(outside)}"
 
 
 def test_the_store_reads_no_environment():

@@ -156,10 +156,13 @@ def test_convergent_entities_merge_unless_the_gate_forbids_it():
     g = Gallery(DIM)
     g.add(row("a", "A", "c1|1", "c1", 0.0, vec(1, 0.01, base=7)))
     g.add(row("b", "B", "c2|1", "c2", 100.0, vec(2, 0.01, base=7)))
+    assert Decider(g, POLICY).convergent({"B"}) == []  # one detection: its own decision already compared it
+    g.add(row("b2", "B", "c2|1", "c2", 101.0, vec(4, 0.01, base=7)))
     assert [(m.survivor, m.merged) for m in Decider(g, POLICY).convergent({"B"})] == [("A", "B")]  # the older
     g = Gallery(DIM)
     g.add(row("a", "A", "c1|1", "c1", 0.0, vec(1, 0.01, base=7)))
     g.add(row("c", "C", "c3|1", "c3", 0.0, vec(3, 0.01, base=7)))  # same look, other camera, same moment
+    g.add(row("c2", "C", "c3|1", "c3", 1.0, vec(5, 0.01, base=7)))
     assert Decider(g, POLICY).convergent({"C"}) == []
 
 
@@ -174,6 +177,7 @@ def test_an_entity_converging_with_two_others_at_once_is_not_merged():
     g.add(row("a", "A", "c1|1", "c1", 0.0, vec(1, 0.0, base=7)))
     g.add(row("b", "B", "c2|1", "c2", 0.0, vec(2, 0.0, base=7)))  # A's twin, elsewhere at the same moment
     g.add(row("m", "M", "c3|1", "c3", 500.0, vec(3, 0.0, base=7)))  # could be either
+    g.add(row("m2", "M", "c3|1", "c3", 501.0, vec(3, 0.0, base=7)))
     assert Decider(g, POLICY).convergent({"M"}) == []
 
 
