@@ -186,9 +186,10 @@ def test_a_primed_batch_decides_exactly_as_one_search_per_detection():
     and a slot freed and reused): the outcome must equal searching afresh before every detection."""
     rng = np.random.default_rng(3)
     looks = [vec(100 + i) for i in range(6)]
-    stream = []
+    stream, person = [], 0
     for n in range(120):
-        person = int(rng.integers(0, 6)) if n % 4 == 0 else person
+        if n % 4 == 0:  # a new tracklet, of somebody
+            person = int(rng.integers(0, 6))
         track = f"t{n // 4}" if rng.random() < 0.8 else None
         noisy = unit(looks[person] + 0.1 * rng.normal(size=DIM)).astype(np.float32)
         stream.append(incoming(f"d{n}", f"c{n // 4 % 3}", float(n * 20), noisy if n % 4 else vec(900 + n), track))
