@@ -17,7 +17,7 @@ from reid_stream.config import Settings
 from reid_stream.errors import DetectionError
 from reid_stream.events import Candidate, DeadLetter, EntityAppearance, MatchEvent, MatchRef, TrackletRef
 from reid_stream.identity.decide import Decider, Decision, Incoming, Merge, Policy, quality, track_key
-from reid_stream.identity.gallery import Gallery, Row
+from reid_stream.identity.gallery import SINGLE, Gallery, Row
 from reid_stream.identity.topology import Topology
 from reid_stream.matching import Assignment, EntityEmbedding, VectorIndex, assign_entity, merge_matches
 from reid_stream.metrics import Metrics
@@ -37,7 +37,7 @@ class _TypeCache:
 
 
 def _row(e: EntityEmbedding) -> Row:
-    return Row(e.detection_id, e.entity_id or e.detection_id, e.track_key or f"det|{e.detection_id}", e.camera_id,
+    return Row(e.detection_id, e.entity_id or e.detection_id, e.track_key or f"{SINGLE}{e.detection_id}", e.camera_id,
                e.timestamp.timestamp(), e.embedding, e.quality)
 
 
@@ -167,7 +167,7 @@ class Assigner:
         merges: list[Merge] = []
         decider = Decider(cache.gallery, self.policy) if self.settings.assignment == "entity" else None
         if decider is not None:
-            decider.prime(vectors)
+            decider.prime(vectors, [i.detection_id for i in items])
         for n, (item, prior) in enumerate(zip(items, stored, strict=True)):
             in_batch = sorted(((entries[j], float(sims[n, j])) for j in earlier.get(n, ())), key=lambda m: -m[1])
             decision = None

@@ -62,26 +62,32 @@ def _line(ev: dict[str, Any], truth: dict[str, Any]) -> str:
     tells whether a join was right."""
     person = truth[ev["detection_id"]]
     who = "junk box" if person == 0 else f"person {person:>3}"
+    refused = sum(c.get("refused") is not None for c in ev.get("candidates", []))
+    notes = (" [ambiguous]" if ev.get("ambiguous") else "") + (f" [{refused} refused: space-time]" if refused else "")
+    decision = ev.get("decision", "new" if ev["is_new_entity"] else "joined")
     if ev["is_new_entity"]:
-        verdict = "NEW entity"
-    else:
-        # Entities outlive a demo run (their TTL): a rerun's detections may join an earlier run's entity,
-        # named `<earlier run>-<site detection>`, so the founder is looked up by the site's detection id.
-        run, _, site_det = ev["entity_id"].partition("-")
-        founder = truth.get(f"{ev['detection_id'].partition('-')[0]}-{site_det}")
-        right = "right" if founder == person else "WRONG: founded by " + (
-            "a junk box" if founder == 0 else f"person {founder}")
-        earlier = "" if ev["entity_id"] in truth else f" (an entity of the earlier run {run})"
-        score = ev["matches"][0]["similarity"]
-        verdict = f"joins {ev['entity_id'].rpartition('-')[2]}{earlier} (similarity {score:.3f})  {right}"
-    return f"  {ev['timestamp'][11:19]} {ev['camera_id']:6} {who}  {verdict}"
+        return f"  {ev['timestamp'][11:19]} {ev['camera_id']:6} {who}  NEW entity{notes}"
+    # Entities outlive a demo run (their TTL): a rerun's detections may join an earlier run's entity,
+    # named `<earlier run>-<site detection>`, so the founder is looked up by the site's detection id.
+    run, _, site_det = ev["entity_id"].partition("-")
+    founder = truth.get(f"{ev['detection_id'].partition('-')[0]}-{site_det}")
+    right = "right" if founder == person else "WRONG: founded by " + (
+        "a junk box" if founder == 0 else f"person {founder}")
+    earlier = "" if ev["entity_id"] in truth else f" (an entity of the earlier run {run})"
+    name = ev["entity_id"].rpartition("-")[2] + earlier
+    score = next((c["similarity"] for c in ev.get("candidates", []) if c["entity_id"] == ev["entity_id"]),
+                 ev["matches"][0]["similarity"] if ev["matches"] else float("nan"))
+    verb = {"tracklet": "follows its tracklet in", "merged": "tracklet recognised: merged into"}.get(decision, "joins")
+    return (f"  {ev['timestamp'][11:19]} {ev['camera_id']:6} {who}  {verb} {name} (similarity {score:.3f})  "
+            f"{right}{notes}")
 
 
 async def run_demo(settings: Settings, site: Path, wait_seconds: float) -> int:
     run = f"demo{uuid.uuid4().hex[:6]}"
     events, truth = site_detections(site, run)
-    consumer = AIOKafkaConsumer(settings.topic_matches, bootstrap_servers=settings.kafka_bootstrap,
-                                group_id=f"reid-demo-{run}", auto_offset_reset="latest")
+    consumer = AIOKafkaConsumer(settings.topic_matches, settings.topic_updates,
+                                bootstrap_servers=settings.kafka_bootstrap, group_id=f"reid-demo-{run}",
+                                auto_offset_reset="latest")
     await consumer.start()
     try:
         while not consumer.assignment():  # wait for the group join, so no match event is missed
@@ -91,12 +97,18 @@ async def run_demo(settings: Settings, site: Path, wait_seconds: float) -> int:
               f"{len({e['camera_id'] for e in events})} cameras ({site}) to '{settings.topic_detections}'")
         producing = asyncio.create_task(_produce(settings, events))
         entity_of: dict[str, str] = {}
+        merged_into: dict[str, str] = {}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds + len(events) / 10
         while len(entity_of) < len(events) and loop.time() < deadline:
             for records in (await consumer.getmany(timeout_ms=500)).values():
                 for rec in records:
                     ev = json.loads(rec.value)
+                    if rec.topic == settings.topic_updates:
+                        merged_into[ev["merged"]] = ev["survivor"]
+                        print(f"  -- entity-updates: {ev['merged']} merged into {ev['survivor']} "
+                              f"(similarity {ev['similarity']:.3f})")
+                        continue
                     det = ev["detection_id"]
                     if det not in truth or det in entity_of:
                         continue
@@ -108,7 +120,13 @@ async def run_demo(settings: Settings, site: Path, wait_seconds: float) -> int:
     print(f"\nreceived {len(entity_of)}/{len(events)} match events from '{settings.topic_matches}'")
     if entity_of:
         done = [d for d in truth if d in entity_of]
-        q = clustering_metrics([scored_id(truth[d], d) for d in done], [entity_of[d] for d in done])
+
+        def resolved(entity: str) -> str:  # a merged entity's detections now belong to the survivor
+            while entity in merged_into:
+                entity = merged_into[entity]
+            return entity
+
+        q = clustering_metrics([scored_id(truth[d], d) for d in done], [resolved(entity_of[d]) for d in done])
         people = len({truth[d] for d in done} - {0})
         print(f"quality: {people} people (and {sum(truth[d] == 0 for d in done)} junk boxes) became "
               f"{q.num_predicted} entities; pairwise precision "

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from reid_stream.identity.gallery import Gallery, Track, unit
+from reid_stream.identity.gallery import SINGLE, Gallery, Track, unit
 from reid_stream.identity.topology import Topology, gap_conflict
 
 REDECIDE_MIN_ROWS = 3  # a tracklet contradicts its entity only on more than a frame or two of evidence
@@ -80,7 +80,7 @@ def quality(bbox: tuple[float, float, float, float]) -> float:
 def track_key(camera_id: str, track_id: str | None, detection_id: str) -> tuple[str, bool]:
     """Tracklet key, and whether it is a real track (a detection without track_id is a tracklet of one)."""
     if track_id is None or track_id == "":
-        return f"det|{detection_id}", False
+        return f"{SINGLE}{detection_id}", False
     return f"{camera_id}|{track_id}", True
 
 
@@ -97,13 +97,19 @@ class Decider:
         self.policy = policy
         self._queries: np.ndarray | None = None
         self._primed: np.ndarray | None = None
+        self._gram: np.ndarray | None = None
+        self._position: dict[str, int] = {}
         self._cursor = -1
 
-    def prime(self, queries: np.ndarray) -> None:
+    def prime(self, queries: np.ndarray, detection_ids: list[str] | None = None) -> None:
+        """Score a batch against every entity at once. With the batch's detection ids, an entity founded by one
+        of them is scored from the batch's own similarities (one product for all) instead of one per entity."""
         g = self.gallery
         g.reserve(len(queries))  # slots do not move while the batch's scores are indexed by them
         self._queries = np.asarray(queries, dtype=np.float32)
         self._primed = g.scores(self._queries)
+        self._position = {d: n for n, d in enumerate(detection_ids or [])}
+        self._gram = self._queries @ self._queries.T if detection_ids else None
         g.released.clear()
         g.changed.clear()
         self._cursor = 0
@@ -120,8 +126,14 @@ class Decider:
         for slot in g.released:
             self._primed[rest, slot] = -np.inf
         for eid in g.changed:
-            if eid in g.entities:
-                self._primed[rest, g.entities[eid].slot] = (self._queries[rest] @ g.prototype(eid).T).max(axis=1)
+            ent = g.entities.get(eid)
+            if ent is None:
+                continue
+            only = next(iter(ent.agg.rows)) if len(ent.agg.rows) == 1 else None
+            if only in self._position and self._gram is not None:  # its prototype is that detection's vector
+                self._primed[rest, ent.slot] = self._gram[rest, self._position[only]]
+            else:
+                self._primed[rest, ent.slot] = (self._queries[rest] @ g.prototype(eid).T).max(axis=1)
         g.released.clear()
         g.changed.clear()
 
@@ -145,12 +157,22 @@ class Decider:
         return sorted(((e, s) for e, s in out if e is not None and e not in exclude), key=lambda c: (-c[1], c[0]))
 
     def _gate(self, entity_id: str, camera_id: str, t0: float, t1: float, own_key: str) -> str | None:
-        for key, cam, s0, s1 in self.gallery.sightings(entity_id):
-            if key == own_key:
-                continue
-            why = gap_conflict(self.policy.topology, camera_id, t0, t1, cam, s0, s1)
-            if why:
-                return f"space_time: {why}"
+        """Why the entity cannot be this sighting, or None. Vectorised per camera: an entity seen without
+        tracks has a segment per detection, hundreds of them."""
+        topo = self.policy.topology
+        for cam, seen in self.gallery.sightings(entity_id).items():
+            gap = np.maximum(t0 - seen.last, seen.first - t1)
+            if cam == camera_id:
+                bad = gap < 0
+            else:
+                need = topo.min_transit(camera_id, cam)
+                if need is None:
+                    continue
+                bad = (gap < need) | (gap <= 0)
+            for i in np.nonzero(bad)[0].tolist():
+                if seen.keys[i] != own_key:
+                    why = gap_conflict(topo, camera_id, t0, t1, cam, float(seen.first[i]), float(seen.last[i]))
+                    return f"space_time: {why}"
         return None
 
     def _choose(self, query: np.ndarray, camera_id: str, t0: float, t1: float, own_key: str,
@@ -246,8 +268,19 @@ class Decider:
         return out
 
     def _entities_conflict(self, a: str, b: str) -> bool:
-        for _, cam_a, a0, a1 in self.gallery.sightings(a):
-            for _, cam_b, b0, b1 in self.gallery.sightings(b):
-                if gap_conflict(self.policy.topology, cam_a, a0, a1, cam_b, b0, b1):
+        """Whether any tracklet of one conflicts in space and time with any of the other's (pairs of cameras,
+        each compared as a block)."""
+        topo = self.policy.topology
+        for cam_a, sa in self.gallery.sightings(a).items():
+            for cam_b, sb in self.gallery.sightings(b).items():
+                gap = np.maximum(sa.first[:, None] - sb.last[None, :], sb.first[None, :] - sa.last[:, None])
+                if cam_a == cam_b:
+                    bad = gap < 0
+                else:
+                    need = topo.min_transit(cam_a, cam_b)
+                    if need is None:
+                        continue
+                    bad = (gap < need) | (gap <= 0)
+                if any(sa.keys[i] != sb.keys[j] for i, j in zip(*np.nonzero(bad), strict=True)):
                     return True
         return False

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 EXEMPLARS = 3  # per entity, besides its mean: its heaviest tracklet segments (other views, other lighting)
+SINGLE = "det|"  # the tracklet key prefix of a detection without a track id
+EXEMPLAR_MIN_ROWS = 2  # an exemplar is an average: a single detection is an outlier as often as not
 
 
 def unit(v: np.ndarray) -> np.ndarray:
@@ -20,33 +22,50 @@ def unit(v: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Agg:
-    """A quality-weighted sum of unit vectors over a set of rows, with their time span."""
+    """A quality-weighted sum of unit vectors over a set of rows, with their time span.
+
+    The mean and the span are cached: the gate and the prototypes read them far more often than rows come.
+    """
 
     camera_id: str
     vsum: np.ndarray
     rows: dict[str, float] = field(default_factory=dict)  # detection id -> epoch seconds
     weight: float = 0.0
+    _mean: np.ndarray | None = None
+    _span: tuple[float, float] | None = None
 
     def add(self, det: str, vec: np.ndarray, q: float, ts: float) -> None:
         self.vsum += q * vec
         self.weight += q
         self.rows[det] = ts
+        self._mean = None
+        if self._span is not None:
+            self._span = (min(self._span[0], ts), max(self._span[1], ts))
 
     def drop(self, det: str, vec: np.ndarray, q: float) -> None:
         self.vsum -= q * vec
         self.weight -= q
         self.rows.pop(det, None)
+        self._mean = self._span = None
+
+    def _spanned(self) -> tuple[float, float]:
+        if self._span is None:
+            times = self.rows.values()
+            self._span = (min(times), max(times))
+        return self._span
 
     @property
     def first(self) -> float:
-        return min(self.rows.values())
+        return self._spanned()[0]
 
     @property
     def last(self) -> float:
-        return max(self.rows.values())
+        return self._spanned()[1]
 
     def mean(self) -> np.ndarray:
-        return unit(self.vsum)
+        if self._mean is None:
+            self._mean = unit(self.vsum)
+        return self._mean
 
 
 @dataclass
@@ -59,13 +78,40 @@ class Track:
     latest: float = float("-inf")
 
 
+@dataclass(frozen=True)
+class Sightings:
+    """One camera's segments of an entity: tracklet keys and first/last epoch seconds, parallel."""
+
+    keys: list[str]
+    first: np.ndarray
+    last: np.ndarray
+
+
 @dataclass
 class Entity:
     entity_id: str
     agg: Agg
     segments: dict[str, Agg] = field(default_factory=dict)  # tracklet key -> its rows in this entity
     slot: int = -1  # its row in the means matrix
-    block: int = -1  # its block of EXEMPLARS rows in the exemplar matrix, while it has more than one segment
+    block: int = -1  # its block of EXEMPLARS rows in the exemplar matrix, while it has exemplars
+    _by_camera: dict[str, Sightings] | None = None
+
+    def exemplars(self) -> list[Agg]:
+        """Its heaviest multi-detection segments, when it has more than one segment (else the mean says it all)."""
+        if len(self.segments) < 2:
+            return []
+        averaged = [s for s in self.segments.values() if len(s.rows) >= EXEMPLAR_MIN_ROWS]
+        return sorted(averaged, key=lambda s: -s.weight)[:EXEMPLARS]
+
+    def by_camera(self) -> dict[str, Sightings]:
+        """Its segments' time spans grouped by camera, as arrays: the space-time gate compares them at once."""
+        if self._by_camera is None:
+            groups: dict[str, list[tuple[str, float, float]]] = {}
+            for key, seg in self.segments.items():
+                groups.setdefault(seg.camera_id, []).append((key, seg.first, seg.last))
+            self._by_camera = {cam: Sightings([k for k, _, _ in rows], np.array([f for _, f, _ in rows]),
+                                              np.array([la for _, _, la in rows])) for cam, rows in groups.items()}
+        return self._by_camera
 
 
 @dataclass(frozen=True)
@@ -83,8 +129,8 @@ class Gallery:
     """Entities of one (model, type) and their tracklets, searchable by prototype.
 
     An entity's prototype is its mean and, once it has more than one tracklet segment, the means of its
-    EXEMPLARS heaviest segments; its score is the best of those rows, so a person seen from the front and from
-    the back matches both, while each row is itself an average that one odd detection cannot move much.
+    EXEMPLARS heaviest segments of several detections; its score is the best of those rows, so a person seen
+    from the front and from the back matches both, while each row is an average one odd detection cannot move.
     Means live in one matrix (a slot per entity), exemplars in another (a block per multi-tracklet entity), so
     a batch of queries is two matrix products however many entities there are.
     """
@@ -113,16 +159,18 @@ class Gallery:
         if row.detection_id in self.rows:
             return
         self.rows[row.detection_id] = row
-        track = self.tracks.get(row.track_key)
-        if track is None:
-            track = self.tracks[row.track_key] = Track(row.track_key, Agg(row.camera_id, np.zeros(self.dim)))
-        track.agg.add(row.detection_id, row.vector, row.quality, row.ts)
-        if row.ts >= track.latest:
-            track.latest, track.entity_id = row.ts, row.entity_id
+        if not row.track_key.startswith(SINGLE):  # a detection without a track id is no tracklet to follow
+            track = self.tracks.get(row.track_key)
+            if track is None:
+                track = self.tracks[row.track_key] = Track(row.track_key, Agg(row.camera_id, np.zeros(self.dim)))
+            track.agg.add(row.detection_id, row.vector, row.quality, row.ts)
+            if row.ts >= track.latest:
+                track.latest, track.entity_id = row.ts, row.entity_id
         ent = self.entities.get(row.entity_id)
         if ent is None:
             ent = self.entities[row.entity_id] = Entity(row.entity_id, Agg(row.camera_id, np.zeros(self.dim)))
         ent.agg.add(row.detection_id, row.vector, row.quality, row.ts)
+        ent._by_camera = None
         seg = ent.segments.get(row.track_key)
         if seg is None:
             seg = ent.segments[row.track_key] = Agg(row.camera_id, np.zeros(self.dim))
@@ -135,12 +183,14 @@ class Gallery:
             row = self.rows.pop(det, None)
             if row is None:
                 continue
-            track = self.tracks[row.track_key]
-            track.agg.drop(det, row.vector, row.quality)
-            if not track.agg.rows:
-                del self.tracks[row.track_key]
+            track = self.tracks.get(row.track_key)
+            if track is not None:
+                track.agg.drop(det, row.vector, row.quality)
+                if not track.agg.rows:
+                    del self.tracks[row.track_key]
             ent = self.entities[row.entity_id]
             ent.agg.drop(det, row.vector, row.quality)
+            ent._by_camera = None
             seg = ent.segments[row.track_key]
             seg.drop(det, row.vector, row.quality)
             if not seg.rows:
@@ -214,11 +264,11 @@ class Gallery:
                 self.high = max(self.high, ent.slot + 1)
             self._means[ent.slot] = ent.agg.mean()
             self._valid[ent.slot] = True
-            if len(ent.segments) > 1:
+            heaviest = ent.exemplars()
+            if heaviest:
                 if ent.block < 0:
                     self._take_block(ent)
                 base = ent.block * EXEMPLARS
-                heaviest = sorted(ent.segments.values(), key=lambda s: -s.weight)[:EXEMPLARS]
                 self._ex_valid[base:base + EXEMPLARS] = False
                 for j, seg in enumerate(heaviest):
                     self._ex[base + j] = seg.mean()
@@ -250,10 +300,7 @@ class Gallery:
     def prototype(self, entity_id: str) -> np.ndarray:
         """An entity's prototype rows (mean first), as in the matrices."""
         ent = self.entities[entity_id]
-        rows = [ent.agg.mean()]
-        if len(ent.segments) > 1:
-            rows += [s.mean() for s in sorted(ent.segments.values(), key=lambda s: -s.weight)[:EXEMPLARS]]
-        return np.asarray(rows, dtype=np.float32)
+        return np.asarray([ent.agg.mean()] + [s.mean() for s in ent.exemplars()], dtype=np.float32)
 
     def score(self, query: np.ndarray, entity_id: str) -> float:
         """One query against one entity, exactly."""
@@ -282,9 +329,7 @@ class Gallery:
                 return eid
         return None
 
-    def sightings(self, entity_id: str) -> list[tuple[str, str, float, float]]:
-        """(tracklet key, camera, first, last) of each of an entity's segments."""
+    def sightings(self, entity_id: str) -> dict[str, Sightings]:
+        """An entity's segments by camera (empty for an unknown entity)."""
         ent = self.entities.get(entity_id)
-        if ent is None:
-            return []
-        return [(k, s.camera_id, s.first, s.last) for k, s in ent.segments.items()]
+        return ent.by_camera() if ent is not None else {}
