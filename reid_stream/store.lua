@@ -1,99 +1,120 @@
--- Stores one detection's embedding and appearance atomically and idempotently.
+-- Stores a batch of detections (embedding, appearance, marker) atomically and idempotently, in one call.
 -- A compare-and-set on the per-(model, type) version makes assignment safe even if two writers
--- ever overlap (e.g. during a rebalance): the loser gets 'conflict', reloads and re-matches.
+-- ever overlap (e.g. during a rebalance): detection i expects version expected + i, so once one is not
+-- stored (a duplicate, or another writer moved the version) the rest answer 'conflict' and are re-matched.
+-- One call per batch, with what the batch shares passed once: per-detection script calls and their
+-- repeated arguments were most of this single-writer stage's Redis cost.
 --
--- KEYS: 1 version, 2 embedding index (zset), 3 vectors of the day (hash), 4 metadata of the day (hash),
---       5 detection marker, 6 entity (hash), 7 entity cameras (set), 8 entity appearances (hash),
---       9 entity appearance order (zset), 10 entities of the type (zset), 11 entities of the camera (zset),
---       12 ids merged into the entity (set), 13 aliases of the (model, type) (hash)
--- ARGV: 1 expected version, 2 ttl seconds, 3 cap, 4 detection id, 5 index member "day|detection",
---       6 vector bytes, 7 metadata json, 8 stored_at (epoch s), 9 marker json, 10 entity type,
---       11 camera id, 12 detection time (epoch s), 13 detection time (iso), 14 appearance json,
---       15 key prefix of the day hashes "…:vec:", 16 key prefix "…:meta:", 17 model id, 18 entity id,
---       19 key prefix of the reference sets "…:refs:", 20 key prefix of the alias keys "…:alias:",
---       21… the other entities the event names (matches, candidates, tracklet); erasure of one of them
---       rewrites this detection's marker
-local marker = redis.call('GET', KEYS[5])
-if marker then
-  return {'dup', marker}
-end
-local version = tonumber(redis.call('GET', KEYS[1]) or '0')
-if version ~= tonumber(ARGV[1]) then
-  return {'conflict', tostring(version)}
-end
+-- KEYS: 1 version, 2 embedding index (zset), 3 entities of the type (zset), 4 aliases of the (model, type)
+-- ARGV: 1 expected version, 2 ttl seconds, 3 cap, 4 stored_at (epoch s), 5 entity type, 6 model id,
+--       7 key prefix, 8 number of detections, then per detection:
+--       detection id, day, vector bytes, metadata json, marker json, camera id, detection time (epoch s),
+--       detection time (iso), appearance json, entity id, n, and the n other entities its event names
+--       (erasure of one of them rewrites this detection's marker)
+-- Every other key is named here from the prefix exactly as store.Keys names it.
 local ttl = tonumber(ARGV[2])
-local now = tonumber(ARGV[8])
+local cap = tonumber(ARGV[3])
+local now = tonumber(ARGV[4])
+local etype, model, P = ARGV[5], ARGV[6], ARGV[7]
+local vec_prefix = P .. ':entity_embeddings:' .. model .. ':' .. etype .. ':'
+local meta_prefix = P .. ':entity_meta:' .. model .. ':' .. etype .. ':'
+local expected = tonumber(ARGV[1])
 
-redis.call('HSET', KEYS[3], ARGV[4], ARGV[6])
-redis.call('EXPIRE', KEYS[3], ttl)
-redis.call('HSET', KEYS[4], ARGV[4], ARGV[7])
-redis.call('EXPIRE', KEYS[4], ttl)
-redis.call('ZADD', KEYS[2], now, ARGV[5])
-
-local evicted = {}
-local function drop(member)
+local function drop(member, evicted)
   local bar = string.find(member, '|', 1, true)
   local day = string.sub(member, 1, bar - 1)
   local det = string.sub(member, bar + 1)
-  redis.call('HDEL', ARGV[15] .. day, det)
-  redis.call('HDEL', ARGV[16] .. day, det)
+  redis.call('HDEL', vec_prefix .. day, det)
+  redis.call('HDEL', meta_prefix .. day, det)
   evicted[#evicted + 1] = det
 end
--- Age first, then the cap: the oldest go first.
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. tostring(now - ttl))
-for _, member in ipairs(expired) do
-  drop(member)
-  redis.call('ZREM', KEYS[2], member)
-end
-local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[3])
-if excess > 0 then
-  local popped = redis.call('ZPOPMIN', KEYS[2], excess)
-  for i = 1, #popped, 2 do
-    drop(popped[i])
+
+local function commit(n, a)
+  local det, day, cam, eid = ARGV[a], ARGV[a + 1], ARGV[a + 5], ARGV[a + 9]
+  local marker_key = P .. ':det:' .. det
+  local marker = redis.call('GET', marker_key)
+  if marker then
+    return {'dup', marker}
   end
-end
-redis.call('EXPIRE', KEYS[2], ttl)
-
--- The entity: first/last seen are the min/max of detection times, whatever their arrival order.
-local ts = tonumber(ARGV[12])
-local first = tonumber(redis.call('HGET', KEYS[6], 'first_ts') or 'inf')
-if ts < first then
-  redis.call('HSET', KEYS[6], 'first_ts', ARGV[12], 'first_seen', ARGV[13], 'first_det', ARGV[4], 'first_cam', ARGV[11])
-end
-local last = tonumber(redis.call('HGET', KEYS[6], 'last_ts') or '-inf')
-if ts > last then
-  redis.call('HSET', KEYS[6], 'last_ts', ARGV[12], 'last_seen', ARGV[13], 'last_det', ARGV[4], 'last_cam', ARGV[11])
-end
-redis.call('HSETNX', KEYS[6], 'entity_type', ARGV[10])
-redis.call('HSETNX', KEYS[6], 'model', ARGV[17])
-redis.call('SADD', KEYS[7], ARGV[11])
-redis.call('HSET', KEYS[8], ARGV[4], ARGV[14])
-redis.call('ZADD', KEYS[9], ts, ARGV[4])
-for i = 6, 9 do
-  redis.call('EXPIRE', KEYS[i], ttl)
-end
-redis.call('ZADD', KEYS[11], 'GT', ts, ARGV[18])
-redis.call('ZADD', KEYS[10], 'GT', ts, ARGV[18])
-redis.call('EXPIRE', KEYS[10], ttl)
-redis.call('EXPIRE', KEYS[11], ttl)
-
--- Its merged ids live as long as its appearances (theirs among them): asking for or erasing one of
--- them must keep finding this entity.
-local merged_ids = redis.call('SMEMBERS', KEYS[12])
-if #merged_ids > 0 then
-  redis.call('EXPIRE', KEYS[12], ttl)
-  redis.call('EXPIRE', KEYS[13], ttl)
-  for _, id in ipairs(merged_ids) do
-    redis.call('EXPIRE', ARGV[20] .. id, ttl)
+  local version = tonumber(redis.call('GET', KEYS[1]) or '0')
+  if version ~= expected + n then
+    return {'conflict', tostring(version)}
   end
+
+  local vec_key, meta_key = vec_prefix .. day, meta_prefix .. day
+  redis.call('HSET', vec_key, det, ARGV[a + 2])
+  redis.call('EXPIRE', vec_key, ttl)
+  redis.call('HSET', meta_key, det, ARGV[a + 3])
+  redis.call('EXPIRE', meta_key, ttl)
+  redis.call('ZADD', KEYS[2], now, day .. '|' .. det)
+
+  local evicted = {}
+  -- Age first, then the cap: the oldest go first.
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. tostring(now - ttl))
+  for _, member in ipairs(expired) do
+    drop(member, evicted)
+    redis.call('ZREM', KEYS[2], member)
+  end
+  local excess = redis.call('ZCARD', KEYS[2]) - cap
+  if excess > 0 then
+    local popped = redis.call('ZPOPMIN', KEYS[2], excess)
+    for i = 1, #popped, 2 do
+      drop(popped[i], evicted)
+    end
+  end
+  redis.call('EXPIRE', KEYS[2], ttl)
+
+  -- The entity: first/last seen are the min/max of detection times, whatever their arrival order.
+  local ent = P .. ':ent:' .. eid
+  local ts = tonumber(ARGV[a + 6])
+  local first = tonumber(redis.call('HGET', ent, 'first_ts') or 'inf')
+  if ts < first then
+    redis.call('HSET', ent, 'first_ts', ARGV[a + 6], 'first_seen', ARGV[a + 7], 'first_det', det, 'first_cam', cam)
+  end
+  local last = tonumber(redis.call('HGET', ent, 'last_ts') or '-inf')
+  if ts > last then
+    redis.call('HSET', ent, 'last_ts', ARGV[a + 6], 'last_seen', ARGV[a + 7], 'last_det', det, 'last_cam', cam)
+  end
+  redis.call('HSETNX', ent, 'entity_type', etype)
+  redis.call('HSETNX', ent, 'model', model)
+  redis.call('SADD', ent .. ':cams', cam)
+  redis.call('HSET', ent .. ':apps', det, ARGV[a + 8])
+  redis.call('ZADD', ent .. ':order', ts, det)
+  for _, key in ipairs({ent, ent .. ':cams', ent .. ':apps', ent .. ':order'}) do
+    redis.call('EXPIRE', key, ttl)
+  end
+  local by_camera = P .. ':cam:' .. etype .. ':' .. cam
+  redis.call('ZADD', by_camera, 'GT', ts, eid)
+  redis.call('ZADD', KEYS[3], 'GT', ts, eid)
+  redis.call('EXPIRE', KEYS[3], ttl)
+  redis.call('EXPIRE', by_camera, ttl)
+
+  -- Its merged ids live as long as its appearances (theirs among them): asking for or erasing one of
+  -- them must keep finding this entity.
+  local merged_ids = redis.call('SMEMBERS', ent .. ':merged')
+  if #merged_ids > 0 then
+    redis.call('EXPIRE', ent .. ':merged', ttl)
+    redis.call('EXPIRE', KEYS[4], ttl)
+    for _, id in ipairs(merged_ids) do
+      redis.call('EXPIRE', P .. ':alias:' .. id, ttl)
+    end
+  end
+
+  redis.call('SET', marker_key, ARGV[a + 4], 'EX', ttl)
+  for i = a + 11, a + 10 + tonumber(ARGV[a + 10]) do
+    local refs = P .. ':refs:' .. ARGV[i]
+    redis.call('SADD', refs, det)
+    redis.call('EXPIRE', refs, ttl)
+  end
+  redis.call('SET', KEYS[1], version + 1, 'EX', ttl)
+  return {'ok', tostring(version + 1), evicted}
 end
 
-redis.call('SET', KEYS[5], ARGV[9], 'EX', ttl)
-for i = 21, #ARGV do
-  local refs = ARGV[19] .. ARGV[i]
-  redis.call('SADD', refs, ARGV[4])
-  redis.call('EXPIRE', refs, ttl)
+local out = {}
+local a = 9
+for n = 0, tonumber(ARGV[8]) - 1 do
+  -- Nested, not unpacked: Lua cannot unpack more than a few thousand values at once.
+  out[#out + 1] = commit(n, a)
+  a = a + 11 + tonumber(ARGV[a + 10])
 end
-redis.call('SET', KEYS[1], version + 1, 'EX', ttl)
--- Nested, not unpacked: Lua cannot unpack more than a few thousand values at once.
-return {'ok', tostring(version + 1), evicted}
+return out

@@ -261,37 +261,34 @@ class ReidStore:
         raw = await self.redis.mget([self.keys.marker(d) for d in detection_ids])
         return {d: json.loads(r) for d, r in zip(detection_ids, raw, strict=True) if r is not None}
 
-    def _commit_args(self, w: PlannedWrite, expected: int) -> tuple[list[str], list[Any]]:
-        ev, k, s = w.event, self.keys, self.settings
-        model, etype, det, eid = ev.model, ev.entity_type, ev.detection_id, ev.entity_id
-        day = day_of(ev.timestamp)
-        keys = [k.version(model, etype), k.index(model, etype), k.vec_prefix(model, etype) + day,
-                k.meta_prefix(model, etype) + day, k.marker(det), k.entity(eid), k.cameras(eid),
-                k.appearances(eid), k.order(eid), k.by_type(etype), k.by_camera(etype, ev.camera_id),
-                k.merged_ids(eid), k.aliases(model, etype)]
-        meta = json.dumps({"e": eid, "c": ev.camera_id, "t": ev.timestamp.isoformat(), "k": w.track_key,
+    def _commit_fields(self, w: PlannedWrite) -> list[Any]:
+        """One detection's part of the batch commit's arguments (see store.lua)."""
+        ev = w.event
+        meta = json.dumps({"e": ev.entity_id, "c": ev.camera_id, "t": ev.timestamp.isoformat(), "k": w.track_key,
                            "q": w.quality})
         event = ev.model_dump(mode="json")
         marker = json.dumps({"fp": w.fingerprint, "event": event, "ref": w.image_ref})
-        args = [expected, s.embedding_ttl_seconds, s.max_embeddings, det, f"{day}|{det}",
-                np.ascontiguousarray(w.vector, dtype=self._dtype).tobytes(), meta, w.stored_at, marker, etype,
-                ev.camera_id, ev.timestamp.timestamp(), ev.timestamp.isoformat(),
-                w.appearance.model_dump_json(), k.vec_prefix(model, etype), k.meta_prefix(model, etype),
-                model, eid, k.refs_prefix(), k.alias_prefix(), *sorted(named_entities(event))]
-        return keys, args
+        named = sorted(named_entities(event))
+        return [ev.detection_id, day_of(ev.timestamp), np.ascontiguousarray(w.vector, dtype=self._dtype).tobytes(),
+                meta, marker, ev.camera_id, ev.timestamp.timestamp(), ev.timestamp.isoformat(),
+                w.appearance.model_dump_json(), ev.entity_id, len(named), *named]
 
     async def commit(self, writes: list[PlannedWrite], expected_version: int) -> list[CommitResult]:
-        """Run the commit script for each write in one round trip; versions expected in sequence."""
+        """Store a batch of one (model, type) in one script call; write i expects version expected + i.
+
+        redis-py's Script loads the script again itself after a Redis restart (NOSCRIPT)."""
         if not writes:
             return []
-        pipe = self.redis.pipeline(transaction=False)
-        # What `await script(client=pipe)` does per write, done once: the pipeline checks (SCRIPT EXISTS) and
-        # loads its registered scripts before it runs, so NOSCRIPT after a Redis restart is redis-py's job.
-        pipe.scripts.add(self._commit_script)
-        for i, w in enumerate(writes):
-            keys, args = self._commit_args(w, expected_version + i)
-            pipe.evalsha(self._commit_script.sha, len(keys), *keys, *args)
-        replies = await pipe.execute()
+        model, etype = writes[0].event.model, writes[0].event.entity_type
+        if any((w.event.model, w.event.entity_type) != (model, etype) for w in writes):
+            raise ValueError("one commit holds detections of one model and entity type")
+        k, s = self.keys, self.settings
+        keys = [k.version(model, etype), k.index(model, etype), k.by_type(etype), k.aliases(model, etype)]
+        args: list[Any] = [expected_version, s.embedding_ttl_seconds, s.max_embeddings,
+                           max(w.stored_at for w in writes), etype, model, s.redis_prefix, len(writes)]
+        for w in writes:
+            args.extend(self._commit_fields(w))
+        replies = await self._commit_script(keys=keys, args=args)
         out = []
         for reply in replies:
             status = reply[0].decode()
