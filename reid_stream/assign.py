@@ -37,8 +37,10 @@ class _TypeCache:
 
 
 def _row(e: EntityEmbedding) -> Row:
+    # A copy: the index's embeddings are views of its matrix, whose rows move when others are evicted, and the
+    # gallery subtracts a row's vector when it leaves.
     return Row(e.detection_id, e.entity_id or e.detection_id, e.track_key or f"{SINGLE}{e.detection_id}", e.camera_id,
-               e.timestamp.timestamp(), e.embedding, e.quality)
+               e.timestamp.timestamp(), np.array(e.embedding, dtype=np.float32), e.quality)
 
 
 def policy_of(settings: Settings) -> Policy:

@@ -28,14 +28,15 @@ class Agg:
     """
 
     camera_id: str
-    vsum: np.ndarray
+    vsum: np.ndarray | None  # None: only the span is kept (the segment of a detection without a track id)
     rows: dict[str, float] = field(default_factory=dict)  # detection id -> epoch seconds
     weight: float = 0.0
     _mean: np.ndarray | None = None
     _span: tuple[float, float] | None = None
 
     def add(self, det: str, vec: np.ndarray, q: float, ts: float) -> None:
-        self.vsum += q * vec
+        if self.vsum is not None:
+            self.vsum += q * vec
         self.weight += q
         self.rows[det] = ts
         self._mean = None
@@ -43,7 +44,8 @@ class Agg:
             self._span = (min(self._span[0], ts), max(self._span[1], ts))
 
     def drop(self, det: str, vec: np.ndarray, q: float) -> None:
-        self.vsum -= q * vec
+        if self.vsum is not None:
+            self.vsum -= q * vec
         self.weight -= q
         self.rows.pop(det, None)
         self._mean = self._span = None
@@ -63,6 +65,8 @@ class Agg:
         return self._spanned()[1]
 
     def mean(self) -> np.ndarray:
+        if self.vsum is None:
+            raise ValueError("this aggregate keeps only its time span")
         if self._mean is None:
             self._mean = unit(self.vsum)
         return self._mean
@@ -78,13 +82,42 @@ class Track:
     latest: float = float("-inf")
 
 
-@dataclass(frozen=True)
 class Sightings:
-    """One camera's segments of an entity: tracklet keys and first/last epoch seconds, parallel."""
+    """One camera's segments of an entity: tracklet keys and first/last epoch seconds, parallel arrays that
+    are updated in place as rows come and go (the gate reads them for every candidate)."""
 
-    keys: list[str]
-    first: np.ndarray
-    last: np.ndarray
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self._index: dict[str, int] = {}
+        self._first = np.empty(4)
+        self._last = np.empty(4)
+
+    @property
+    def first(self) -> np.ndarray:
+        return self._first[:len(self.keys)]
+
+    @property
+    def last(self) -> np.ndarray:
+        return self._last[:len(self.keys)]
+
+    def put(self, key: str, first: float, last: float) -> None:
+        i = self._index.get(key)
+        if i is None:
+            i = self._index[key] = len(self.keys)
+            self.keys.append(key)
+            if i == len(self._first):
+                self._first = np.concatenate([self._first, np.empty(i)])
+                self._last = np.concatenate([self._last, np.empty(i)])
+        self._first[i], self._last[i] = first, last
+
+    def drop(self, key: str) -> None:
+        i = self._index.pop(key)
+        end = len(self.keys) - 1
+        if i != end:  # swap-remove
+            moved = self.keys[end]
+            self.keys[i], self._first[i], self._last[i] = moved, self._first[end], self._last[end]
+            self._index[moved] = i
+        self.keys.pop()
 
 
 @dataclass
@@ -94,7 +127,7 @@ class Entity:
     segments: dict[str, Agg] = field(default_factory=dict)  # tracklet key -> its rows in this entity
     slot: int = -1  # its row in the means matrix
     block: int = -1  # its block of EXEMPLARS rows in the exemplar matrix, while it has exemplars
-    _by_camera: dict[str, Sightings] | None = None
+    _by_camera: dict[str, Sightings] = field(default_factory=dict)
 
     def exemplars(self) -> list[Agg]:
         """Its heaviest multi-detection segments, when it has more than one segment (else the mean says it all)."""
@@ -105,13 +138,21 @@ class Entity:
 
     def by_camera(self) -> dict[str, Sightings]:
         """Its segments' time spans grouped by camera, as arrays: the space-time gate compares them at once."""
-        if self._by_camera is None:
-            groups: dict[str, list[tuple[str, float, float]]] = {}
-            for key, seg in self.segments.items():
-                groups.setdefault(seg.camera_id, []).append((key, seg.first, seg.last))
-            self._by_camera = {cam: Sightings([k for k, _, _ in rows], np.array([f for _, f, _ in rows]),
-                                              np.array([la for _, _, la in rows])) for cam, rows in groups.items()}
         return self._by_camera
+
+    def sighted(self, key: str, camera_id: str) -> None:
+        """A segment gained or lost rows: its span in the camera's arrays follows."""
+        seg = self.segments.get(key)
+        if seg is not None:
+            seen = self._by_camera.get(camera_id)
+            if seen is None:
+                seen = self._by_camera[camera_id] = Sightings()
+            seen.put(key, seg.first, seg.last)
+            return
+        seen = self._by_camera[camera_id]
+        seen.drop(key)
+        if not seen.keys:
+            del self._by_camera[camera_id]
 
 
 @dataclass(frozen=True)
@@ -170,11 +211,13 @@ class Gallery:
         if ent is None:
             ent = self.entities[row.entity_id] = Entity(row.entity_id, Agg(row.camera_id, np.zeros(self.dim)))
         ent.agg.add(row.detection_id, row.vector, row.quality, row.ts)
-        ent._by_camera = None
         seg = ent.segments.get(row.track_key)
         if seg is None:
-            seg = ent.segments[row.track_key] = Agg(row.camera_id, np.zeros(self.dim))
+            # One detection without a track id: its entity's mean already holds its vector.
+            single = row.track_key.startswith(SINGLE)
+            seg = ent.segments[row.track_key] = Agg(row.camera_id, None if single else np.zeros(self.dim))
         seg.add(row.detection_id, row.vector, row.quality, row.ts)
+        ent.sighted(row.track_key, row.camera_id)
         self.dirty.add(row.entity_id)
 
     def remove(self, detection_ids: list[str]) -> None:
@@ -190,11 +233,11 @@ class Gallery:
                     del self.tracks[row.track_key]
             ent = self.entities[row.entity_id]
             ent.agg.drop(det, row.vector, row.quality)
-            ent._by_camera = None
             seg = ent.segments[row.track_key]
             seg.drop(det, row.vector, row.quality)
             if not seg.rows:
                 del ent.segments[row.track_key]
+            ent.sighted(row.track_key, row.camera_id)
             if not ent.agg.rows:
                 self._release(ent)
             else:
@@ -317,7 +360,7 @@ class Gallery:
         if seg is None:
             return float(ent.agg.mean() @ query)
         rest = ent.agg.weight - seg.weight
-        if len(ent.segments) < 2 or rest <= 1e-9:
+        if len(ent.segments) < 2 or rest <= 1e-9 or seg.vsum is None or ent.agg.vsum is None:
             return None
         return float(unit(ent.agg.vsum - seg.vsum) @ query)
 

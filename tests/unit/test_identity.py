@@ -216,3 +216,32 @@ def test_a_primed_batch_decides_exactly_as_one_search_per_detection():
     assert outcomes[0] == outcomes[1]
     kinds = {k for _, k, *_ in outcomes[0]}
     assert {"new", "joined", "tracklet"} <= kinds and any(k == "merged" or e == "merge" for e, k, *_ in outcomes[0])
+
+
+def test_sightings_follow_rows_in_and_out():
+    g = Gallery(DIM)
+    for n, (key, cam, ts) in enumerate([("c1|1", "c1", 10.0), ("c1|1", "c1", 12.0), ("c1|2", "c1", 30.0),
+                                        ("c2|1", "c2", 50.0)]):
+        g.add(row(f"d{n}", "E", key, cam, ts, vec(n)))
+    spans = {cam: dict(zip(s.keys, zip(s.first.tolist(), s.last.tolist(), strict=True)))
+             for cam, s in g.sightings("E").items()}
+    assert spans == {"c1": {"c1|1": (10.0, 12.0), "c1|2": (30.0, 30.0)}, "c2": {"c2|1": (50.0, 50.0)}}
+    g.remove(["d0", "d2", "d3"])  # a span shrinks, a segment and a camera go
+    (cam, seen), = g.sightings("E").items()
+    assert cam == "c1" and seen.keys == ["c1|1"] and seen.first.tolist() == [12.0] == seen.last.tolist()
+
+
+def test_the_stage_gives_the_gallery_vectors_that_evictions_in_the_index_cannot_change():
+    from datetime import UTC, datetime
+
+    from reid_stream.assign import _row
+    from reid_stream.matching import EntityEmbedding, VectorIndex
+
+    index, g = VectorIndex(DIM, capacity=4), Gallery(DIM)
+    items = [EntityEmbedding(f"d{n}", "c", "person", datetime.now(UTC), vec(n), entity_id="E") for n in range(3)]
+    for it in items:
+        index.add(it)
+        g.add(_row(it))
+    index.remove(["d0"])  # swap-remove: d2's vector moves into d0's row of the matrix
+    g.remove(["d0"])
+    assert np.allclose(g.entities["E"].agg.mean(), unit(vec(1) + vec(2)), atol=1e-6)
