@@ -223,7 +223,7 @@ def test_sightings_follow_rows_in_and_out():
     for n, (key, cam, ts) in enumerate([("c1|1", "c1", 10.0), ("c1|1", "c1", 12.0), ("c1|2", "c1", 30.0),
                                         ("c2|1", "c2", 50.0)]):
         g.add(row(f"d{n}", "E", key, cam, ts, vec(n)))
-    spans = {cam: dict(zip(s.keys, zip(s.first.tolist(), s.last.tolist(), strict=True)))
+    spans = {cam: dict(zip(s.keys, zip(s.first.tolist(), s.last.tolist(), strict=True), strict=True))
              for cam, s in g.sightings("E").items()}
     assert spans == {"c1": {"c1|1": (10.0, 12.0), "c1|2": (30.0, 30.0)}, "c2": {"c2|1": (50.0, 50.0)}}
     g.remove(["d0", "d2", "d3"])  # a span shrinks, a segment and a camera go
