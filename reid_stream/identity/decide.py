@@ -100,22 +100,37 @@ class Decider:
         self._gram: np.ndarray | None = None
         self._position: dict[str, int] = {}
         self._cursor = -1
+        self._floor = -np.inf
+        self._basis = np.zeros((0, gallery.dim), dtype=np.float32)
+        self._strayed = np.zeros(0)
+        self._bounded = np.zeros(0, dtype=bool)
 
-    def prime(self, queries: np.ndarray, detection_ids: list[str] | None = None) -> None:
+    def prime(self, queries: np.ndarray, detection_ids: list[str] | None = None, floor: float = -np.inf) -> None:
         """Score a batch against every entity at once. With the batch's detection ids, an entity founded by one
-        of them is scored from the batch's own similarities (one product for all) instead of one per entity."""
+        of them is scored from the batch's own similarities (one product for all) instead of one per entity.
+        `floor` is the lowest score a decision looks at: below it, a score need not be kept exact."""
         g = self.gallery
         g.reserve(len(queries))  # slots do not move while the batch's scores are indexed by them
         self._queries = np.asarray(queries, dtype=np.float32)
         self._primed = g.scores(self._queries)
         self._position = {d: n for n, d in enumerate(detection_ids or [])}
         self._gram = self._queries @ self._queries.T if detection_ids else None
+        self._floor = floor
+        # Per slot: the mean its kept scores were computed against, how far the mean has strayed from it at
+        # most since, and whether the entity is a mean alone (exemplars make the score a max: no simple bound).
+        self._basis = g.means.copy()
+        self._strayed = np.zeros(len(self._basis))
+        self._bounded = g.mean_only()
         g.released.clear()
         g.changed.clear()
         self._cursor = 0
 
     def observe(self) -> None:
-        """Bring the primed scores of the batch's remaining detections up to date with the gallery."""
+        """Bring the primed scores of the batch's remaining detections up to date with the gallery.
+
+        A score against a mean that moved by d from the one it was computed against moves by at most d (unit
+        queries). So for an entity that is a mean alone, only the detections whose kept score plus that bound
+        reaches the floor are rescored; the others stay below the floor, where no decision looks."""
         if self._primed is None or self._queries is None:
             return
         g = self.gallery
@@ -125,15 +140,28 @@ class Decider:
         rest = slice(max(self._cursor, 0), None)  # the detection being decided and those after it
         for slot in g.released:
             self._primed[rest, slot] = -np.inf
+            self._bounded[slot] = False
         for eid in g.changed:
             ent = g.entities.get(eid)
             if ent is None:
                 continue
+            slot = ent.slot
+            if self._bounded[slot] and ent.block < 0:
+                moved = float(np.linalg.norm(g.means[slot] - self._basis[slot]))
+                bound = moved + self._strayed[slot] + 1e-6  # rows rescored earlier were exact at a mean this near
+                self._strayed[slot] = max(self._strayed[slot], moved)
+                near = np.nonzero(self._primed[rest, slot] + bound >= self._floor)[0] + rest.start
+                if near.size:
+                    self._primed[near, slot] = self._queries[near] @ g.means[slot]
+                continue
             only = next(iter(ent.agg.rows)) if len(ent.agg.rows) == 1 else None
             if only in self._position and self._gram is not None:  # its prototype is that detection's vector
-                self._primed[rest, ent.slot] = self._gram[rest, self._position[only]]
+                self._primed[rest, slot] = self._gram[rest, self._position[only]]
             else:
-                self._primed[rest, ent.slot] = (self._queries[rest] @ g.prototype(eid).T).max(axis=1)
+                self._primed[rest, slot] = (self._queries[rest] @ g.prototype(eid).T).max(axis=1)
+            self._basis[slot] = g.means[slot]  # every kept score is now exact against this mean
+            self._strayed[slot] = 0.0
+            self._bounded[slot] = ent.block < 0
         g.released.clear()
         g.changed.clear()
 

@@ -127,11 +127,12 @@ class Entity:
     segments: dict[str, Agg] = field(default_factory=dict)  # tracklet key -> its rows in this entity
     slot: int = -1  # its row in the means matrix
     block: int = -1  # its block of EXEMPLARS rows in the exemplar matrix, while it has exemplars
+    averaged: int = 0  # segments of at least EXEMPLAR_MIN_ROWS detections: its possible exemplars
     _by_camera: dict[str, Sightings] = field(default_factory=dict)
 
     def exemplars(self) -> list[Agg]:
         """Its heaviest multi-detection segments, when it has more than one segment (else the mean says it all)."""
-        if len(self.segments) < 2:
+        if len(self.segments) < 2 or not self.averaged:
             return []
         averaged = [s for s in self.segments.values() if len(s.rows) >= EXEMPLAR_MIN_ROWS]
         return sorted(averaged, key=lambda s: -s.weight)[:EXEMPLARS]
@@ -217,6 +218,7 @@ class Gallery:
             single = row.track_key.startswith(SINGLE)
             seg = ent.segments[row.track_key] = Agg(row.camera_id, None if single else np.zeros(self.dim))
         seg.add(row.detection_id, row.vector, row.quality, row.ts)
+        ent.averaged += len(seg.rows) == EXEMPLAR_MIN_ROWS
         ent.sighted(row.track_key, row.camera_id)
         self.dirty.add(row.entity_id)
 
@@ -235,6 +237,7 @@ class Gallery:
             ent.agg.drop(det, row.vector, row.quality)
             seg = ent.segments[row.track_key]
             seg.drop(det, row.vector, row.quality)
+            ent.averaged -= len(seg.rows) == EXEMPLAR_MIN_ROWS - 1
             if not seg.rows:
                 del ent.segments[row.track_key]
             ent.sighted(row.track_key, row.camera_id)
@@ -338,6 +341,17 @@ class Gallery:
             best = ex.reshape(len(q), used.size, EXEMPLARS).max(axis=2)
             slots = self._block_slot[used]
             out[:, slots] = np.maximum(out[:, slots], best)
+        return out
+
+    @property
+    def means(self) -> np.ndarray:
+        """The means matrix, a row per slot (read-only to callers)."""
+        return self._means
+
+    def mean_only(self) -> np.ndarray:
+        """Per slot: a live entity without exemplar rows (its score is its mean's alone)."""
+        out = self._valid.copy()
+        out[self._block_slot[self._block_slot >= 0]] = False
         return out
 
     def prototype(self, entity_id: str) -> np.ndarray:
