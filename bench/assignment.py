@@ -87,8 +87,8 @@ async def run(args: argparse.Namespace) -> None:
             ("entity rule (tracklets, prototypes, gate with the site's topology, merges)", "entity", entity_t,
              {"camera_topology": topology}),
             ("entity rule without a topology file", "entity", entity_t, {}),
-            ("entity rule, ambiguous detections start an entity", "entity", entity_t,
-             {"camera_topology": topology, "ambiguous_policy": "new_entity"}),
+            ("entity rule, ambiguous detections join the best candidate (REID_AMBIGUOUS_POLICY=join_best)",
+             "entity", entity_t, {"camera_topology": topology, "ambiguous_policy": "join_best"}),
             ("tracklets alone (threshold 1.0: nothing else ever joins)", "entity", 1.0, {}),
             # Below the calibrated threshold the gate has look-alikes to refuse: its effect shows there.
             ("entity rule at 0.93 with the site's topology", "entity", 0.93, {"camera_topology": topology}),

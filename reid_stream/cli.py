@@ -28,9 +28,13 @@ def cmd_worker(_: argparse.Namespace) -> int:
     from reid_stream.auth import Authenticator
     from reid_stream.encoders import EncoderLoadError, load_encoder
 
+    from reid_stream.identity.topology import Topology, TopologyError
+
     try:
         Authenticator.from_settings(settings)  # token problems are configuration errors: say so before anything
-    except ConfigError as exc:
+        if settings.camera_topology:
+            Topology.load(settings.camera_topology)
+    except (ConfigError, TopologyError) as exc:
         print(f"reid-stream: {exc}", file=sys.stderr)
         return 2
     # Load the model before touching Kafka: a worker without weights must exit at once, saying why.

@@ -83,3 +83,19 @@ def test_the_worker_command_starts_before_numpy_is_imported():
                           cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_a_malformed_camera_topology_stops_the_worker_at_start_naming_the_file(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    bad = tmp_path / "site.json"
+    bad.write_text('{"adjacency": [{"a": "porch", "b": "garage"}]}')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REID_")}
+    # Nothing listens on this port: had the worker gone on to Kafka, it would fail differently.
+    env.update(REID_CAMERA_TOPOLOGY=str(bad), REID_KAFKA_BOOTSTRAP="127.0.0.1:9")
+    done = subprocess.run([sys.executable, "-m", "reid_stream", "worker"], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[2], env=env)
+    assert done.returncode == 2, done.stderr
+    assert str(bad) in done.stderr and "min_transit_s" in done.stderr
