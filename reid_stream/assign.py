@@ -169,7 +169,8 @@ class Assigner:
         merges: list[Merge] = []
         decider = Decider(cache.gallery, self.policy) if self.settings.assignment == "entity" else None
         if decider is not None:
-            decider.prime(vectors, [i.detection_id for i in items], floor=self.policy.threshold - self.policy.margin)
+            decider.prime(vectors, [i.detection_id for i in items], floor=self.policy.threshold - self.policy.margin,
+                          gram=sims)
         for n, (item, prior) in enumerate(zip(items, stored, strict=True)):
             in_batch = sorted(((entries[j], float(sims[n, j])) for j in earlier.get(n, ())), key=lambda m: -m[1])
             decision = None

@@ -27,7 +27,6 @@ def cmd_worker(_: argparse.Namespace) -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from reid_stream.auth import Authenticator
     from reid_stream.encoders import EncoderLoadError, load_encoder
-
     from reid_stream.identity.topology import Topology, TopologyError
 
     try:

@@ -105,16 +105,21 @@ class Decider:
         self._strayed = np.zeros(0)
         self._bounded = np.zeros(0, dtype=bool)
 
-    def prime(self, queries: np.ndarray, detection_ids: list[str] | None = None, floor: float = -np.inf) -> None:
+    def prime(self, queries: np.ndarray, detection_ids: list[str] | None = None, floor: float = -np.inf,
+              gram: np.ndarray | None = None) -> None:
         """Score a batch against every entity at once. With the batch's detection ids, an entity founded by one
         of them is scored from the batch's own similarities (one product for all) instead of one per entity.
-        `floor` is the lowest score a decision looks at: below it, a score need not be kept exact."""
+        `floor` is the lowest score a decision looks at: below it, a score need not be kept exact. `gram` is
+        the batch's own similarity matrix, if the caller has it already."""
         g = self.gallery
         g.reserve(len(queries))  # slots do not move while the batch's scores are indexed by them
         self._queries = np.asarray(queries, dtype=np.float32)
         self._primed = g.scores(self._queries)
         self._position = {d: n for n, d in enumerate(detection_ids or [])}
-        self._gram = self._queries @ self._queries.T if detection_ids else None
+        if detection_ids:
+            self._gram = gram if gram is not None else self._queries @ self._queries.T
+        else:
+            self._gram = None
         self._floor = floor
         # Per slot: the mean its kept scores were computed against, how far the mean has strayed from it at
         # most since, and whether the entity is a mean alone (exemplars make the score a max: no simple bound).
