@@ -71,9 +71,10 @@ def main() -> None:
     ds = next(iter(rows.values()))["dataset"]
     md = (f"### Identity on the synthetic benchmark ({args.ids} people, {args.cameras} cameras, seed {args.seed}: "
           f"{ds['queries']} queries, {ds['gallery']} gallery crops)\n\n" + "\n".join(table) + "\n\n"
-          "Replay: the site's detections in time order through the assign stage's current rule (join the best "
-          "match at or above the threshold), at the calibrated threshold, or REID_SIMILARITY_THRESHOLD when no "
-          "threshold reaches precision 0.99. Per-encoder plots: "
+          "Replay: the site's detections in time order through the assign stage's entity rule (tracklets, "
+          "prototypes, the space-time gate with the site's topology, merges), at the calibrated threshold, or "
+          "REID_SIMILARITY_THRESHOLD when no threshold reaches precision 0.99; assignment.md compares it with the "
+          "nearest-detection rule. Per-encoder plots: "
           + ", ".join(f"[{n}]({r['results']}/eval.md)" for n, r in rows.items()) + ".\n")
     write_results("identity", {"machine": info, "site": str(site), "rows": json.loads(json.dumps(rows))}, md)
 
