@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from reid_stream.identity.gallery import SINGLE, Gallery, Track, unit
-from reid_stream.identity.topology import Topology, gap_conflict
+from reid_stream.identity.topology import Topology, gap_conflict, impossible
 
 REDECIDE_MIN_ROWS = 3  # a tracklet contradicts its entity only on more than a frame or two of evidence
 MIN_BOX_HEIGHT_FULL_WEIGHT = 128.0  # px; smaller crops are blurrier, so they count for less
@@ -194,14 +194,9 @@ class Decider:
         tracks has a segment per detection, hundreds of them."""
         topo = self.policy.topology
         for cam, seen in self.gallery.sightings(entity_id).items():
-            gap = np.maximum(t0 - seen.last, seen.first - t1)
-            if cam == camera_id:
-                bad = gap < 0
-            else:
-                need = topo.min_transit(camera_id, cam)
-                if need is None:
-                    continue
-                bad = (gap < need) | (gap <= 0)
+            bad = impossible(topo, camera_id, cam, np.maximum(t0 - seen.last, seen.first - t1))
+            if bad is None:
+                continue
             for i in np.nonzero(bad)[0].tolist():
                 if seen.keys[i] != own_key:
                     why = gap_conflict(topo, camera_id, t0, t1, cam, float(seen.first[i]), float(seen.last[i]))
@@ -307,13 +302,7 @@ class Decider:
         for cam_a, sa in self.gallery.sightings(a).items():
             for cam_b, sb in self.gallery.sightings(b).items():
                 gap = np.maximum(sa.first[:, None] - sb.last[None, :], sb.first[None, :] - sa.last[:, None])
-                if cam_a == cam_b:
-                    bad = gap < 0
-                else:
-                    need = topo.min_transit(cam_a, cam_b)
-                    if need is None:
-                        continue
-                    bad = (gap < need) | (gap <= 0)
-                if any(sa.keys[i] != sb.keys[j] for i, j in zip(*np.nonzero(bad), strict=True)):
+                bad = impossible(topo, cam_a, cam_b, gap)
+                if bad is not None and any(sa.keys[i] != sb.keys[j] for i, j in zip(*np.nonzero(bad), strict=True)):
                     return True
         return False

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 class TopologyError(ValueError):
     """The camera topology file is missing or malformed; the message says where."""
@@ -83,6 +85,17 @@ def _shortest_paths(edges: list[tuple[str, str, float]]) -> dict[tuple[str, str]
     return out
 
 
+def impossible(topology: Topology, cam_a: str, cam_b: str, gap: np.ndarray) -> np.ndarray | None:
+    """Which gaps (seconds between two sightings; negative when they overlap) one entity cannot have between
+    camera a and camera b; None when the cameras' views overlap (any gap is possible)."""
+    if cam_a == cam_b:
+        return gap < 0  # two tracks at one camera at overlapping times are two entities
+    need = topology.min_transit(cam_a, cam_b)
+    if need is None:
+        return None
+    return (gap < need) | (gap <= 0)  # no walkway known: at least not the same moment
+
+
 def gap_conflict(topology: Topology, cam_a: str, a0: float, a1: float, cam_b: str, b0: float,
                  b1: float) -> str | None:
     """Why one entity cannot be both sightings (camera, first..last epoch seconds), or None if it can.
@@ -91,11 +104,9 @@ def gap_conflict(topology: Topology, cam_a: str, a0: float, a1: float, cam_b: st
     between the sightings (and, with no topology, at least not the same moment).
     """
     gap = max(a0 - b1, b0 - a1)  # negative when the intervals overlap
-    if cam_a == cam_b:
-        return "same camera, overlapping tracks" if gap < 0 else None
-    need = topology.min_transit(cam_a, cam_b)
-    if need is None:
+    bad = impossible(topology, cam_a, cam_b, np.array([gap]))
+    if bad is None or not bad[0]:
         return None
-    if gap < need or gap <= 0:
-        return f"seen at {cam_b} {max(gap, 0.0):.1f} s apart; needs {need:.1f} s"
-    return None
+    if cam_a == cam_b:
+        return "same camera, overlapping tracks"
+    return f"seen at {cam_b} {max(gap, 0.0):.1f} s apart; needs {topology.min_transit(cam_a, cam_b) or 0.0:.1f} s"
