@@ -28,7 +28,10 @@ class Agg:
     """
 
     camera_id: str
-    vsum: np.ndarray | None  # None: only the span is kept (the segment of a detection without a track id)
+    # float32: a sum of a few thousand unit vectors keeps ~6 digits, and a reload recomputes it from the rows;
+    # float64 doubled the memory of a large store's gallery. None: only the span is kept (the segment of a
+    # detection without a track id).
+    vsum: np.ndarray | None
     rows: dict[str, float] = field(default_factory=dict)  # detection id -> epoch seconds
     weight: float = 0.0
     _mean: np.ndarray | None = None
@@ -204,19 +207,19 @@ class Gallery:
         if not row.track_key.startswith(SINGLE):  # a detection without a track id is no tracklet to follow
             track = self.tracks.get(row.track_key)
             if track is None:
-                track = self.tracks[row.track_key] = Track(row.track_key, Agg(row.camera_id, np.zeros(self.dim)))
+                track = self.tracks[row.track_key] = Track(row.track_key, Agg(row.camera_id, np.zeros(self.dim, dtype=np.float32)))
             track.agg.add(row.detection_id, row.vector, row.quality, row.ts)
             if row.ts >= track.latest:
                 track.latest, track.entity_id = row.ts, row.entity_id
         ent = self.entities.get(row.entity_id)
         if ent is None:
-            ent = self.entities[row.entity_id] = Entity(row.entity_id, Agg(row.camera_id, np.zeros(self.dim)))
+            ent = self.entities[row.entity_id] = Entity(row.entity_id, Agg(row.camera_id, np.zeros(self.dim, dtype=np.float32)))
         ent.agg.add(row.detection_id, row.vector, row.quality, row.ts)
         seg = ent.segments.get(row.track_key)
         if seg is None:
             # One detection without a track id: its entity's mean already holds its vector.
             single = row.track_key.startswith(SINGLE)
-            seg = ent.segments[row.track_key] = Agg(row.camera_id, None if single else np.zeros(self.dim))
+            seg = ent.segments[row.track_key] = Agg(row.camera_id, None if single else np.zeros(self.dim, dtype=np.float32))
         seg.add(row.detection_id, row.vector, row.quality, row.ts)
         ent.averaged += len(seg.rows) == EXEMPLAR_MIN_ROWS
         ent.sighted(row.track_key, row.camera_id)
