@@ -200,6 +200,9 @@ class Gallery:
 
     # --- rows in and out ----------------------------------------------------------------------
 
+    def _zeros(self) -> np.ndarray:
+        return np.zeros(self.dim, dtype=np.float32)
+
     def add(self, row: Row) -> None:
         if row.detection_id in self.rows:
             return
@@ -207,19 +210,19 @@ class Gallery:
         if not row.track_key.startswith(SINGLE):  # a detection without a track id is no tracklet to follow
             track = self.tracks.get(row.track_key)
             if track is None:
-                track = self.tracks[row.track_key] = Track(row.track_key, Agg(row.camera_id, np.zeros(self.dim, dtype=np.float32)))
+                track = self.tracks[row.track_key] = Track(row.track_key, Agg(row.camera_id, self._zeros()))
             track.agg.add(row.detection_id, row.vector, row.quality, row.ts)
             if row.ts >= track.latest:
                 track.latest, track.entity_id = row.ts, row.entity_id
         ent = self.entities.get(row.entity_id)
         if ent is None:
-            ent = self.entities[row.entity_id] = Entity(row.entity_id, Agg(row.camera_id, np.zeros(self.dim, dtype=np.float32)))
+            ent = self.entities[row.entity_id] = Entity(row.entity_id, Agg(row.camera_id, self._zeros()))
         ent.agg.add(row.detection_id, row.vector, row.quality, row.ts)
         seg = ent.segments.get(row.track_key)
         if seg is None:
             # One detection without a track id: its entity's mean already holds its vector.
             single = row.track_key.startswith(SINGLE)
-            seg = ent.segments[row.track_key] = Agg(row.camera_id, None if single else np.zeros(self.dim, dtype=np.float32))
+            seg = ent.segments[row.track_key] = Agg(row.camera_id, None if single else self._zeros())
         seg.add(row.detection_id, row.vector, row.quality, row.ts)
         ent.averaged += len(seg.rows) == EXEMPLAR_MIN_ROWS
         ent.sighted(row.track_key, row.camera_id)
