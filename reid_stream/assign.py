@@ -15,7 +15,15 @@ import numpy as np
 
 from reid_stream.config import Settings
 from reid_stream.errors import DetectionError
-from reid_stream.events import Candidate, DeadLetter, EntityAppearance, MatchEvent, MatchRef, TrackletRef
+from reid_stream.events import (
+    Candidate,
+    DeadLetter,
+    EntityAppearance,
+    MatchEvent,
+    MatchRef,
+    TrackletRef,
+    complete,
+)
 from reid_stream.identity.decide import Decider, Decision, Incoming, Merge, Policy, quality, track_key
 from reid_stream.identity.gallery import SINGLE, Gallery, Row
 from reid_stream.identity.topology import Topology
@@ -81,34 +89,37 @@ class Assigner:
 
     def _plan(self, item: EmbeddedRecord, matches: list[tuple[EntityEmbedding, float]], decision: Decision | None,
               now: float) -> PlannedWrite:
-        # Built without validation (model_construct): every value comes from a detection stage 1 validated,
-        # and validating three models per detection was a measurable share of this single-writer stage.
+        # Built without validation (`complete`, model_construct without its per-field handling): every value
+        # comes from a detection stage 1 validated, and building the models was a measurable share of this
+        # single-writer stage.
         # One rounding for both: the match event and the appearance report the same value.
-        refs = [MatchRef.model_construct(
-            detection_id=m.detection_id, entity_id=m.entity_id or m.detection_id, camera_id=m.camera_id,
-            timestamp=m.timestamp, similarity=round(score, SIMILARITY_DIGITS)) for m, score in matches]
+        refs = [complete(MatchRef, detection_id=m.detection_id, entity_id=m.entity_id or m.detection_id,
+                         camera_id=m.camera_id, timestamp=m.timestamp, similarity=round(score, SIMILARITY_DIGITS))
+                for m, score in matches]
         extra: dict[str, object] = {}
         key, has_track = track_key(item.camera_id, item.track_id, item.detection_id)
         if decision is None:  # the nearest-detection rule
             assignment = assign_entity(item.detection_id, matches, self.settings.similarity_threshold)
             similarity = 1.0 if assignment.is_new_entity else refs[0].similarity  # the founder is itself
             extra["decision"] = "new" if assignment.is_new_entity else "joined"
+            extra["ambiguous"], extra["candidates"], extra["tracklet"] = False, [], None
         else:
             similarity = next((c.similarity for c in decision.candidates if c.entity_id == decision.entity_id), 1.0)
             assignment = Assignment(decision.entity_id, decision.kind == "new", None if decision.kind == "new"
                                     else similarity)
             extra = {"decision": decision.kind, "ambiguous": decision.ambiguous, "candidates": [
-                Candidate.model_construct(entity_id=c.entity_id, similarity=c.similarity, refused=c.refused)
+                complete(Candidate, entity_id=c.entity_id, similarity=c.similarity, refused=c.refused)
                 for c in decision.candidates]}
-            if has_track:
-                extra["tracklet"] = TrackletRef.model_construct(key=key, detections=decision.track_rows,
-                                                                redecided_from=decision.redecided_from)
-        event = MatchEvent.model_construct(
+            extra["tracklet"] = complete(TrackletRef, key=key, detections=decision.track_rows,
+                                         redecided_from=decision.redecided_from) if has_track else None
+        event = complete(
+            MatchEvent,
             detection_id=item.detection_id, entity_id=assignment.entity_id, is_new_entity=assignment.is_new_entity,
             entity_type=item.entity_type, camera_id=item.camera_id, camera_name=item.camera_name,
             track_id=item.track_id, timestamp=item.timestamp, model=item.model, matches=refs,
-            processed_at=datetime.now(UTC), **{"ambiguous": False, "candidates": [], "tracklet": None, **extra})
-        appearance = EntityAppearance.model_construct(
+            processed_at=datetime.now(UTC), **extra)
+        appearance = complete(
+            EntityAppearance,
             detection_id=item.detection_id, camera_id=item.camera_id, camera_name=item.camera_name or item.camera_id,
             timestamp=item.timestamp, similarity_score=similarity, attributes=item.attributes, thumbnail_url="")
         return PlannedWrite(event, item.vector, assignment, item.fingerprint, appearance, now, item.image_ref,

@@ -6,7 +6,7 @@ import hashlib
 import json
 import math
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import (
     AwareDatetime,
@@ -223,6 +223,21 @@ class EntityHistory(BaseModel):
     appearances: list[EntityAppearance]
     count: int
     resolved_from: str | None = None
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def complete(cls: type[ModelT], **values: Any) -> ModelT:
+    """What `cls.model_construct(**values)` builds, for values that give every field and are already valid,
+    without its per-field alias and default handling: the single writer builds several per detection.
+    `tests/unit/test_events.py` holds it equal to `model_construct` for each model it builds."""
+    obj = cls.__new__(cls)
+    object.__setattr__(obj, "__dict__", values)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
 
 
 def parse_detection(raw: bytes, *, now: datetime | None = None, max_future_skew_seconds: int = 3600,

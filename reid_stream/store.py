@@ -266,9 +266,13 @@ class ReidStore:
         ev = w.event
         meta = json.dumps({"e": ev.entity_id, "c": ev.camera_id, "t": ev.timestamp.isoformat(), "k": w.track_key,
                            "q": w.quality})
-        event = ev.model_dump(mode="json")
-        marker = json.dumps({"fp": w.fingerprint, "event": event, "ref": w.image_ref})
-        named = sorted(named_entities(event))
+        # The event is serialised once, straight into the marker's JSON text.
+        marker = (f'{{"fp": {json.dumps(w.fingerprint)}, "event": {ev.model_dump_json()}, '
+                  f'"ref": {json.dumps(w.image_ref)}}}')
+        names = {m.entity_id for m in ev.matches} | {c.entity_id for c in ev.candidates}
+        if ev.tracklet is not None and ev.tracklet.redecided_from:
+            names.add(ev.tracklet.redecided_from)
+        named = sorted(names - {ev.entity_id})  # as named_entities() reads them back from the marker
         return [ev.detection_id, day_of(ev.timestamp), np.ascontiguousarray(w.vector, dtype=self._dtype).tobytes(),
                 meta, marker, ev.camera_id, ev.timestamp.timestamp(), ev.timestamp.isoformat(),
                 w.appearance.model_dump_json(), ev.entity_id, len(named), *named]

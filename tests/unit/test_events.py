@@ -82,3 +82,27 @@ def test_oversized_events_are_refused_before_parsing():
 
 def test_small_clock_skew_is_tolerated():
     assert parse(valid(timestamp=(NOW + timedelta(minutes=5)).isoformat())).detection_id == "d1"
+
+
+def test_complete_builds_what_model_construct_builds():
+    from datetime import UTC, datetime
+
+    from reid_stream.events import Candidate, EntityAppearance, MatchEvent, MatchRef, TrackletRef, complete
+
+    now = datetime.now(UTC)
+    ref = {"detection_id": "a", "entity_id": "e", "camera_id": "c", "timestamp": now, "similarity": 0.5}
+    cand = {"entity_id": "e", "similarity": 0.9, "refused": "space_time: x"}
+    track = {"key": "c|1", "detections": 2, "redecided_from": None}
+    event = {"detection_id": "b", "entity_id": "e", "is_new_entity": False, "entity_type": "person",
+             "camera_id": "c", "camera_name": None, "track_id": "1", "timestamp": now, "model": "m",
+             "matches": [complete(MatchRef, **ref)], "processed_at": now, "decision": "joined", "ambiguous": True,
+             "candidates": [complete(Candidate, **cand)], "tracklet": complete(TrackletRef, **track)}
+    app = {"detection_id": "b", "camera_id": "c", "camera_name": "c", "timestamp": now, "similarity_score": 0.9,
+           "attributes": None, "thumbnail_url": ""}
+    for cls, values in ((MatchRef, ref), (Candidate, cand), (TrackletRef, track), (MatchEvent, event),
+                        (EntityAppearance, app)):
+        assert set(values) == set(cls.model_fields), f"{cls.__name__}: give every field"
+        built, constructed = complete(cls, **values), cls.model_construct(**values)
+        assert built == constructed and built.model_dump_json() == constructed.model_dump_json()
+        assert built.model_fields_set == constructed.model_fields_set
+        assert cls.model_validate_json(built.model_dump_json()) == built
