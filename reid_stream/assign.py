@@ -222,7 +222,7 @@ class Assigner:
             t0 = time.perf_counter()
             cache = await self._cache(model, etype, pending[0].vector.shape[0])
             now = time.time()
-            cache.index.expire(now - self.settings.embedding_ttl_seconds)
+            cache.gallery.remove(cache.index.expire(now - self.settings.embedding_ttl_seconds))
             plans, merges = self._plan_batch(pending, cache, now)
             t1 = time.perf_counter()
             results = await self.store.commit(plans, cache.version)
@@ -233,6 +233,7 @@ class Assigner:
                 if res.status == "ok":
                     cache.version = res.version or cache.version
                     cache.index.remove(list(res.evicted))
+                    cache.gallery.remove(list(res.evicted))  # the gallery holds exactly the stored rows
                     out.append(plan.event)
                 elif res.status == "dup" and res.marker is not None:
                     # Stored meanwhile by another writer: same content re-emits, different content is a conflict.

@@ -257,3 +257,17 @@ async def test_the_commit_script_survives_a_flushed_script_cache(store):
     await store.redis.script_flush()
     events, letters = await a.assign([item("s2", unit(2))])
     assert not letters and events[0].is_new_entity and await store.get_entity("s2") is not None
+
+
+async def test_the_gallery_holds_exactly_the_stored_rows_after_evictions(store):
+    """Evicted rows (cap 5 here) leave the decision state too, as a reload would find it."""
+    a = Assigner(store.settings, store)
+    for n in range(8):
+        await a.assign([item(f"g{n}", unit(100 + n), "c1", minutes=n)])
+    cache = a._caches[("test-model", "person")]
+    assert set(cache.gallery.rows) == {e.detection_id for e in cache.index.items()}
+    assert len(cache.gallery.rows) == 5 and set(cache.gallery.entities) == set(cache.gallery.rows)
+    a.invalidate()
+    await a.assign([item("g8", unit(200), "c1", minutes=9)])
+    reloaded = a._caches[("test-model", "person")]
+    assert set(reloaded.gallery.rows) == {e.detection_id for e in reloaded.index.items()}
