@@ -148,14 +148,22 @@ def resolve_alias(aliases: Mapping[str, str], entity_id: str) -> str:
     return entity_id
 
 
-def named_entities(event: Mapping[str, Any]) -> set[str]:
-    """The other entities a stored match event (as JSON) names: its matches, candidates and tracklet."""
-    names = {m["entity_id"] for m in event.get("matches") or ()}
-    names |= {c["entity_id"] for c in event.get("candidates") or ()}
-    if (tracklet := event.get("tracklet")) and tracklet.get("redecided_from"):
-        names.add(tracklet["redecided_from"])
-    names.discard(event["entity_id"])
+def others_named(entity_id: str, matches: Iterable[str], candidates: Iterable[str],
+                  redecided_from: str | None) -> set[str]:
+    """The entities other than its own that a match event names: in its matches, its candidates and its
+    tracklet. Erasing one of them rewrites the event's stored copy."""
+    names = {*matches, *candidates}
+    if redecided_from:
+        names.add(redecided_from)
+    names.discard(entity_id)
     return names
+
+
+def named_entities(event: Mapping[str, Any]) -> set[str]:
+    """`others_named` of a stored match event (as JSON; events stored before candidates existed included)."""
+    return others_named(event["entity_id"], (m["entity_id"] for m in event.get("matches") or ()),
+                        (c["entity_id"] for c in event.get("candidates") or ()),
+                        (event.get("tracklet") or {}).get("redecided_from"))
 
 
 def scrub_event(event: dict[str, Any], entities: set[str], detections: set[str]) -> bool:
@@ -269,10 +277,9 @@ class ReidStore:
         # The event is serialised once, straight into the marker's JSON text.
         marker = (f'{{"fp": {json.dumps(w.fingerprint)}, "event": {ev.model_dump_json()}, '
                   f'"ref": {json.dumps(w.image_ref)}}}')
-        names = {m.entity_id for m in ev.matches} | {c.entity_id for c in ev.candidates}
-        if ev.tracklet is not None and ev.tracklet.redecided_from:
-            names.add(ev.tracklet.redecided_from)
-        named = sorted(names - {ev.entity_id})  # as named_entities() reads them back from the marker
+        named = sorted(others_named(ev.entity_id, (m.entity_id for m in ev.matches),
+                                    (c.entity_id for c in ev.candidates),
+                                    ev.tracklet.redecided_from if ev.tracklet is not None else None))
         return [ev.detection_id, day_of(ev.timestamp), np.ascontiguousarray(w.vector, dtype=self._dtype).tobytes(),
                 meta, marker, ev.camera_id, ev.timestamp.timestamp(), ev.timestamp.isoformat(),
                 w.appearance.model_dump_json(), ev.entity_id, len(named), *named]
