@@ -88,7 +88,7 @@ class Assigner:
         return cache
 
     def _plan(self, item: EmbeddedRecord, matches: list[tuple[EntityEmbedding, float]], decision: Decision | None,
-              now: float) -> PlannedWrite:
+              now: float, incoming: Incoming) -> PlannedWrite:
         # Built without validation (`complete`, model_construct without its per-field handling): every value
         # comes from a detection stage 1 validated, and building the models was a measurable share of this
         # single-writer stage.
@@ -97,7 +97,6 @@ class Assigner:
                          camera_id=m.camera_id, timestamp=m.timestamp, similarity=round(score, SIMILARITY_DIGITS))
                 for m, score in matches]
         extra: dict[str, object] = {}
-        key, has_track = track_key(item.camera_id, item.track_id, item.detection_id)
         if decision is None:  # the nearest-detection rule
             assignment = assign_entity(item.detection_id, matches, self.settings.similarity_threshold)
             similarity = 1.0 if assignment.is_new_entity else refs[0].similarity  # the founder is itself
@@ -110,8 +109,8 @@ class Assigner:
             extra = {"decision": decision.kind, "ambiguous": decision.ambiguous, "candidates": [
                 complete(Candidate, entity_id=c.entity_id, similarity=c.similarity, refused=c.refused)
                 for c in decision.candidates]}
-            extra["tracklet"] = complete(TrackletRef, key=key, detections=decision.track_rows,
-                                         redecided_from=decision.redecided_from) if has_track else None
+            extra["tracklet"] = complete(TrackletRef, key=incoming.track_key, detections=decision.track_rows,
+                                         redecided_from=decision.redecided_from) if incoming.has_track else None
         event = complete(
             MatchEvent,
             detection_id=item.detection_id, entity_id=assignment.entity_id, is_new_entity=assignment.is_new_entity,
@@ -123,7 +122,7 @@ class Assigner:
             detection_id=item.detection_id, camera_id=item.camera_id, camera_name=item.camera_name or item.camera_id,
             timestamp=item.timestamp, similarity_score=similarity, attributes=item.attributes, thumbnail_url="")
         return PlannedWrite(event, item.vector, assignment, item.fingerprint, appearance, now, item.image_ref,
-                            key if has_track else "", quality(item.bbox))
+                            incoming.track_key if incoming.has_track else "", incoming.quality)
 
     async def assign(self, batch: Sequence[EmbeddedRecord]) -> tuple[list[MatchEvent], list[DeadLetter]]:
         """Match events for every detection (stored ones re-emitted as stored) and dead letters.
@@ -180,16 +179,14 @@ class Assigner:
         merges: list[Merge] = []
         decider = Decider(cache.gallery, self.policy) if self.settings.assignment == "entity" else None
         if decider is not None:
-            decider.prime(vectors, [i.detection_id for i in items], floor=self.policy.threshold - self.policy.margin,
-                          gram=sims)
+            decider.prime(vectors, [i.detection_id for i in items], gram=sims)
         for n, (item, prior) in enumerate(zip(items, stored, strict=True)):
             in_batch = sorted(((entries[j], float(sims[n, j])) for j in earlier.get(n, ())), key=lambda m: -m[1])
-            decision = None
-            if decider is not None:
-                key, has_track = track_key(item.camera_id, item.track_id, item.detection_id)
-                decision = decider.decide(Incoming(item.detection_id, item.camera_id, item.timestamp.timestamp(),
-                                                   item.vector, key, quality(item.bbox), has_track), primed=n)
-            plan = self._plan(item, merge_matches(prior, in_batch[:k], limit=k), decision, now)
+            key, has_track = track_key(item.camera_id, item.track_id, item.detection_id)
+            incoming = Incoming(item.detection_id, item.camera_id, item.timestamp.timestamp(), item.vector, key,
+                                quality(item.bbox), has_track)
+            decision = decider.decide(incoming, primed=n) if decider is not None else None
+            plan = self._plan(item, merge_matches(prior, in_batch[:k], limit=k), decision, now, incoming)
             plans.append(plan)
             entry = EntityEmbedding(item.detection_id, item.camera_id, item.entity_type, item.timestamp, item.vector,
                                     entity_id=plan.assignment.entity_id, model=item.model, stored_at=now,

@@ -100,17 +100,16 @@ class Decider:
         self._gram: np.ndarray | None = None
         self._position: dict[str, int] = {}
         self._cursor = -1
-        self._floor = -np.inf
+        self._floor = policy.threshold - policy.margin  # the lowest score a decision looks at
         self._basis = np.zeros((0, gallery.dim), dtype=np.float32)
         self._strayed = np.zeros(0)
         self._bounded = np.zeros(0, dtype=bool)
 
-    def prime(self, queries: np.ndarray, detection_ids: list[str] | None = None, floor: float = -np.inf,
+    def prime(self, queries: np.ndarray, detection_ids: list[str] | None = None,
               gram: np.ndarray | None = None) -> None:
         """Score a batch against every entity at once. With the batch's detection ids, an entity founded by one
         of them is scored from the batch's own similarities (one product for all) instead of one per entity.
-        `floor` is the lowest score a decision looks at: below it, a score need not be kept exact. `gram` is
-        the batch's own similarity matrix, if the caller has it already."""
+        `gram` is the batch's own similarity matrix, if the caller has it already."""
         g = self.gallery
         g.reserve(len(queries))  # slots do not move while the batch's scores are indexed by them
         self._queries = np.asarray(queries, dtype=np.float32)
@@ -120,7 +119,6 @@ class Decider:
             self._gram = gram if gram is not None else self._queries @ self._queries.T
         else:
             self._gram = None
-        self._floor = floor
         # Per slot: the mean its kept scores were computed against, how far the mean has strayed from it at
         # most since, and whether the entity is a mean alone (exemplars make the score a max: no simple bound).
         self._basis = g.means.copy()
@@ -207,7 +205,7 @@ class Decider:
                 exclude: set[str], primed: int | None = None) -> tuple[Candidate | None, bool, tuple[Candidate, ...]]:
         """The entity to join (None: nobody), whether it was ambiguous, and the candidates considered."""
         p = self.policy
-        near = self._ranked(query, exclude, primed, floor=p.threshold - p.margin)
+        near = self._ranked(query, exclude, primed, floor=self._floor)
         cands = tuple(Candidate(e, round(s, 6), self._gate(e, camera_id, t0, t1, own_key))
                       for e, s in near[:p.max_candidates])
         eligible = [c for c in cands if c.refused is None]

@@ -203,8 +203,7 @@ def test_a_primed_batch_decides_exactly_as_one_search_per_detection(seed):
         for start in range(0, len(stream), 8):
             batch = stream[start:start + 8]
             if primed:
-                d.prime(np.stack([it.vector for it in batch]), [it.detection_id for it in batch],
-                        floor=policy.threshold - policy.margin)
+                d.prime(np.stack([it.vector for it in batch]), [it.detection_id for it in batch])
             for n, it in enumerate(batch):
                 dec = d.decide(it, primed=n if primed else None)
                 g.add(row(it.detection_id, dec.entity_id, it.track_key, it.camera_id, it.ts, it.vector))
