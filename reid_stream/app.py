@@ -156,7 +156,6 @@ class Pipeline(mode.Service):
             if sent_at.get(ev.detection_id):
                 m.latency.observe(max(0.0, now - sent_at[ev.detection_id]))
 
-
     async def _publish_updates(self, entity_types: set[str]) -> None:
         """Entity updates (merges) wait in a Redis outbox written with the merge itself; they are acknowledged
         only once Kafka has them, so a crash between the two publishes them again rather than never."""
