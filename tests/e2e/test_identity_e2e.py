@@ -110,3 +110,39 @@ async def test_tracklets_gate_ambiguity_and_merges(infra, unique, tmp_path: Path
     finally:
         code = worker.stop()
     assert code == 0, worker.log_tail()
+
+
+async def test_erasing_an_entity_removes_it_from_other_detections_published_again(infra, unique, tmp_path: Path):
+    """Issue 14's erasure gap, as a user meets it: B was refused A's entity (so B's event names it); after A's
+    entity is erased over HTTP, a redelivery of B re-publishes B's stored event without any trace of A."""
+    root = tmp_path / "frames"
+    root.mkdir()
+    looks(root)
+    env = worker_env(unique, REID_ENCODER="null", REID_IMAGE_ROOTS=str(root), REID_SIMILARITY_THRESHOLD="0.9")
+    worker = Worker(env, tmp_path / "worker.log").start()
+
+    def value(det: str, camera: str) -> tuple[bytes, bytes]:
+        body = {"detection_id": f"{unique}-{det}", "camera_id": camera, "entity_type": "person",
+                "timestamp": T0.isoformat(), "bbox": {"x1": 0, "y1": 0, "x2": 64, "y2": 128},
+                "image_path": str(root / "y.png")}
+        return camera.encode(), json.dumps(body).encode()
+
+    try:
+        await worker.wait_ready()
+        async with Collector(BOOTSTRAP, env["REID_TOPIC_MATCHES"]) as matches:
+            await produce(BOOTSTRAP, env["REID_TOPIC_DETECTIONS"], [value("a", "cam-1")])
+            await matches.until(lambda items: len(items) >= 1, 60, "A's match event")
+            await produce(BOOTSTRAP, env["REID_TOPIC_DETECTIONS"], [value("b", "cam-2")])  # same look, same moment
+            await matches.until(lambda items: len(items) >= 2, 60, "B's match event")
+            a, b = matches.items
+            assert a["entity_id"] in json.dumps(b) and b["entity_id"] != a["entity_id"]  # refused, but named
+            status, _, _ = await get_json(f"{worker.base}/api/entities/{a['entity_id']}", method="DELETE")
+            assert status == 200
+            await produce(BOOTSTRAP, env["REID_TOPIC_DETECTIONS"], [value("b", "cam-2")])  # a redelivery of B
+            await matches.until(lambda items: len(items) >= 3, 60, "B's event published again")
+        again = matches.items[2]
+        assert again["detection_id"] == b["detection_id"] and again["entity_id"] == b["entity_id"]
+        assert a["entity_id"] not in json.dumps(again) and a["detection_id"] not in json.dumps(again)
+    finally:
+        code = worker.stop()
+    assert code == 0, worker.log_tail()
