@@ -20,6 +20,7 @@ TINY_MODEL = "reid-tiny-vit"
 
 
 _USED_INFRA: list[InfraConfig] = []
+_TAGS: set[str] = set()  # every per-test tag: its topics are deleted when the session ends
 
 
 @pytest.fixture(scope="session")
@@ -31,10 +32,31 @@ def infra() -> InfraConfig:
     return cfg
 
 
+def _ours(topic: str) -> bool:
+    return any(topic.endswith(f"-{tag}") or f"-{tag}-" in topic for tag in _TAGS)
+
+
+async def _delete_test_topics(bootstrap: str) -> int:
+    """Delete this session's topics, so that a long-lived broker does not pile up thousands of partitions."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        doomed = [t for t in await admin.list_topics() if _ours(t)]
+        for i in range(0, len(doomed), 100):
+            await admin.delete_topics(doomed[i:i + 100])
+        return len(doomed)
+    finally:
+        await admin.close()
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Privacy: after a run that used Redis, every key in it must carry a TTL."""
+    """Privacy: after a run that used Redis, every key in it must carry a TTL. Then the run's topics go."""
     if not _USED_INFRA:
         return
+    import asyncio
+
     import redis
 
     client = redis.Redis.from_url(Settings.from_env().redis_url)
@@ -48,15 +70,25 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if reporter is not None:
             reporter.write_line(f"keys without TTL: {immortal[:20]}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    cfg = _USED_INFRA[0]
+    try:
+        deleted = asyncio.run(_delete_test_topics(f"{cfg.kafka_host}:{cfg.kafka_port}"))
+    except Exception as exc:  # housekeeping must not change the run's verdict
+        deleted = f"none ({exc!r})"
+    if reporter is not None:
+        reporter.write_line(f"topics deleted: {deleted}")
 
 
 @pytest.fixture
 def unique() -> str:
-    return uuid.uuid4().hex[:10]
+    tag = uuid.uuid4().hex[:10]
+    _TAGS.add(tag)
+    return tag
 
 
 def make_settings(tag: str, **overrides: object) -> Settings:
     """Settings isolated by tag: own topics, consumer group and Redis key prefix."""
+    _TAGS.add(tag)
     base = dict(
         app_id=f"reid-test-{tag}", topic_detections=f"det-{tag}", topic_matches=f"matches-{tag}",
         topic_updates=f"updates-{tag}", topic_dlq=f"dlq-{tag}", topic_embedded=f"emb-{tag}",

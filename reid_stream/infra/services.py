@@ -184,7 +184,10 @@ def _log4j_config(run: Path) -> Path:
     return path
 
 
-def kafka_up(cfg: InfraConfig) -> None:
+def kafka_up(cfg: InfraConfig, keep_data: bool = False) -> None:
+    """Start the broker unless one answers. Its log starts empty unless keep_data: Redis keeps nothing on
+    disk, so old topics would only name entities that no longer exist, and thousands of leftover test
+    partitions once made the broker take over 90 s to load."""
     if port_open(cfg.kafka_host, cfg.kafka_port):
         log(f"kafka already answers on {cfg.kafka_host}:{cfg.kafka_port}")
         return
@@ -194,6 +197,8 @@ def kafka_up(cfg: InfraConfig) -> None:
     libs = ensure_kafka_jars(cfg)
     run = cfg.kafka_run_dir
     data = run / "data"
+    if data.exists() and not keep_data:
+        shutil.rmtree(data)
     run.mkdir(parents=True, exist_ok=True)
     props = run / "server.properties"
     props.write_text(_server_properties(cfg, data))
@@ -254,7 +259,7 @@ def down(cfg: InfraConfig) -> None:
 
 def up(cfg: InfraConfig) -> None:
     redis_up(cfg)
-    kafka_up(cfg)
+    kafka_up(cfg, keep_data=os.environ.get("REID_KAFKA_KEEP_DATA", "") == "1")
 
 
 def status(cfg: InfraConfig) -> bool:

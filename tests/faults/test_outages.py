@@ -125,7 +125,7 @@ async def test_r3_broker_restart_mid_stream_loses_nothing(infra: InfraConfig, un
         _stop_pidfile(cfg.kafka_run_dir / "kafka.pid", "private kafka")
         await asyncio.sleep(5)
         assert worker.alive()
-        kafka_up(cfg)
+        kafka_up(cfg, keep_data=True)
         restarted_at = time.monotonic()
         await paced(bootstrap, env["REID_TOPIC_DETECTIONS"], unique, n1, n2, rate=100)
         async with Collector(bootstrap, env["REID_TOPIC_MATCHES"]) as matches:
