@@ -2,15 +2,20 @@
 -- A compare-and-set on the per-(model, type) version makes assignment safe even if two writers
 -- ever overlap (e.g. during a rebalance): detection i expects version expected + i, so once one is not
 -- stored (a duplicate, or another writer moved the version) the rest answer 'conflict' and are re-matched.
--- One call per batch, with what the batch shares passed once: per-detection script calls and their
--- repeated arguments were most of this single-writer stage's Redis cost.
+-- One call per batch, with what the batch shares passed once, and the detections packed into two
+-- arguments: per-detection calls, then per-field arguments, were most of this single-writer stage's cost
+-- (the client encodes and frames every argument, and parses every nested reply).
 --
 -- KEYS: 1 version, 2 embedding index (zset), 3 entities of the type (zset), 4 aliases of the (model, type)
 -- ARGV: 1 expected version, 2 ttl seconds, 3 cap, 4 stored_at (epoch s), 5 entity type, 6 model id,
---       7 key prefix, 8 number of detections, then per detection:
---       detection id, day, vector bytes, metadata json, marker json, camera id, detection time (epoch s),
+--       7 key prefix, 8 number of detections, 9 bytes per vector,
+--       10 the vectors, concatenated in detection order,
+--       11 text fields, each ended by a newline (none holds a control character: ids are checked for it,
+--          JSON escapes it), per detection:
+--       detection id, day, metadata json, marker json, camera id, detection time (epoch s),
 --       detection time (iso), appearance json, entity id, n, and the n other entities its event names
 --       (erasure of one of them rewrites this detection's marker)
+-- Reply: per detection one string, its lines 'ok', version, evicted ids... | 'dup', marker | 'conflict', version.
 -- Every other key is named here from the prefix exactly as store.Keys names it.
 local ttl = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
@@ -29,22 +34,34 @@ local function drop(member, evicted)
   evicted[#evicted + 1] = det
 end
 
+local F = {}
+do
+  local text, pos = ARGV[11], 1
+  while true do
+    local e = string.find(text, '\n', pos, true)
+    if not e then break end
+    F[#F + 1] = string.sub(text, pos, e - 1)
+    pos = e + 1
+  end
+end
+local stride, vectors = tonumber(ARGV[9]), ARGV[10]
+
 local function commit(n, a)
-  local det, day, cam, eid = ARGV[a], ARGV[a + 1], ARGV[a + 5], ARGV[a + 9]
+  local det, day, cam, eid = F[a], F[a + 1], F[a + 4], F[a + 8]
   local marker_key = P .. ':det:' .. det
   local marker = redis.call('GET', marker_key)
   if marker then
-    return {'dup', marker}
+    return 'dup\n' .. marker
   end
   local version = tonumber(redis.call('GET', KEYS[1]) or '0')
   if version ~= expected + n then
-    return {'conflict', tostring(version)}
+    return 'conflict\n' .. tostring(version)
   end
 
   local vec_key, meta_key = vec_prefix .. day, meta_prefix .. day
-  redis.call('HSET', vec_key, det, ARGV[a + 2])
+  redis.call('HSET', vec_key, det, string.sub(vectors, n * stride + 1, (n + 1) * stride))
   redis.call('EXPIRE', vec_key, ttl)
-  redis.call('HSET', meta_key, det, ARGV[a + 3])
+  redis.call('HSET', meta_key, det, F[a + 2])
   redis.call('EXPIRE', meta_key, ttl)
   redis.call('ZADD', KEYS[2], now, day .. '|' .. det)
 
@@ -66,19 +83,19 @@ local function commit(n, a)
 
   -- The entity: first/last seen are the min/max of detection times, whatever their arrival order.
   local ent = P .. ':ent:' .. eid
-  local ts = tonumber(ARGV[a + 6])
+  local ts = tonumber(F[a + 5])
   local first = tonumber(redis.call('HGET', ent, 'first_ts') or 'inf')
   if ts < first then
-    redis.call('HSET', ent, 'first_ts', ARGV[a + 6], 'first_seen', ARGV[a + 7], 'first_det', det, 'first_cam', cam)
+    redis.call('HSET', ent, 'first_ts', F[a + 5], 'first_seen', F[a + 6], 'first_det', det, 'first_cam', cam)
   end
   local last = tonumber(redis.call('HGET', ent, 'last_ts') or '-inf')
   if ts > last then
-    redis.call('HSET', ent, 'last_ts', ARGV[a + 6], 'last_seen', ARGV[a + 7], 'last_det', det, 'last_cam', cam)
+    redis.call('HSET', ent, 'last_ts', F[a + 5], 'last_seen', F[a + 6], 'last_det', det, 'last_cam', cam)
   end
   redis.call('HSETNX', ent, 'entity_type', etype)
   redis.call('HSETNX', ent, 'model', model)
   redis.call('SADD', ent .. ':cams', cam)
-  redis.call('HSET', ent .. ':apps', det, ARGV[a + 8])
+  redis.call('HSET', ent .. ':apps', det, F[a + 7])
   redis.call('ZADD', ent .. ':order', ts, det)
   for _, key in ipairs({ent, ent .. ':cams', ent .. ':apps', ent .. ':order'}) do
     redis.call('EXPIRE', key, ttl)
@@ -100,21 +117,21 @@ local function commit(n, a)
     end
   end
 
-  redis.call('SET', marker_key, ARGV[a + 4], 'EX', ttl)
-  for i = a + 11, a + 10 + tonumber(ARGV[a + 10]) do
-    local refs = P .. ':refs:' .. ARGV[i]
+  redis.call('SET', marker_key, F[a + 3], 'EX', ttl)
+  for i = a + 10, a + 9 + tonumber(F[a + 9]) do
+    local refs = P .. ':refs:' .. F[i]
     redis.call('SADD', refs, det)
     redis.call('EXPIRE', refs, ttl)
   end
   redis.call('SET', KEYS[1], version + 1, 'EX', ttl)
-  return {'ok', tostring(version + 1), evicted}
+  evicted[#evicted + 1] = ''
+  return 'ok\n' .. tostring(version + 1) .. '\n' .. table.concat(evicted, '\n')
 end
 
 local out = {}
-local a = 9
+local a = 1
 for n = 0, tonumber(ARGV[8]) - 1 do
-  -- Nested, not unpacked: Lua cannot unpack more than a few thousand values at once.
   out[#out + 1] = commit(n, a)
-  a = a + 11 + tonumber(ARGV[a + 10])
+  a = a + 10 + tonumber(F[a + 9])
 end
 return out

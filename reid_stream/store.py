@@ -269,8 +269,9 @@ class ReidStore:
         raw = await self.redis.mget([self.keys.marker(d) for d in detection_ids])
         return {d: json.loads(r) for d, r in zip(detection_ids, raw, strict=True) if r is not None}
 
-    def _commit_fields(self, w: PlannedWrite) -> list[Any]:
-        """One detection's part of the batch commit's arguments (see store.lua)."""
+    @staticmethod
+    def _commit_fields(w: PlannedWrite) -> list[str]:
+        """One detection's text fields in the batch commit (see store.lua); none holds a newline."""
         ev = w.event
         meta = json.dumps({"e": ev.entity_id, "c": ev.camera_id, "t": ev.timestamp.isoformat(), "k": w.track_key,
                            "q": w.quality})
@@ -280,9 +281,8 @@ class ReidStore:
         named = sorted(others_named(ev.entity_id, (m.entity_id for m in ev.matches),
                                     (c.entity_id for c in ev.candidates),
                                     ev.tracklet.redecided_from if ev.tracklet is not None else None))
-        return [ev.detection_id, day_of(ev.timestamp), np.ascontiguousarray(w.vector, dtype=self._dtype).tobytes(),
-                meta, marker, ev.camera_id, ev.timestamp.timestamp(), ev.timestamp.isoformat(),
-                w.appearance.model_dump_json(), ev.entity_id, len(named), *named]
+        return [ev.detection_id, day_of(ev.timestamp), meta, marker, ev.camera_id, repr(ev.timestamp.timestamp()),
+                ev.timestamp.isoformat(), w.appearance.model_dump_json(), ev.entity_id, str(len(named)), *named]
 
     async def commit(self, writes: list[PlannedWrite], expected_version: int) -> list[CommitResult]:
         """Store a batch of one (model, type) in one script call; write i expects version expected + i.
@@ -295,20 +295,25 @@ class ReidStore:
             raise ValueError("one commit holds detections of one model and entity type")
         k, s = self.keys, self.settings
         keys = [k.version(model, etype), k.index(model, etype), k.by_type(etype), k.aliases(model, etype)]
-        args: list[Any] = [expected_version, s.embedding_ttl_seconds, s.max_embeddings,
-                           max(w.stored_at for w in writes), etype, model, s.redis_prefix, len(writes)]
+        vectors = np.ascontiguousarray(np.stack([w.vector for w in writes]), dtype=self._dtype)
+        fields: list[str] = []
         for w in writes:
-            args.extend(self._commit_fields(w))
+            fields.extend(self._commit_fields(w))
+        fields.append("")  # every field ends with a newline
+        args: list[Any] = [expected_version, s.embedding_ttl_seconds, s.max_embeddings,
+                           max(w.stored_at for w in writes), etype, model, s.redis_prefix, len(writes),
+                           vectors.shape[1] * vectors.itemsize, vectors.tobytes(), "\n".join(fields)]
         replies = await self._commit_script(keys=keys, args=args)
         out = []
         for reply in replies:
-            status = reply[0].decode()
+            status, _, rest = reply.decode().partition("\n")
             if status == "ok":
-                out.append(CommitResult("ok", int(reply[1]), tuple(r.decode() for r in reply[2])))
+                version, _, evicted = rest.partition("\n")
+                out.append(CommitResult("ok", int(version), tuple(evicted.split("\n")[:-1])))
             elif status == "dup":
-                out.append(CommitResult("dup", marker=json.loads(reply[1])))
+                out.append(CommitResult("dup", marker=json.loads(rest)))
             else:
-                out.append(CommitResult("conflict", int(reply[1])))
+                out.append(CommitResult("conflict", int(rest)))
         return out
 
     async def merge(self, model: str, etype: str, survivor: str, merged: str, similarity: float,

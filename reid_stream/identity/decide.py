@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from reid_stream.identity.gallery import SINGLE, Gallery, Track, unit
+from reid_stream.identity.gallery import SINGLE, Gallery, Track, norm, unit
 from reid_stream.identity.topology import Topology, gap_conflict, impossible
 
 REDECIDE_MIN_ROWS = 3  # a tracklet contradicts its entity only on more than a frame or two of evidence
@@ -150,7 +150,7 @@ class Decider:
                 continue
             slot = ent.slot
             if self._bounded[slot] and ent.block < 0:
-                moved = float(np.linalg.norm(g.means[slot] - self._basis[slot]))
+                moved = norm(g.means[slot] - self._basis[slot])
                 bound = moved + self._strayed[slot] + 1e-6  # rows rescored earlier were exact at a mean this near
                 self._strayed[slot] = max(self._strayed[slot], moved)
                 near = np.nonzero(self._primed[rest, slot] + bound >= self._floor)[0] + rest.start
@@ -270,9 +270,12 @@ class Decider:
             return []
         means = np.stack([g.entities[e].agg.mean() for e in ids]).astype(np.float32)
         scores = g.scores(means)  # one product for all of them
+        hits = scores >= p.merge_threshold
+        hits[np.arange(len(ids)), [g.entities[e].slot for e in ids]] = False  # each matches itself
         out: list[Merge] = []
         taken: set[str] = set()
-        for eid, row, mean in zip(ids, scores, means, strict=True):
+        for i in np.nonzero(hits.any(axis=1))[0].tolist():  # most entities are near nobody else
+            eid, row, mean = ids[i], scores[i], means[i]
             if eid in taken:
                 continue
             eligible = []

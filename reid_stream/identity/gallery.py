@@ -7,6 +7,7 @@ rows across crashes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,8 +17,14 @@ SINGLE = "det|"  # the tracklet key prefix of a detection without a track id
 EXEMPLAR_MIN_ROWS = 2  # an exemplar is an average: a single detection is an outlier as often as not
 
 
+def norm(v: np.ndarray) -> float:
+    # A dot product: np.linalg.norm's generality costs several times more on one short vector, and this runs
+    # for every prototype a detection changes.
+    return math.sqrt(float(np.dot(v, v)))
+
+
 def unit(v: np.ndarray) -> np.ndarray:
-    return v / max(float(np.linalg.norm(v)), 1e-12)
+    return v / max(norm(v), 1e-12)
 
 
 @dataclass
@@ -39,12 +46,17 @@ class Agg:
 
     def add(self, det: str, vec: np.ndarray, q: float, ts: float) -> None:
         if self.vsum is not None:
-            self.vsum += q * vec
+            if q == 1.0:
+                self.vsum += vec
+            else:
+                self.vsum += q * vec
         self.weight += q
+        if not self.rows:
+            self._span = (ts, ts)
+        elif self._span is not None:
+            self._span = (min(self._span[0], ts), max(self._span[1], ts))
         self.rows[det] = ts
         self._mean = None
-        if self._span is not None:
-            self._span = (min(self._span[0], ts), max(self._span[1], ts))
 
     def drop(self, det: str, vec: np.ndarray, q: float) -> None:
         if self.vsum is not None:
