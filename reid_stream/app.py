@@ -138,7 +138,7 @@ class Pipeline(mode.Service):
 
         out, letters = await retry_forever("storing detections", run, self.metrics) if items else ([], [])
         letters = unreadable + letters
-        messages = [(self.settings.topic_matches, ev.entity_id.encode(), ev.model_dump_json().encode())
+        messages = [(self.settings.topic_matches, ev.entity_id.encode(), self._assigner.event_json(ev).encode())
                     for ev in out] + self._letters(letters)
         t0 = time.perf_counter()
         await retry_forever("publishing match events", lambda: self.publisher.publish(messages), self.metrics)

@@ -71,6 +71,12 @@ class Assigner:
         self.metrics = metrics or Metrics()
         self.policy = policy_of(settings)
         self._caches: dict[tuple[str, str], _TypeCache] = {}
+        self._json: dict[str, str] = {}  # the last batch's stored events as the marker holds them
+
+    def event_json(self, event: MatchEvent) -> str:
+        """The event's JSON: the text stored with it when this batch stored it (serialised once), else fresh."""
+        text = self._json.get(event.detection_id)
+        return text if text is not None else event.model_dump_json()
 
     def invalidate(self) -> None:
         self._caches.clear()
@@ -131,6 +137,7 @@ class Assigner:
         """
         events: list[MatchEvent] = []
         letters: list[DeadLetter] = []
+        self._json.clear()
         markers = await self.store.markers(list({e.detection_id for e in batch}))
         seen: dict[str, str] = {}
         fresh: list[EmbeddedRecord] = []
@@ -232,6 +239,7 @@ class Assigner:
                     cache.index.remove(list(res.evicted))
                     cache.gallery.remove(list(res.evicted))  # the gallery holds exactly the stored rows
                     out.append(plan.event)
+                    self._json[item.detection_id] = plan.event_json()
                 elif res.status == "dup" and res.marker is not None:
                     # Stored meanwhile by another writer: same content re-emits, different content is a conflict.
                     if res.marker["fp"] == item.fingerprint:

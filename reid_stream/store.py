@@ -123,6 +123,14 @@ class PlannedWrite:
     image_ref: dict[str, Any] | None = None  # where a thumbnail can be cut again; no image bytes are stored
     track_key: str = ""  # its tracklet, "camera_id|track_id"; "" without a track_id
     quality: float = 1.0  # its weight in the tracklet's and the entity's mean
+    _json: str | None = field(default=None, repr=False)
+
+    def event_json(self) -> str:
+        """The match event as JSON, serialised once: the marker stores it and Kafka gets the same text."""
+        if self._json is None:
+            object.__setattr__(self, "_json", self.event.model_dump_json())  # a cache on a frozen record
+        assert self._json is not None
+        return self._json
 
 
 @dataclass(frozen=True)
@@ -276,7 +284,7 @@ class ReidStore:
         meta = json.dumps({"e": ev.entity_id, "c": ev.camera_id, "t": ev.timestamp.isoformat(), "k": w.track_key,
                            "q": w.quality})
         # The event is serialised once, straight into the marker's JSON text.
-        marker = (f'{{"fp": {json.dumps(w.fingerprint)}, "event": {ev.model_dump_json()}, '
+        marker = (f'{{"fp": {json.dumps(w.fingerprint)}, "event": {w.event_json()}, '
                   f'"ref": {json.dumps(w.image_ref)}}}')
         named = sorted(others_named(ev.entity_id, (m.entity_id for m in ev.matches),
                                     (c.entity_id for c in ev.candidates),
