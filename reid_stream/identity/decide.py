@@ -71,6 +71,11 @@ class Decision:
     track_rows: int = 1
 
 
+def _suffix_max(scores: np.ndarray) -> np.ndarray:
+    """Row r: the maximum of rows r and after, per column."""
+    return np.maximum.accumulate(scores[::-1], axis=0)[::-1]
+
+
 def quality(bbox: tuple[float, float, float, float]) -> float:
     """A detection's weight in its tracklet and entity means: small boxes are blurry and carry less."""
     height = bbox[3] - bbox[1]
@@ -97,6 +102,8 @@ class Decider:
         self.policy = policy
         self._queries: np.ndarray | None = None
         self._primed: np.ndarray | None = None
+        # Per slot, from each row on: the best score against the slot's basis (see observe).
+        self._suffix = np.zeros((0, 0), dtype=np.float32)
         self._gram: np.ndarray | None = None
         self._position: dict[str, int] = {}
         self._cursor = -1
@@ -114,6 +121,7 @@ class Decider:
         g.reserve(len(queries))  # slots do not move while the batch's scores are indexed by them
         self._queries = np.asarray(queries, dtype=np.float32)
         self._primed = g.scores(self._queries)
+        self._suffix = _suffix_max(self._primed)
         self._position = {d: n for n, d in enumerate(detection_ids or [])}
         if detection_ids:
             self._gram = gram if gram is not None else self._queries @ self._queries.T
@@ -153,6 +161,10 @@ class Decider:
                 moved = norm(g.means[slot] - self._basis[slot])
                 bound = moved + self._strayed[slot] + 1e-6  # rows rescored earlier were exact at a mean this near
                 self._strayed[slot] = max(self._strayed[slot], moved)
+                # The scores against the basis bound every later one by the same `bound`: if even the best
+                # remaining one stays under the floor, so do they all (most changes end here, with one read).
+                if self._suffix[rest.start, slot] + bound < self._floor:
+                    continue
                 near = np.nonzero(self._primed[rest, slot] + bound >= self._floor)[0] + rest.start
                 if near.size:
                     self._primed[near, slot] = self._queries[near] @ g.means[slot]
@@ -162,6 +174,7 @@ class Decider:
                 self._primed[rest, slot] = self._gram[rest, self._position[only]]
             else:
                 self._primed[rest, slot] = (self._queries[rest] @ g.prototype(eid).T).max(axis=1)
+            self._suffix[:, slot] = _suffix_max(self._primed[:, slot])
             self._basis[slot] = g.means[slot]  # every kept score is now exact against this mean
             self._strayed[slot] = 0.0
             self._bounded[slot] = ent.block < 0
