@@ -201,7 +201,10 @@ class Assigner:
             entries.append(entry)
             # Kept in the cache only if the commit succeeds (a failed one drops the cache).
             cache.index.add(entry)
-            cache.gallery.add(_row(entry))
+            # The batch's own vector, not the index's view of it (rows move there on eviction); nothing
+            # writes to it, so it needs no copy.
+            cache.gallery.add(Row(item.detection_id, plan.assignment.entity_id, key, item.camera_id,
+                                  incoming.ts, item.vector, plan.quality))
             if decision is not None and decision.merge is not None:
                 merges.append(decision.merge)
                 self._merge_locally(cache, decision.merge)

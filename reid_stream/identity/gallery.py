@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -171,8 +172,7 @@ class Entity:
             del self._by_camera[camera_id]
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(NamedTuple):  # immutable; built for every detection, where a frozen dataclass cost several times more
     detection_id: str
     entity_id: str
     track_key: str
