@@ -20,7 +20,7 @@ export function h(tag, attrs = {}, ...children) {
 
 export function when(iso) {
   const d = new Date(iso);
-  return h("time", { datetime: iso, title: iso, text: d.toLocaleString() });
+  return h("time", { datetime: iso, title: iso, text: d.toLocaleString([], { dateStyle: "short", timeStyle: "medium" }) });
 }
 
 export const entityName = (e) => (e && (e.name || e.id || e.entity_id)) || "";
