@@ -10,6 +10,7 @@ const VIEWS = ["signin", "list-view", "entity-view", "search-view"];
 let feats = null;        // what the worker's OpenAPI document offers; null until signed in
 let current = null;      // the entity on screen
 let timer = null;
+let flash = "";          // what the next view says once it is shown (e.g. "Erased x.")
 
 function view(name) {
   for (const v of VIEWS) show(v, v === name);
@@ -149,7 +150,7 @@ for (const form of document.querySelectorAll("#actions .act")) {
         + `${err.message}${err.status ? ` (HTTP ${err.status})` : ""}`;
       return;
     }
-    if (act.leave) { location.hash = "#/"; $("list-status").textContent = `${act.done} (${current.id})`; return; }
+    if (act.leave) { flash = `${act.done} (${current.id})`; location.hash = "#/"; return; }
     await showEntity(current.id);
     status.textContent = act.done;
   });
@@ -191,6 +192,9 @@ $("search").addEventListener("submit", (ev) => {
 function route() {
   clearTimeout(timer);
   if (!token.get() || !feats) return;
+  $("notice").textContent = flash;
+  $("notice").hidden = !flash;
+  flash = "";
   const hash = location.hash || "#/";
   if (hash.startsWith("#/entity/")) {
     view("entity-view");

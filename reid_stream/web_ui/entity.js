@@ -45,7 +45,9 @@ function lanes(appearances) {
     if (!byCam.has(a.camera_id)) byCam.set(a.camera_id, []);
     byCam.get(a.camera_id).push([a, i, times[i]]);
   });
-  return [...byCam.entries()].map(([cam, items]) => {
+  const axis = h("div", { class: "axis", "aria-hidden": "true" }, when(new Date(t0).toISOString()),
+    when(new Date(t0 + span).toISOString()));
+  return [...[...byCam.entries()].map(([cam, items]) => {
     const name = camLabel(items[0][0]);
     const track = h("div", { class: "track" }, items.map(([a, i, t]) => {
       const mark = h("a", { class: "mark", href: `#ap-${i}`, title: `${name}: ${a.timestamp}`,
@@ -57,7 +59,7 @@ function lanes(appearances) {
     }));
     return h("div", { class: "lane", role: "group", "aria-label": `camera ${name}`, dataset: { camera: cam } },
       h("span", { class: "lane-name", text: `${name} · ${items.length}` }), track);
-  });
+  }), axis];
 }
 
 export function renderEntity(e, feats) {

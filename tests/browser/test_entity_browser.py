@@ -53,7 +53,15 @@ def shot(d: WebDriver, name: str) -> None:
     DOCS.mkdir(exist_ok=True)
     d.execute_script("document.activeElement && document.activeElement.blur()")
     path = DOCS / name
-    assert d.save_screenshot(str(path)) and path.stat().st_size > 10_000
+    size = d.get_window_size()
+    # The whole page, up to a screen and a half, rather than the part that fits the window.
+    height = d.execute_script("return document.documentElement.scrollHeight")
+    d.set_window_size(size["width"], min(max(size["height"], height + 140), int(size["height"] * 1.5)))
+    time.sleep(0.3)
+    try:
+        assert d.save_screenshot(str(path)) and path.stat().st_size > 10_000
+    finally:
+        d.set_window_size(size["width"], size["height"])
 
 
 def test_page_is_static_with_a_csp_and_no_inline_code(demo: dict[str, Any]):
@@ -181,7 +189,7 @@ def test_operator_signs_in_browses_filters_opens_searches_and_erases(browser: We
     d.find_element(By.ID, "confirm-ok").click()
     wait_for(lambda: visible(d, "list-view") and card_ids(d) and ids["dora"] not in card_ids(d),
              "the list without dora")
-    assert "Erased" in d.find_element(By.ID, "list-status").text
+    assert d.find_element(By.ID, "notice").text == f"Erased. ({ids['dora']})"
     assert api(worker.base, f"/api/entities/{ids['dora']}")[0] == 404
 
     # Phone width: the same list, one column, nothing wider than the screen.
