@@ -2,7 +2,7 @@
 
 const TOKEN_KEY = "reid-stream.token";
 
-// sessionStorage: the tab's own, gone when the tab closes; never a URL, a cookie or localStorage.
+// sessionStorage: the tab's own, gone when the tab closes; never a URL, a cookie or local (persistent) storage.
 export const token = {
   get: () => sessionStorage.getItem(TOKEN_KEY),
   set: (value) => sessionStorage.setItem(TOKEN_KEY, value),
