@@ -60,7 +60,7 @@ export function features(spec) {
   const paths = (spec && spec.paths) || {};
   const op = (path, method) => (paths[path] || {})[method] || null;
   const patch = op("/api/entities/{entity_id}", "patch");
-  const patchProps = bodyProperties(patch);
+  const patchProps = bodyProperties(spec, patch);
   const listParams = ((op("/api/entities", "get") || {}).parameters || []).map((p) => p.name);
   const search = op("/api/search", "get") ? { path: "/api/search", param: "q" }
     : listParams.includes("q") ? { path: "/api/entities", param: "q" } : null;
@@ -80,10 +80,16 @@ export function features(spec) {
   };
 }
 
-function bodyProperties(operation) {
-  const schema = operation && operation.requestBody && operation.requestBody.content
-    && (operation.requestBody.content["application/json"] || {}).schema;
-  return (schema && schema.properties) || {};
+// The JSON body's properties, following "$ref"s into components (pydantic-built documents use them).
+function bodyProperties(spec, operation) {
+  const resolve = (s, depth = 0) => {
+    if (!s || depth > 5 || typeof s.$ref !== "string" || !s.$ref.startsWith("#/")) return s;
+    return resolve(s.$ref.slice(2).split("/").reduce((node, key) => node && node[key], spec), depth + 1);
+  };
+  const schema = resolve(operation && operation.requestBody && operation.requestBody.content
+    && (operation.requestBody.content["application/json"] || {}).schema);
+  const props = (schema && schema.properties) || {};
+  return Object.fromEntries(Object.entries(props).map(([k, v]) => [k, resolve(v) || {}]));
 }
 
 // The values `trust` takes, whatever form the schema gives them (an enum, a boolean, a number range).

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from selenium.webdriver.common.by import By
@@ -127,6 +129,11 @@ def test_operator_signs_in_browses_filters_opens_searches_and_erases(browser: We
     d.find_element(By.ID, "next").click()
     wait_for(lambda: card_ids(d) == expected[2:], "the second page")
     assert "3–4 of 4" in d.find_element(By.ID, "page-info").text
+    # "Seen since": alice was last seen 20 s ago, bob 30 s ago.
+    since = (datetime.fromisoformat(dets["alice2"]["timestamp"]) - timedelta(seconds=1)).isoformat()
+    d.get(f"{worker.base}/#/?since={quote(since)}")
+    wait_for(lambda: card_ids(d) == expected[:2], "the entities seen since just before alice's last appearance")
+    assert d.find_element(By.ID, "f-since").get_attribute("value")  # shown in the form, in local time
 
     # Live refresh: a new detection shows up at the top without reloading the page.
     d.get(worker.base + "/#/")
@@ -228,9 +235,11 @@ def test_feature_detection_wires_actions_to_the_routes_being_built(browser: WebD
     d = browser
     sign_in(d, demo["worker"].base)
     wait_for(lambda: card_ids(d), "the list")
-    body = {"requestBody": {"content": {"application/json": {"schema": {"properties": {
-        "name": {"type": "string"}, "notes": {"type": "string"}, "trust": {"enum": ["trusted", "suspect"]}}}}}}}
-    spec = {"paths": {"/api/entities": {"get": {"parameters": [{"name": "q"}]}},
+    body = {"requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Patch"}}}}}
+    patch = {"properties": {"name": {"type": "string"}, "notes": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                            "trust": {"$ref": "#/components/schemas/Trust"}}}
+    spec = {"components": {"schemas": {"Patch": patch, "Trust": {"enum": ["trusted", "suspect"]}}},
+            "paths": {"/api/entities": {"get": {"parameters": [{"name": "q"}]}},
                       "/api/entities/{entity_id}": {"get": {}, "patch": body, "delete": {}},
                       "/api/entities/{entity_id}/merge": {"post": {}},
                       "/api/entities/{entity_id}/split": {"post": {}},
