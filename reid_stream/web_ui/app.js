@@ -72,10 +72,10 @@ function failure(err, where) {
 
 // --- list ----------------------------------------------------------------------------------------
 
-async function refreshList(f) {
+async function refreshList(f, showFilters = false) {
   clearTimeout(timer);
   try {
-    const degraded = await loadList(f);
+    const degraded = await loadList(f, showFilters);
     banner(degraded ? "Degraded: storage (Redis) is unavailable, so the entity list is empty. The worker keeps "
       + "running and the list comes back when Redis does." : "");
   } catch (err) {
@@ -205,7 +205,7 @@ function route() {
     // an in-page link of the timeline: nothing to load
   } else {
     view("list-view");
-    refreshList(listFilters());
+    refreshList(listFilters(), true);
   }
   $("main").focus({ preventScroll: true });
 }

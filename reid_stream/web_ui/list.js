@@ -25,7 +25,8 @@ export function card(e) {
         : null)));
 }
 
-// The list is refreshed in place: cards whose entity did not change are kept, so pictures do not flicker.
+// The list is refreshed in place: cards whose entity did not change are kept, so pictures do not flicker,
+// and are moved only when their place changed, so a live refresh does not take the keyboard focus away.
 function update(ul, entities) {
   const old = new Map([...ul.children].map((li) => [li.dataset.id, li]));
   const fresh = entities.map((e) => {
@@ -37,7 +38,8 @@ function update(ul, entities) {
     if (li) fillThumb(made.querySelector("img"), e.thumbnail_url, `latest picture of ${entityName(e)}`);
     return made;
   });
-  ul.replaceChildren(...fresh);
+  fresh.forEach((li, i) => { if (ul.children[i] !== li) ul.insertBefore(li, ul.children[i] || null); });
+  while (ul.children.length > fresh.length) ul.lastElementChild.remove();
 }
 
 export function filtersFrom(params) {
@@ -72,10 +74,14 @@ export function isoToLocal(iso) {
 const knownCameras = new Set();
 
 // Loads and shows one page; returns whether the list came back degraded (Redis down).
-export async function loadList(f) {
-  $("f-type").value = f.entity_type;
-  if (document.activeElement !== $("f-camera")) $("f-camera").value = f.camera_id;
-  if (document.activeElement !== $("f-since")) $("f-since").value = isoToLocal(f.since);
+// The form shows the filters when a page is opened, not at each live refresh: that would undo what an
+// operator is typing or picking before "Apply".
+export async function loadList(f, showFilters = false) {
+  if (showFilters) {
+    $("f-type").value = f.entity_type;
+    $("f-camera").value = f.camera_id;
+    $("f-since").value = isoToLocal(f.since);
+  }
   const { data, degraded } = await api.get("/api/entities", f);
   const ul = $("entities");
   update(ul, data.entities);

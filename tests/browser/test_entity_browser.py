@@ -151,6 +151,8 @@ def test_operator_signs_in_browses_filters_opens_searches_and_erases(browser: We
             break
         d.switch_to.active_element.send_keys(Keys.TAB)
     assert d.switch_to.active_element == link, "the entity link is reachable with Tab"
+    time.sleep(3.5)  # longer than the refresh period: a live refresh must leave the focus where it was
+    assert d.switch_to.active_element == link, "live refresh took the keyboard focus away"
     link.send_keys(Keys.ENTER)
 
     # The entity page: appearances on two cameras, with pictures, camera names and similarity scores.
