@@ -95,8 +95,36 @@ def chromium() -> tuple[str, str]:
     return ensure_browser()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call":
+        item.stash[FAILED] = report.failed
+    return report
+
+
+FAILED = pytest.StashKey[bool]()
+PAGE_STATE = """return {url: location.href,
+  views: [...document.querySelectorAll('main > section')].filter(s => !s.hidden)
+  .map(s => s.id), banner: document.getElementById('banner').textContent, texts: [...document.querySelectorAll(
+  '.status, .error, #notice')].map(e => e.id + ': ' + e.textContent).filter(t => !t.endsWith(': '))}"""
+
+
+def _explain(driver: WebDriver, item: pytest.Item, tmp: Path) -> None:
+    """After a failure: what the page showed, its console, and a screenshot, in the test's output."""
+    try:
+        state = driver.execute_script(PAGE_STATE)
+        console = [f"{e['level']} {e['message']}" for e in driver.get_log("browser")]
+        driver.save_screenshot(str(tmp / "failure.png"))
+    except Exception as exc:  # the browser itself may be what failed
+        print(f"page state unavailable: {exc!r}")
+        return
+    print(f"\n{item.nodeid}: page {json.dumps(state)}\nconsole:\n  " + "\n  ".join(console[-30:])
+          + f"\nscreenshot: {tmp / 'failure.png'}")
+
+
 @pytest.fixture
-def browser(chromium: tuple[str, str]) -> Iterator[WebDriver]:
+def browser(chromium: tuple[str, str], request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WebDriver]:
     binary, driver_path = chromium
     opts = webdriver.ChromeOptions()
     opts.binary_location = binary
@@ -109,5 +137,7 @@ def browser(chromium: tuple[str, str]) -> Iterator[WebDriver]:
     driver.set_script_timeout(20)
     try:
         yield driver
+        if request.node.stash.get(FAILED, False):
+            _explain(driver, request.node, tmp_path)
     finally:
         driver.quit()

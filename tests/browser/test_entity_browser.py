@@ -91,7 +91,7 @@ def test_operator_signs_in_browses_filters_opens_searches_and_erases(browser: We
 
     # The list: newest first (by last seen), every entity with its picture, which really loads.
     expected = [ids["car"], ids["alice1"], ids["bob"], ids["dora"]]
-    wait_for(lambda: card_ids(d) == expected, f"the cards {expected}, got {card_ids(d)}")
+    wait_for(lambda: card_ids(d) == expected, f"the cards {expected}", 60)
     wait_for(lambda: all(w > 0 for w in pictures_loaded(d, "#entities li.card:not([data-id^=dora]) img")),
              "the thumbnails to load")
     alice = css(d, f"li.card[data-id='{ids['alice1']}']")[0]
