@@ -26,13 +26,14 @@ DEMO_ENV := REID_ENCODER=$${REID_ENCODER:-mobilenetv2} REID_IMAGE_ROOTS=$(DEMO_S
 	REID_API_TOKENS=$${REID_API_TOKENS:-demo:$$(cat $(RUN_DIR)/demo-token)}
 WEB_PORT := $${REID_WEB_PORT:-6066}
 
-.PHONY: help install venv infra infra-down worker demo demo-stop test test-faults bench bench-ab eval test-unit lint format schemas clean
+.PHONY: help install venv infra infra-down worker demo demo-stop test test-faults test-browser bench bench-ab eval test-unit lint format schemas clean
 
 help:
 	@echo "make demo   - install, start Kafka + Redis + a worker, stream a synthetic multi-camera site, show match events and their quality"
 	@echo "make test   - the full test suite against real Kafka and Redis"
 	@echo "make bench  - the benchmarks (results in bench/results/)"
 	@echo "make eval   - identity quality of each encoder on the synthetic benchmark"
+	@echo "make test-browser - the entity browser in headless Chromium (Debian's), against a real worker"
 	@echo "make install | infra | infra-down | worker | demo-stop | lint | schemas | bench-ab (BASELINE=ref)"
 
 install:
@@ -81,6 +82,8 @@ demo: install infra
 	$(DEMO_ENV) $(PY) -m reid_stream demo --site $(DEMO_SITE)
 	@echo
 	@echo "To stop: 'make demo-stop' stops the worker, 'make infra-down' stops Kafka and Redis."
+	@echo
+	@echo "Entity browser: open http://127.0.0.1:$(WEB_PORT)/ and sign in with the token in $(RUN_DIR)/demo-token"
 
 demo-stop:
 	@if [ -f $(RUN_DIR)/demo-worker.pid ]; then kill $$(cat $(RUN_DIR)/demo-worker.pid) 2>/dev/null || true; \
@@ -112,6 +115,11 @@ bench-ab: install infra
 # Fault injection and load: crashes, outages, hostile input, 200 concurrent readers, schemathesis.
 test-faults: install infra
 	$(PY) -m pytest -q -p no:cacheprovider -s tests/faults
+
+# The entity browser in Debian's headless chromium (installed here if missing), driving real workers.
+test-browser: install infra
+	$(PYTHON) -m reid_stream.infra browser
+	$(PY) -m pytest -q -p no:cacheprovider tests/browser
 
 test-unit: install
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit

@@ -25,6 +25,7 @@ from reid_stream.images import fetch_url, read_path, thumbnail_jpeg
 from reid_stream.metrics import CONTENT_TYPE
 from reid_stream.openapi import build_openapi
 from reid_stream.runtime import ReidApp, Runtime
+from reid_stream.ui import UI_ROUTES
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -291,6 +292,9 @@ def register_views(app: ReidApp) -> None:
                     "every /api request will get 401")
     for path, view in ROUTES.items():
         app.page(path)(view)
+    # Registered before Faust's own blueprints, so the entity browser, not Faust's status index, answers "/".
+    for path, page in UI_ROUTES.items():
+        app.page(path)(page)
 
 
 # /ready is often open (REID_PROTECT_OPS=false) and an error's text names hosts and ports: the answer

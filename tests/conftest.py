@@ -19,6 +19,21 @@ from reid_stream.infra.services import InfraConfig, up
 TINY_MODEL = "reid-tiny-vit"
 
 
+BROWSER_TESTS = Path(__file__).resolve().parent / "browser"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "browser: the entity browser in headless Chromium (make test-browser)")
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """tests/browser runs only when named (`make test-browser`), as tests/faults does: `make test` needs no browser."""
+    if collection_path != BROWSER_TESTS:
+        return None
+    named = [(config.invocation_params.dir / a.split("::")[0]).resolve() for a in config.args]
+    return not any(p.is_relative_to(BROWSER_TESTS) for p in named) or None
+
+
 _USED_INFRA: list[InfraConfig] = []
 _TAGS: set[str] = set()  # every per-test tag: its topics are deleted when the session ends
 

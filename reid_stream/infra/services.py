@@ -93,17 +93,34 @@ def _wait(check, what: str, timeout: float, logfile: Path | None = None) -> None
 
 # --- Redis ---------------------------------------------------------------------------------------
 
+def _apt_install(*packages: str) -> None:
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise RuntimeError(f"missing: install Debian's packages with `apt-get install {' '.join(packages)}`")
+    log(f"installing Debian's {', '.join(packages)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", *packages], check=True, env=env)
+
+
 def ensure_redis_binary() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise RuntimeError("redis-server is missing: install Debian's package with `apt-get install redis-server`")
-    log("installing Debian's redis-server")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "redis-server"], check=True, env=env)
+    _apt_install("redis-server")
     return shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+# --- Browser (the entity browser's tests) ------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+def ensure_browser() -> tuple[str, str]:
+    """Debian's chromium and its chromedriver, installed when missing: never a browser download of its own."""
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        _apt_install("chromium", "chromium-driver")
+    return CHROMIUM, CHROMEDRIVER
 
 
 def redis_up(cfg: InfraConfig) -> None:
@@ -283,8 +300,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if status(cfg) else 1
         elif cmd == "jars":
             ensure_kafka_jars(cfg)
+        elif cmd == "browser":
+            log("browser: {} and {}".format(*ensure_browser()))
         else:
-            print(f"usage: python -m reid_stream.infra [up|down|status|jars], not {cmd!r}", file=sys.stderr)
+            print(f"usage: python -m reid_stream.infra [up|down|status|jars|browser], not {cmd!r}", file=sys.stderr)
             return 2
     except (RuntimeError, subprocess.CalledProcessError) as exc:
         log(f"error: {exc}")

@@ -1,0 +1,141 @@
+// The worker's HTTP API as the page uses it: the bearer token, errors, feature detection, thumbnails.
+
+const TOKEN_KEY = "reid-stream.token";
+
+// sessionStorage: the tab's own, gone when the tab closes; never a URL, a cookie or local (persistent) storage.
+export const token = {
+  get: () => sessionStorage.getItem(TOKEN_KEY),
+  set: (value) => sessionStorage.setItem(TOKEN_KEY, value),
+  clear: () => sessionStorage.removeItem(TOKEN_KEY),
+};
+
+export class ApiError extends Error {
+  constructor(status, detail, code) {
+    super(detail);
+    this.status = status;
+    this.code = code || null;
+  }
+}
+
+// The views' errors: {"detail": "text"} or a 422's {"detail": [{"loc": [...], "msg": "..."}]}.
+function detailText(body, status) {
+  const d = body && body.detail;
+  if (typeof d === "string") return d;
+  if (Array.isArray(d)) return d.map((e) => (e.loc ? `${e.loc.slice(-1)[0]}: ` : "") + (e.msg || "")).join("; ");
+  return `HTTP ${status}`;
+}
+
+let onUnauthorized = () => {};
+export function whenUnauthorized(handler) { onUnauthorized = handler; }
+
+export async function request(method, path, { body, query } = {}) {
+  const url = new URL(path, location.origin);
+  for (const [k, v] of Object.entries(query || {})) if (v !== undefined && v !== null && v !== "") url.searchParams.set(k, v);
+  const headers = { Authorization: `Bearer ${token.get() || ""}` };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let resp;
+  try {
+    resp = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+                              cache: "no-store", credentials: "omit" });
+  } catch (err) {
+    throw new ApiError(0, "the worker does not answer (is it running?)");
+  }
+  const type = resp.headers.get("Content-Type") || "";
+  const data = type.includes("json") ? await resp.json().catch(() => null) : null;
+  if (resp.status === 401) {
+    onUnauthorized();
+    throw new ApiError(401, "the worker refused the token (401): sign in again with a valid API token");
+  }
+  if (!resp.ok) throw new ApiError(resp.status, detailText(data, resp.status), data && data.error_code);
+  return { data, degraded: resp.headers.get("X-Reid-Degraded") };
+}
+
+export const api = {
+  get: (path, query) => request("GET", path, { query }),
+  send: (method, path, body) => request(method, path, { body }),
+};
+
+// Which optional routes this worker has, from its OpenAPI document: a control is shown only if its route is.
+export function features(spec) {
+  const paths = (spec && spec.paths) || {};
+  const op = (path, method) => (paths[path] || {})[method] || null;
+  const patch = op("/api/entities/{entity_id}", "patch");
+  const patchProps = bodyProperties(spec, patch);
+  const listParams = ((op("/api/entities", "get") || {}).parameters || []).map((p) => p.name);
+  const search = op("/api/search", "get") ? { path: "/api/search", param: "q" }
+    : listParams.includes("q") ? { path: "/api/entities", param: "q" } : null;
+  const similar = Object.keys(paths).find((p) => /^\/api\/entities\/\{entity_id\}\/similar$/.test(p) && paths[p].get);
+  const watch = ["post", "put"].map((m) => op("/api/entities/{entity_id}/watch", m) && m).find(Boolean);
+  return {
+    erase: Boolean(op("/api/entities/{entity_id}", "delete")),
+    patch: Boolean(patch) && ("name" in patchProps || !Object.keys(patchProps).length),
+    notes: Boolean(patch) && "notes" in patchProps,
+    trust: patch && "trust" in patchProps ? trustChoices(patchProps.trust) : null,
+    merge: Boolean(op("/api/entities/{entity_id}/merge", "post")),
+    split: Boolean(op("/api/entities/{entity_id}/split", "post")),
+    watch: watch ? { method: watch.toUpperCase(), unwatch: Boolean(op("/api/entities/{entity_id}/watch", "delete")) }
+      : null,
+    similar: similar || null,
+    search,
+  };
+}
+
+// The JSON body's properties, following "$ref"s into components (pydantic-built documents use them).
+function bodyProperties(spec, operation) {
+  const resolve = (s, depth = 0) => {
+    if (!s || depth > 5 || typeof s.$ref !== "string" || !s.$ref.startsWith("#/")) return s;
+    return resolve(s.$ref.slice(2).split("/").reduce((node, key) => node && node[key], spec), depth + 1);
+  };
+  const schema = resolve(operation && operation.requestBody && operation.requestBody.content
+    && (operation.requestBody.content["application/json"] || {}).schema);
+  const props = (schema && schema.properties) || {};
+  return Object.fromEntries(Object.entries(props).map(([k, v]) => [k, resolve(v) || {}]));
+}
+
+// The values `trust` takes, whatever form the schema gives them (an enum, a boolean, a number range).
+function trustChoices(schema) {
+  const s = (schema.anyOf || schema.oneOf || [schema]).find((x) => x.type !== "null") || schema;
+  if (Array.isArray(s.enum)) return s.enum.map((v) => ({ label: String(v), value: v }));
+  if (s.type === "boolean") return [{ label: "trusted", value: true }, { label: "not trusted", value: false }];
+  if (s.type === "number" || s.type === "integer") {
+    const lo = s.minimum ?? 0;
+    const hi = s.maximum ?? 1;
+    const steps = s.type === "integer" ? Math.min(hi - lo, 10) : 4;
+    return Array.from({ length: steps + 1 }, (_, i) => lo + ((hi - lo) * i) / steps)
+      .map((v) => ({ label: String(+v.toFixed(2)), value: +v.toFixed(2) }));
+  }
+  return [{ label: "trusted", value: "trusted" }, { label: "untrusted", value: "untrusted" }];
+}
+
+// Thumbnails need the token too, so they are fetched with it and shown as blob: URLs, kept per tab.
+const thumbs = new Map();
+const MAX_THUMBS = 400;
+
+export async function thumbnail(path) {
+  if (!path) throw new ApiError(404, "no thumbnail");
+  if (!thumbs.has(path)) {
+    const loading = (async () => {
+      const resp = await fetch(new URL(path, location.origin), {
+        headers: { Authorization: `Bearer ${token.get() || ""}` }, credentials: "omit" });
+      if (resp.status === 401) { onUnauthorized(); throw new ApiError(401, "token refused"); }
+      if (!resp.ok) {
+        const body = await resp.json().catch(() => null);
+        throw new ApiError(resp.status, detailText(body, resp.status), body && body.error_code);
+      }
+      return URL.createObjectURL(await resp.blob());
+    })();
+    thumbs.set(path, loading);
+    loading.catch(() => thumbs.delete(path));  // a failed one is asked for again next time
+    if (thumbs.size > MAX_THUMBS) {
+      const [oldest, url] = thumbs.entries().next().value;
+      thumbs.delete(oldest);
+      url.then(URL.revokeObjectURL, () => {});
+    }
+  }
+  return thumbs.get(path);
+}
+
+export function forgetThumbnails() {
+  for (const url of thumbs.values()) url.then(URL.revokeObjectURL, () => {});
+  thumbs.clear();
+}

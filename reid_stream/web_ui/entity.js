@@ -1,0 +1,128 @@
+// One entity: its facts, a lane per camera, the timeline of appearances, and the actions the API offers.
+
+import { api } from "./api.js";
+import { $, entityName, fillThumb, h, thumb, when } from "./dom.js";
+
+const score = (s) => (typeof s === "number" ? s.toFixed(3) : "?");
+const camLabel = (a) => (a.camera_name && a.camera_name !== a.camera_id ? `${a.camera_name} (${a.camera_id})`
+  : a.camera_id);
+
+function facts(e) {
+  const rows = [
+    ["Id", e.id], ["Type", e.entity_type], ["First seen", e.first_seen && when(e.first_seen)],
+    ["Last seen", e.last_seen && when(e.last_seen)], ["Appearances", String(e.appearance_count)],
+    ["Cameras", (e.cameras_seen || []).join(", ")],
+  ];
+  if (e.name) rows.push(["Name", e.name]);
+  if (e.notes) rows.push(["Notes", e.notes]);
+  if (e.trust !== undefined && e.trust !== null) rows.push(["Trust", String(e.trust)]);
+  if (e.watched !== undefined && e.watched !== null) rows.push(["Watched", e.watched ? "yes" : "no"]);
+  if ((e.merged_ids || []).length) rows.push(["Merged ids", e.merged_ids.join(", ")]);
+  if (e.resolved_from) rows.push(["Asked for", `${e.resolved_from} (since merged into this entity)`]);
+  return rows.flatMap(([k, v]) => [h("dt", { text: k }), h("dd", {}, v ?? "?")]);
+}
+
+function timelineItem(a, i, splittable) {
+  const label = `${camLabel(a)}, ${new Date(a.timestamp).toLocaleString()}`;
+  return h("li", { class: "appearance", id: `ap-${i}`, tabindex: "-1", dataset: { detection: a.detection_id } },
+    thumb(a.thumbnail_url, `appearance on ${label}`),
+    h("div", { class: "ap-text" },
+      h("span", { class: "camera", text: camLabel(a) }), " ", when(a.timestamp),
+      h("span", { class: "similarity", text: `similarity ${score(a.similarity_score)}` }),
+      h("span", { class: "detection", text: a.detection_id }),
+      splittable ? h("label", { class: "pick" },
+        h("input", { type: "checkbox", name: "detection_ids", value: a.detection_id }), " select for split")
+        : null));
+}
+
+// A lane per camera, each appearance placed by its time between the entity's first and last appearance.
+function lanes(appearances) {
+  const times = appearances.map((a) => new Date(a.timestamp).getTime());
+  const t0 = Math.min(...times);
+  const span = Math.max(1, Math.max(...times) - t0);
+  const byCam = new Map();
+  appearances.forEach((a, i) => {
+    if (!byCam.has(a.camera_id)) byCam.set(a.camera_id, []);
+    byCam.get(a.camera_id).push([a, i, times[i]]);
+  });
+  const axis = h("div", { class: "axis", "aria-hidden": "true" }, when(new Date(t0).toISOString()),
+    when(new Date(t0 + span).toISOString()));
+  return [...[...byCam.entries()].map(([cam, items]) => {
+    const name = camLabel(items[0][0]);
+    const track = h("div", { class: "track" }, items.map(([a, i, t]) => {
+      const mark = h("a", { class: "mark", href: `#ap-${i}`, title: `${name}: ${a.timestamp}`,
+        "aria-label": `appearance on ${name} at ${new Date(a.timestamp).toLocaleString()}`,
+        onclick: (ev) => { ev.preventDefault(); const li = $(`ap-${i}`); li.scrollIntoView({ block: "center" }); li.focus(); } },
+        thumb(a.thumbnail_url, "", "thumb tiny"));
+      mark.style.left = `${(92 * (t - t0)) / span}%`;  // CSSOM, allowed by the CSP (no inline style attribute)
+      return mark;
+    }));
+    return h("div", { class: "lane", role: "group", "aria-label": `camera ${name}`, dataset: { camera: cam } },
+      h("span", { class: "lane-name", text: `${name} · ${items.length}` }), track);
+  }), axis];
+}
+
+export function renderEntity(e, feats) {
+  $("entity-title").textContent = `${entityName(e)} · ${e.entity_type}`;
+  fillThumb($("entity-thumb"), e.thumbnail_url, `latest picture of ${entityName(e)}`);
+  $("entity-facts").replaceChildren(...facts(e));
+  const apps = e.appearances || [];
+  $("lanes").replaceChildren(...(apps.length ? lanes(apps) : [h("p", { text: "No appearance." })]));
+  $("timeline").replaceChildren(...apps.map((a, i) => timelineItem(a, i, feats.split)));
+  $("name-input").value = e.name || "";
+  $("notes-input").value = e.notes || "";
+  $("notes-input").hidden = $("notes-input").labels[0].hidden = !feats.notes;
+  if (feats.trust) {
+    $("trust-input").replaceChildren(...feats.trust.map((c, i) => h("option", { value: String(i), text: c.label,
+      selected: JSON.stringify(c.value) === JSON.stringify(e.trust) })));
+  }
+  $("watch-button").textContent = e.watched ? "Stop watching" : "Watch";
+  for (const form of document.querySelectorAll("#actions .act")) form.hidden = !feats[form.dataset.feature];
+  $("actions").hidden = ![...document.querySelectorAll("#actions .act")].some((f) => !f.hidden);
+}
+
+export const loadEntity = (id) => api.get(`/api/entities/${encodeURIComponent(id)}`).then((r) => r.data);
+
+// Each action: what to ask before doing it, the request, and what to say afterwards.
+export function actionFor(form, e, feats) {
+  const id = encodeURIComponent(e.id);
+  const path = `/api/entities/${id}`;
+  switch (form.id) {
+    case "act-name": {
+      const body = { name: $("name-input").value.trim() };
+      if (feats.notes) body.notes = $("notes-input").value.trim();
+      return { ask: `Set the name of ${e.id} to "${body.name}"?`, method: "PATCH", path, body, done: "Saved." };
+    }
+    case "act-trust": {
+      const choice = feats.trust[Number($("trust-input").value)];
+      return { ask: `Set the trust of ${e.id} to ${choice.label}?`, method: "PATCH", path,
+               body: { trust: choice.value }, done: "Trust set." };
+    }
+    case "act-merge": {
+      const other = $("merge-input").value.trim();
+      return { ask: `Merge entity ${other} into ${e.id}? Its appearances will belong to ${e.id}.`,
+               method: "POST", path: `${path}/merge`, body: { other }, done: `Merged ${other} into this entity.` };
+    }
+    case "act-split": {
+      const ids = [...document.querySelectorAll("#timeline input[name=detection_ids]:checked")].map((c) => c.value);
+      if (!ids.length) return { error: "Select at least one appearance in the timeline to split off." };
+      return { ask: `Split ${ids.length} appearance(s) off ${e.id} into a new entity?`, method: "POST",
+               path: `${path}/split`, body: { detection_ids: ids }, done: "Split." };
+    }
+    case "act-watch": {
+      const stop = Boolean(e.watched) && feats.watch.unwatch;
+      return { ask: `${stop ? "Stop watching" : "Watch"} entity ${e.id}?`, method: stop ? "DELETE" : feats.watch.method,
+               path: `${path}/watch`, body: stop ? undefined : {}, done: stop ? "No longer watched." : "Watched." };
+    }
+    case "act-erase":
+      return { ask: `Erase entity ${e.id} with its ${e.appearance_count} appearance(s)? This cannot be undone.`,
+               method: "DELETE", path, done: "Erased.", leave: true };
+    default:
+      return { error: `unknown action ${form.id}` };
+  }
+}
+
+export async function similarTo(e, feats) {
+  const { data } = await api.get(feats.similar.replace("{entity_id}", encodeURIComponent(e.id)));
+  return Array.isArray(data) ? data : data.entities || data.results || [];
+}

@@ -1,0 +1,310 @@
+"""The entity browser as an operator uses it, in headless Chromium against a real worker, Kafka and Redis."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import Select
+
+from tests.browser.conftest import DOCS, api, send, start_worker, stop_worker, wait_for
+from tests.browser.site import detection
+from tests.conftest import pattern_image
+from tests.e2e.harness import TEST_TOKEN, free_port, start_redis, stop_redis
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e]
+ABSENT_TODAY = ("act-name", "act-trust", "act-merge", "act-split", "act-watch", "act-similar")
+
+
+def css(d: WebDriver, selector: str) -> list[WebElement]:
+    return d.find_elements(By.CSS_SELECTOR, selector)
+
+
+def visible(d: WebDriver, element_id: str) -> bool:
+    return d.find_element(By.ID, element_id).is_displayed()
+
+
+def sign_in(d: WebDriver, base: str, token: str = TEST_TOKEN) -> None:
+    d.get(base + "/")
+    field = wait_for(lambda: (f := d.find_element(By.ID, "token")).is_displayed() and f, "the sign-in form")
+    field.send_keys(token)
+    field.send_keys(Keys.ENTER)  # the keyboard submits the form
+
+
+def card_ids(d: WebDriver, list_id: str = "entities") -> list[str]:
+    return [li.get_attribute("data-id") for li in css(d, f"#{list_id} li.card")]
+
+
+def pictures_loaded(d: WebDriver, selector: str) -> list[int]:
+    """naturalWidth of each picture: > 0 once the JPEG the worker cut has really been decoded by the browser."""
+    return d.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(i => i.complete && i.src ? i.naturalWidth : 0)",
+        selector)
+
+
+def shot(d: WebDriver, name: str) -> None:
+    DOCS.mkdir(exist_ok=True)
+    d.execute_script("document.activeElement && document.activeElement.blur()")
+    path = DOCS / name
+    size = d.get_window_size()
+    # The whole page, up to a screen and a half, rather than the part that fits the window.
+    height = d.execute_script("return document.documentElement.scrollHeight")
+    d.set_window_size(size["width"], min(max(size["height"], height + 140), int(size["height"] * 1.5)))
+    time.sleep(0.3)
+    try:
+        assert d.save_screenshot(str(path)) and path.stat().st_size > 10_000
+    finally:
+        d.set_window_size(size["width"], size["height"])
+
+
+def test_page_is_static_with_a_csp_and_no_inline_code(demo: dict[str, Any]):
+    base = demo["worker"].base
+    status, html, headers = api(base, "/", token=None)  # the page holds no data: no token needed for it
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    csp = headers["Content-Security-Policy"]
+    assert "default-src 'self'" in csp and "script-src 'self'" in csp and "unsafe" not in csp
+    assert "img-src 'self' blob:" in csp and "frame-ancestors 'none'" in csp
+    assert not re.search(r"<script(?![^>]*\bsrc=)", html), "no inline script"
+    assert " style=" not in html and "<style" not in html, "no inline style"
+    status, js, headers = api(base, "/ui/app.js", token=None)
+    assert status == 200 and headers["Content-Type"].startswith("text/javascript")
+    assert "Content-Security-Policy" in headers
+    assert "Bearer" not in html and TEST_TOKEN not in js
+    assert api(base, "/ui/..%2Fui.py", token=None)[0] == 404 and api(base, "/ui/nope.js", token=None)[0] == 404
+    # The API is as closed as before: the page changes nothing about who may read entities.
+    assert api(base, "/api/entities", token=None)[0] == 401
+
+
+def test_operator_signs_in_browses_filters_opens_searches_and_erases(browser: WebDriver, demo: dict[str, Any]):
+    d, worker, dets, tag = browser, demo["worker"], demo["dets"], demo["tag"]
+    ids = {k: v["detection_id"] for k, v in dets.items()}
+    sign_in(d, worker.base)
+
+    # The list: newest first (by last seen), every entity with its picture, which really loads.
+    expected = [ids["car"], ids["alice1"], ids["bob"], ids["dora"]]
+    wait_for(lambda: card_ids(d) == expected, f"the cards {expected}", 60)
+    wait_for(lambda: all(w > 0 for w in pictures_loaded(d, "#entities li.card:not([data-id^=dora]) img")),
+             "the thumbnails to load")
+    alice = css(d, f"li.card[data-id='{ids['alice1']}']")[0]
+    assert alice.find_element(By.CSS_SELECTOR, ".cameras").text == "cam-1, cam-2"
+    assert alice.find_element(By.CSS_SELECTOR, ".count").text == "2"
+    assert alice.find_element(By.CSS_SELECTOR, ".type").text == "person"
+    assert len(alice.find_elements(By.TAG_NAME, "time")) == 2  # first and last seen
+    # Sent inline, so no image was kept: the page says so instead of showing a broken picture.
+    dora_img = css(d, f"li.card[data-id='{ids['dora']}'] img")[0]
+    wait_for(lambda: "image_not_kept" in dora_img.get_attribute("alt"), "dora's missing-picture text")
+    assert "1–4 of 4" in d.find_element(By.ID, "page-info").text
+    assert not visible(d, "banner")
+
+    # The token lives in this tab's sessionStorage only: not in the URL, a cookie or localStorage.
+    assert d.execute_script("return sessionStorage.getItem('reid-stream.token')") == TEST_TOKEN
+    assert d.execute_script("return localStorage.length") == 0 and d.get_cookies() == []
+    assert TEST_TOKEN not in d.current_url
+    blobs = d.execute_script("return [...document.querySelectorAll('#entities img[src]')].map(i => i.src)")
+    assert blobs and all(s.startswith("blob:") for s in blobs)
+    shot(d, "browser-list.png")
+
+    # Filters (type, camera) and paging, kept in the URL's hash.
+    Select(d.find_element(By.ID, "f-type")).select_by_value("vehicle")
+    d.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+    wait_for(lambda: card_ids(d) == [ids["car"]], "only the vehicle")
+    assert "entity_type=vehicle" in d.current_url
+    d.find_element(By.ID, "f-clear").click()
+    wait_for(lambda: card_ids(d) == expected, "all four again")
+    d.find_element(By.ID, "f-camera").send_keys("cam-2", Keys.ENTER)
+    wait_for(lambda: card_ids(d) == [ids["alice1"], ids["dora"]], "the entities seen on cam-2")
+    d.get(worker.base + "/#/?limit=2")
+    wait_for(lambda: card_ids(d) == expected[:2], "the first page of two")
+    assert not d.find_element(By.ID, "next").get_attribute("disabled")
+    assert d.find_element(By.ID, "prev").get_attribute("disabled")
+    d.find_element(By.ID, "next").click()
+    wait_for(lambda: card_ids(d) == expected[2:], "the second page")
+    assert "3–4 of 4" in d.find_element(By.ID, "page-info").text
+    # "Seen since": alice was last seen 20 s ago, bob 30 s ago.
+    since = (datetime.fromisoformat(dets["alice2"]["timestamp"]) - timedelta(seconds=1)).isoformat()
+    d.get(f"{worker.base}/#/?since={quote(since)}")
+    wait_for(lambda: card_ids(d) == expected[:2], "the entities seen since just before alice's last appearance")
+    assert d.find_element(By.ID, "f-since").get_attribute("value")  # shown in the form, in local time
+
+    # Live refresh: a new detection shows up at the top without reloading the page.
+    d.get(worker.base + "/#/")
+    wait_for(lambda: card_ids(d) == expected, "the full list")
+    d.execute_script("window.__same_page = true")
+    eve = detection(demo["root"], f"eve-{tag}", "cam-2", pattern_image(505), (40, 40))
+    send(worker, eve)
+    wait_for(lambda: card_ids(d)[:1] == [eve["detection_id"]], "eve's card to appear by itself", 60)
+    assert d.execute_script("return window.__same_page") is True
+
+    # Keyboard: tab to an entity's title link and press Enter.
+    link = css(d, f"li.card[data-id='{ids['alice1']}'] a.card-link")[0]
+    for _ in range(40):
+        if d.switch_to.active_element == link:
+            break
+        d.switch_to.active_element.send_keys(Keys.TAB)
+    assert d.switch_to.active_element == link, "the entity link is reachable with Tab"
+    time.sleep(3.5)  # longer than the refresh period: a live refresh must leave the focus where it was
+    assert d.switch_to.active_element == link, "live refresh took the keyboard focus away"
+    link.send_keys(Keys.ENTER)
+
+    # The entity page: appearances on two cameras, with pictures, camera names and similarity scores.
+    wait_for(lambda: len(css(d, "#timeline li.appearance")) == 2, "alice's two appearances")
+    assert ids["alice1"] in d.find_element(By.ID, "entity-title").text
+    items = css(d, "#timeline li.appearance")
+    assert [i.get_attribute("data-detection") for i in items] == [ids["alice1"], ids["alice2"]]  # oldest first
+    assert [i.find_element(By.CSS_SELECTOR, ".camera").text for i in items] == ["Camera 1 (cam-1)",
+                                                                                 "Camera 2 (cam-2)"]
+    scores = [float(re.fullmatch(r"similarity (\d\.\d{3})", i.find_element(By.CSS_SELECTOR, ".similarity").text)[1])
+              for i in items]
+    assert scores[0] == 1.0 and scores[1] >= 0.999  # the founder, then the same crop on the other camera
+    assert [x.get_attribute("data-camera") for x in css(d, "#lanes .lane")] == ["cam-1", "cam-2"]
+    wait_for(lambda: (w := pictures_loaded(d, "#timeline img, #lanes img, #entity-thumb")) and len(w) == 5
+             and all(x > 0 for x in w), "the entity's pictures to load")
+    # Only the actions this worker's API has: erasure today; name, trust, merge, split and watch are hidden.
+    assert visible(d, "act-erase") and not any(visible(d, a) for a in ABSENT_TODAY)
+    assert not css(d, "#timeline input[type=checkbox]")  # no split, so nothing to select
+    shot(d, "browser-entity.png")
+
+    # The search box: an id opens its entity; an unknown one says so.
+    box = d.find_element(By.ID, "search-q")
+    box.send_keys(ids["bob"], Keys.ENTER)
+    wait_for(lambda: len(css(d, "#timeline li.appearance")) == 1 and ids["bob"] in d.find_element(
+        By.ID, "entity-title").text, "bob's page")
+    box.clear()
+    box.send_keys("nobody-here", Keys.ENTER)
+    wait_for(lambda: "Entity with id 'nobody-here' not found" in d.find_element(By.ID, "entity-status").text,
+             "the not-found message")
+
+    # Erasure asks first: cancelling keeps the entity, confirming erases it everywhere.
+    d.get(f"{worker.base}/#/entity/{ids['dora']}")
+    wait_for(lambda: visible(d, "act-erase"), "dora's page")
+    d.find_element(By.CSS_SELECTOR, "#act-erase button").click()
+    wait_for(lambda: visible(d, "confirm"), "the confirmation dialog")
+    assert ids["dora"] in d.find_element(By.ID, "confirm-text").text
+    assert d.switch_to.active_element == d.find_element(By.ID, "confirm-cancel")  # the safe choice has focus
+    d.switch_to.active_element.send_keys(Keys.ENTER)
+    wait_for(lambda: d.find_element(By.ID, "entity-status").text == "Cancelled.", "the cancellation")
+    assert api(worker.base, f"/api/entities/{ids['dora']}")[0] == 200
+    d.find_element(By.CSS_SELECTOR, "#act-erase button").click()
+    wait_for(lambda: visible(d, "confirm"), "the confirmation dialog again")
+    d.find_element(By.ID, "confirm-ok").click()
+    wait_for(lambda: visible(d, "list-view") and card_ids(d) and ids["dora"] not in card_ids(d),
+             "the list without dora")
+    assert d.find_element(By.ID, "notice").text == f"Erased. ({ids['dora']})"
+    assert api(worker.base, f"/api/entities/{ids['dora']}")[0] == 404
+
+    # Phone width: the same list, one column, nothing wider than the screen.
+    # A reload keeps the tab signed in (sessionStorage outlives it) and clears the erase notice.
+    d.set_window_size(390, 844)
+    d.refresh()
+    wait_for(lambda: len(card_ids(d)) == 4 and all(w > 0 for w in pictures_loaded(d, "#entities img")),
+             "the list at phone width")
+    assert d.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    shot(d, "browser-phone.png")
+
+    d.find_element(By.ID, "sign-out").click()
+    wait_for(lambda: visible(d, "signin"), "the sign-in form after signing out")
+    assert d.execute_script("return sessionStorage.getItem('reid-stream.token')") is None
+
+
+def test_a_wrong_token_is_refused_with_a_clear_message(browser: WebDriver, demo: dict[str, Any]):
+    d, base = browser, demo["worker"].base
+    sign_in(d, base, token="not-the-token-0123456789")
+    error = wait_for(lambda: (e := d.find_element(By.ID, "signin-error")).is_displayed() and e, "the 401 message")
+    assert "401" in error.text and "refused the token" in error.text
+    assert error.get_attribute("role") == "alert"
+    assert not visible(d, "list-view") and not card_ids(d)
+    assert d.execute_script("return sessionStorage.getItem('reid-stream.token')") is None
+    # A token that stops working mid-session (revoked, or the worker restarted with others) lands here too.
+    sign_in(d, base)
+    wait_for(lambda: len(card_ids(d)) >= 3, "the list with the right token")
+    d.execute_script("sessionStorage.setItem('reid-stream.token', 'revoked-token-0123456789')")
+    wait_for(lambda: visible(d, "signin") and "401" in d.find_element(By.ID, "signin-error").text,
+             "live refresh meeting the 401", 30)
+
+
+def test_feature_detection_wires_actions_to_the_routes_being_built(browser: WebDriver, demo: dict[str, Any]):
+    """The routes for name/trust/merge/split/watch are not in this worker yet: the page's detection and request
+    shapes are checked against an OpenAPI document that has them, in the browser itself."""
+    d = browser
+    sign_in(d, demo["worker"].base)
+    wait_for(lambda: card_ids(d), "the list")
+    body = {"requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Patch"}}}}}
+    patch = {"properties": {"name": {"type": "string"}, "notes": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                            "trust": {"$ref": "#/components/schemas/Trust"}}}
+    spec = {"components": {"schemas": {"Patch": patch, "Trust": {"enum": ["trusted", "suspect"]}}},
+            "paths": {"/api/entities": {"get": {"parameters": [{"name": "q"}]}},
+                      "/api/entities/{entity_id}": {"get": {}, "patch": body, "delete": {}},
+                      "/api/entities/{entity_id}/merge": {"post": {}},
+                      "/api/entities/{entity_id}/split": {"post": {}},
+                      "/api/entities/{entity_id}/watch": {"post": {}, "delete": {}},
+                      "/api/entities/{entity_id}/similar": {"get": {}}}}
+    out = d.execute_async_script("""
+        const [spec, done] = arguments;
+        Promise.all([import('/ui/api.js'), import('/ui/entity.js')]).then(([api, ent]) => {
+          const none = api.features({paths: {}});
+          const f = api.features(spec);
+          const e = {id: 'e/1', entity_type: 'person', appearance_count: 2, cameras_seen: ['a'], appearances: [
+            {detection_id: 'd1', camera_id: 'a', camera_name: 'A', timestamp: '2026-01-01T00:00:00Z',
+             similarity_score: 1}, {detection_id: 'd2', camera_id: 'a', timestamp: '2026-01-01T00:01:00Z'}]};
+          ent.renderEntity(e, f);
+          document.getElementById('merge-input').value = 'other-7';
+          document.getElementById('name-input').value = 'Front door courier';
+          document.querySelector('#timeline input[value=d2]').checked = true;
+          const act = (id) => ent.actionFor(document.getElementById(id), e, f);
+          const shown = [...document.querySelectorAll('#actions .act')].filter(x => !x.hidden).map(x => x.id);
+          done({none, f, shown, merge: act('act-merge'), split: act('act-split'), name: act('act-name'),
+                trust: act('act-trust'), watch: act('act-watch')});
+        }, (err) => done({error: String(err)}));
+    """, spec)
+    assert "error" not in out, out
+    assert not any(out["none"][k] for k in ("erase", "patch", "trust", "merge", "split", "watch", "similar", "search"))
+    assert sorted(out["shown"]) == sorted([*ABSENT_TODAY, "act-erase"])
+    assert out["f"]["search"] == {"path": "/api/entities", "param": "q"}
+    assert {k: out["merge"][k] for k in ("method", "path", "body")} == {
+        "method": "POST", "path": "/api/entities/e%2F1/merge", "body": {"other": "other-7"}}
+    assert {k: out["split"][k] for k in ("method", "path", "body")} == {
+        "method": "POST", "path": "/api/entities/e%2F1/split", "body": {"detection_ids": ["d2"]}}
+    assert out["name"]["method"] == "PATCH" and out["name"]["body"] == {"name": "Front door courier", "notes": ""}
+    assert out["trust"]["body"] == {"trust": "trusted"} and out["watch"]["method"] == "POST"
+
+
+def test_degraded_banner_while_redis_is_down(browser: WebDriver, infra, tmp_path: Path):
+    d = browser
+    port = free_port()
+    start_redis(port, tmp_path / "redis")
+    worker, tag, root = start_worker(tmp_path / "w", REID_REDIS_URL=f"redis://127.0.0.1:{port}/0")
+    try:
+        seen = detection(root, f"frank-{tag}", "cam-9", pattern_image(606), (20, 20))
+        send(worker, seen)
+        wait_for(lambda: api(worker.base, "/api/entities")[1]["count"] == 1, "frank stored", 120)
+        sign_in(d, worker.base)
+        wait_for(lambda: card_ids(d) == [seen["detection_id"]], "frank's card")
+        assert not visible(d, "banner")
+
+        stop_redis(port, save=True)
+        banner = wait_for(lambda: (b := d.find_element(By.ID, "banner")).is_displayed() and b, "the banner", 30)
+        assert "Degraded" in banner.text and "Redis" in banner.text and banner.get_attribute("role") == "alert"
+        assert card_ids(d) == [] and "unavailable" in d.find_element(By.ID, "list-status").text
+        assert api(worker.base, "/api/entities")[2].get("X-Reid-Degraded") == "redis-unavailable"
+        shot(d, "browser-degraded.png")
+        # An entity page cannot be read meanwhile: it says why rather than "not found".
+        d.get(f"{worker.base}/#/entity/{seen['detection_id']}")
+        wait_for(lambda: "HTTP 503" in d.find_element(By.ID, "entity-status").text, "the 503 message")
+        assert visible(d, "banner")
+
+        start_redis(port, tmp_path / "redis")  # the same dump: the entity is back
+        time.sleep(0.5)
+        d.get(worker.base + "/#/")
+        wait_for(lambda: card_ids(d) == [seen["detection_id"]] and not visible(d, "banner"), "recovery", 60)
+    finally:
+        stop_worker(worker)
+        stop_redis(port)
