@@ -3,8 +3,11 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PYTHON ?= python3
 CACHE_DIR ?= $(HOME)/.cache/reid-stream
-# The virtualenv lives outside the clone, keyed by the dependency files, so clones and CI share it.
-DEPS_HASH := $(shell cat pyproject.toml reid_stream/infra/requirements.lock | sha256sum | cut -c1-16)
+# The virtualenv lives outside the clone, keyed by the dependencies (pyproject's lists and the lock), so clones
+# and CI share it, and an edit elsewhere in pyproject.toml does not rebuild it.
+DEPS_HASH := $(shell { $(PYTHON) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+	print(sorted(p['dependencies']), sorted((k, sorted(v)) for k, v in p['optional-dependencies'].items()))"; \
+	cat reid_stream/infra/requirements.lock; } | sha256sum | cut -c1-16)
 VENV := $(CACHE_DIR)/venv-$(DEPS_HASH)
 PY := .venv/bin/python
 RUN_DIR := $(CACHE_DIR)/run
