@@ -20,6 +20,14 @@ local vec_prefix = P .. ':entity_embeddings:' .. model .. ':' .. etype .. ':'
 local meta_prefix = P .. ':entity_meta:' .. model .. ':' .. etype .. ':'
 local expected = tonumber(ARGV[1])
 
+-- TTLs of keys shared by entities of different retentions only ever grow: a named entity's rows and list
+-- entries must not be cut back to the embedding TTL by a stranger's write (see corrections.py).
+local function extend(key, secs)
+  if redis.call('TTL', key) < secs then
+    redis.call('EXPIRE', key, secs)
+  end
+end
+
 local function drop(member, evicted)
   local bar = string.find(member, '|', 1, true)
   local day = string.sub(member, 1, bar - 1)
@@ -41,12 +49,23 @@ local function commit(n, a)
     return {'conflict', tostring(version)}
   end
 
+  -- A retained entity (named or given a trust, see corrections.py) keeps its rows in the 'kept' hashes,
+  -- indexed at (retained until - ttl) so that the age expiry below drops them when the retention ends and the
+  -- cap pops them after every ordinary row; its retention runs from this appearance.
+  local ent = P .. ':ent:' .. eid
+  local etl, score = ttl, now
+  local retention = tonumber(redis.call('HGET', ent, 'retention') or '0')
+  if retention > ttl then
+    day, etl, score = 'kept', retention, now + retention - ttl
+    redis.call('HSET', ent, 'keep_until', now + retention)
+    extend(P .. ':named:' .. etype, etl)
+  end
   local vec_key, meta_key = vec_prefix .. day, meta_prefix .. day
   redis.call('HSET', vec_key, det, ARGV[a + 2])
-  redis.call('EXPIRE', vec_key, ttl)
+  extend(vec_key, etl)
   redis.call('HSET', meta_key, det, ARGV[a + 3])
-  redis.call('EXPIRE', meta_key, ttl)
-  redis.call('ZADD', KEYS[2], now, day .. '|' .. det)
+  extend(meta_key, etl)
+  redis.call('ZADD', KEYS[2], score, day .. '|' .. det)
 
   local evicted = {}
   -- Age first, then the cap: the oldest go first.
@@ -62,10 +81,9 @@ local function commit(n, a)
       drop(popped[i], evicted)
     end
   end
-  redis.call('EXPIRE', KEYS[2], ttl)
+  extend(KEYS[2], etl)
 
   -- The entity: first/last seen are the min/max of detection times, whatever their arrival order.
-  local ent = P .. ':ent:' .. eid
   local ts = tonumber(ARGV[a + 6])
   local first = tonumber(redis.call('HGET', ent, 'first_ts') or 'inf')
   if ts < first then
@@ -81,26 +99,26 @@ local function commit(n, a)
   redis.call('HSET', ent .. ':apps', det, ARGV[a + 8])
   redis.call('ZADD', ent .. ':order', ts, det)
   for _, key in ipairs({ent, ent .. ':cams', ent .. ':apps', ent .. ':order'}) do
-    redis.call('EXPIRE', key, ttl)
+    redis.call('EXPIRE', key, etl)
   end
   local by_camera = P .. ':cam:' .. etype .. ':' .. cam
   redis.call('ZADD', by_camera, 'GT', ts, eid)
   redis.call('ZADD', KEYS[3], 'GT', ts, eid)
-  redis.call('EXPIRE', KEYS[3], ttl)
-  redis.call('EXPIRE', by_camera, ttl)
+  extend(KEYS[3], etl)
+  extend(by_camera, etl)
 
   -- Its merged ids live as long as its appearances (theirs among them): asking for or erasing one of
   -- them must keep finding this entity.
   local merged_ids = redis.call('SMEMBERS', ent .. ':merged')
   if #merged_ids > 0 then
-    redis.call('EXPIRE', ent .. ':merged', ttl)
-    redis.call('EXPIRE', KEYS[4], ttl)
+    redis.call('EXPIRE', ent .. ':merged', etl)
+    extend(KEYS[4], etl)
     for _, id in ipairs(merged_ids) do
-      redis.call('EXPIRE', P .. ':alias:' .. id, ttl)
+      redis.call('EXPIRE', P .. ':alias:' .. id, etl)
     end
   end
 
-  redis.call('SET', marker_key, ARGV[a + 4], 'EX', ttl)
+  redis.call('SET', marker_key, ARGV[a + 4], 'EX', etl)
   for i = a + 11, a + 10 + tonumber(ARGV[a + 10]) do
     local refs = P .. ':refs:' .. ARGV[i]
     redis.call('SADD', refs, det)

@@ -29,6 +29,8 @@ from reid_stream.matching import Assignment, EntityEmbedding, VectorIndex
 COMMIT_LUA = (Path(__file__).resolve().parent / "store.lua").read_text()
 MERGE_LUA = (Path(__file__).resolve().parent / "merge.lua").read_text()
 T = TypeVar("T")
+PAIR_SEP = "\x1f"
+KEPT_DAY = "kept"  # the pseudo-day of retained entities' rows (see corrections.py), in place of the date
 MAX_ALIAS_HOPS = 32  # merges flatten chains, so one hop is the rule; more only mid-merge or from stale keys
 
 
@@ -102,6 +104,15 @@ class Keys:
         """Entity updates not yet published to Kafka, oldest first."""
         return f"{self.prefix}:outbox:{etype}"
 
+    def apart(self, model: str, etype: str) -> str:
+        """Cannot-link pairs an operator's split made: pair_member(a, b) -> until (epoch s)."""
+        return f"{self.prefix}:apart:{model}:{etype}"
+
+    def named(self, etype: str) -> str:
+        """Entities of a type that have a name or a trust -> {name, trust}: what the assign stage reads to put
+        them in match events without reading every entity."""
+        return f"{self.prefix}:named:{etype}"
+
     def refs_prefix(self) -> str:
         return f"{self.prefix}:refs:"
 
@@ -146,6 +157,19 @@ def resolve_alias(aliases: Mapping[str, str], entity_id: str) -> str:
         seen.add(nxt)
         entity_id = nxt
     return entity_id
+
+
+def pair_member(a: str, b: str) -> str:
+    """A cannot-link pair as stored: the two ids sorted, so either order finds it, joined by a character no id
+    may hold (ids are control-character free)."""
+    return PAIR_SEP.join(sorted((a, b)))
+
+
+def operator_fields(h: Mapping[str, str]) -> dict[str, Any]:
+    """Name, notes, trust and retention of an entity hash (decoded), as the views show them."""
+    until = float(h.get("keep_until", 0) or 0)
+    return {"name": h.get("name"), "notes": h.get("notes"), "trust": h.get("trust", "unknown"),
+            "retained_until": datetime.fromtimestamp(until, UTC) if until > time.time() else None}
 
 
 def others_named(entity_id: str, matches: Iterable[str], candidates: Iterable[str],
@@ -195,6 +219,7 @@ class _Erasure:
     aliases: set[str] = field(default_factory=set)  # alias fields and keys to delete
     unref: dict[str, list[str]] = field(default_factory=dict)  # other entities' refs key -> its detections
     rewrites: dict[str, str] = field(default_factory=dict)  # other detections' marker key -> scrubbed json
+    apart: list[str] = field(default_factory=list)  # cannot-link pairs naming it
 
 
 def _sorted_ids(raw: Iterable[bytes]) -> list[str]:
@@ -311,21 +336,23 @@ class ReidStore:
                 out.append(CommitResult("conflict", int(reply[1])))
         return out
 
-    async def merge(self, model: str, etype: str, survivor: str, merged: str, similarity: float,
-                    expected_version: int, at: datetime) -> CommitResult:
+    async def merge(self, model: str, etype: str, survivor: str, merged: str, similarity: float | None,
+                    expected_version: int, at: datetime, by: str | None = None) -> CommitResult:
         """Merge one entity into another in one atomic script (see merge.lua): ok with the new version,
-        conflict (with the current one) when the version moved, gone when either entity no longer exists."""
+        conflict (with the current one) when the version moved, gone when either entity no longer exists,
+        apart when an operator split the two apart."""
         if survivor == merged:
             raise ValueError(f"cannot merge entity {survivor} into itself")
         k = self.keys
         keys = [k.version(model, etype), k.entity(survivor), k.cameras(survivor), k.appearances(survivor),
                 k.order(survivor), k.merged_ids(survivor), k.entity(merged), k.cameras(merged),
                 k.appearances(merged), k.order(merged), k.merged_ids(merged), k.by_type(etype),
-                k.aliases(model, etype), k.outbox(etype), k.refs(survivor), k.refs(merged)]
+                k.aliases(model, etype), k.outbox(etype), k.refs(survivor), k.refs(merged), k.apart(model, etype),
+                k.named(etype)]
         update = EntityUpdate(type="merged", survivor=survivor, merged=merged, entity_type=etype,
-                              similarity=similarity, at=at)
+                              similarity=similarity, at=at, by=by)
         args = [expected_version, self.settings.embedding_ttl_seconds, survivor, merged, update.model_dump_json(),
-                k.camera_prefix(etype), k.alias_prefix()]
+                k.camera_prefix(etype), k.alias_prefix(), pair_member(survivor, merged)]
         status, version = await self._merge_script(keys=keys, args=args)
         return CommitResult(status.decode(), int(version))
 
@@ -382,7 +409,8 @@ class ReidStore:
             out.append(EntitySummary(
                 id=eid, entity_id=eid, entity_type=h["entity_type"], first_seen=h["first_seen"],
                 last_seen=h["last_seen"], appearance_count=int(count), cameras_seen=sorted(c.decode() for c in cams),
-                thumbnail_url=self._entity_thumbnail(eid, h), merged_ids=_sorted_ids(merged)))
+                thumbnail_url=self._entity_thumbnail(eid, h), merged_ids=_sorted_ids(merged),
+                **operator_fields(h)))
         return out
 
     def _entity_thumbnail(self, entity_id: str, h: dict[str, str]) -> str:
@@ -442,7 +470,8 @@ class ReidStore:
         return EntityDetail(id=entity_id, entity_id=entity_id, entity_type=h["entity_type"],
                             first_seen=h["first_seen"], last_seen=h["last_seen"], appearance_count=len(apps),
                             cameras_seen=sorted(c.decode() for c in cams), appearances=appearances,
-                            thumbnail_url=self._entity_thumbnail(entity_id, h), merged_ids=_sorted_ids(merged))
+                            thumbnail_url=self._entity_thumbnail(entity_id, h), merged_ids=_sorted_ids(merged),
+                            **operator_fields(h))
 
     async def image_ref(self, detection_id: str) -> dict[str, Any] | None:
         """Where a stored detection's crop can be cut again: {"bbox": [...], "path" or "url": ...}.
@@ -499,6 +528,8 @@ class ReidStore:
         # Aliases naming it whose merged-ids set expired first would otherwise outlive it in the hash.
         aliases = await pipe.hgetall(k.aliases(model, etype))
         plan.aliases = set(plan.merged_ids) | {f.decode() for f, v in aliases.items() if v.decode() in erased}
+        pairs = await pipe.zrange(k.apart(model, etype), 0, -1)
+        plan.apart = [p.decode() for p in pairs if erased & set(p.decode().split(PAIR_SEP))]
         await self._plan_unref(pipe, plan, erased)
         await self._plan_rewrites(pipe, plan, erased)
         return plan
@@ -534,6 +565,10 @@ class ReidStore:
             pipe.hdel(k.vec_prefix(model, etype) + day, det)
             pipe.hdel(k.meta_prefix(model, etype) + day, det)
             pipe.zrem(k.index(model, etype), f"{day}|{det}")
+            # A retained entity's rows live under the pseudo-day (see corrections.py).
+            pipe.hdel(k.vec_prefix(model, etype) + KEPT_DAY, det)
+            pipe.hdel(k.meta_prefix(model, etype) + KEPT_DAY, det)
+            pipe.zrem(k.index(model, etype), f"{KEPT_DAY}|{det}")
             pipe.delete(k.marker(det))
         pipe.delete(k.entity(eid), k.cameras(eid), k.appearances(eid), k.order(eid), k.merged_ids(eid),
                     *(k.refs(e) for e in (eid, *plan.merged_ids)))
@@ -543,6 +578,10 @@ class ReidStore:
         if plan.aliases:
             pipe.delete(*(k.alias(a) for a in plan.aliases))
             pipe.hdel(k.aliases(model, etype), *plan.aliases)
+        # Its name, notes and trust went with its hash; the name index and the cannot-link pairs naming it go too.
+        pipe.hdel(k.named(etype), eid, *plan.merged_ids)
+        if plan.apart:
+            pipe.zrem(k.apart(model, etype), *plan.apart)
         for refs_key, dets in plan.unref.items():
             pipe.srem(refs_key, *dets)
         for marker_key, marker in plan.rewrites.items():
