@@ -41,6 +41,11 @@ class Named:
     trust: str | None
 
 
+def update_messages(topic: str, raw: list[bytes]) -> list[tuple[str, bytes | None, bytes]]:
+    """Outbox entries as entity-updates messages: published as stored, keyed by the entity that remains."""
+    return [(topic, EntityUpdate.model_validate_json(r).survivor.encode(), r) for r in raw]
+
+
 def _days(rows: list[tuple[bytes, float]]) -> list[str]:
     """(detection, day) pairs, flat, for a script's arguments: the day names the hash of its embedding."""
     out: list[str] = []

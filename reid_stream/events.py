@@ -230,6 +230,53 @@ class EntityDetail(EntitySummary):
                                       "since merged into this one.")
 
 
+FreeText = Field(default=None, max_length=4096, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$")  # newlines and tabs allowed
+
+
+class EntityPatch(BaseModel):
+    """PATCH /api/entities/{id}: the fields given are set (null clears one); the others are left as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
+    notes: str | None = FreeText
+    trust: Trust | None = Field(default=None, description="null sets it back to unknown.")
+
+    @model_validator(mode="after")
+    def _something(self) -> EntityPatch:
+        if not self.model_fields_set:
+            raise ValueError("give at least one of name, notes, trust")
+        return self
+
+
+class MergeRequest(BaseModel):
+    """POST /api/entities/{id}/merge: the other entity is merged into this one, which keeps its id."""
+
+    model_config = ConfigDict(extra="forbid")
+    other_id: str = Ident
+
+
+class SplitRequest(BaseModel):
+    """POST /api/entities/{id}/split: these appearances leave it for a new entity (at least one must stay)."""
+
+    model_config = ConfigDict(extra="forbid")
+    detection_ids: list[str] = Field(min_length=1, max_length=1000)
+
+    @field_validator("detection_ids")
+    @classmethod
+    def _idents(cls, ids: list[str]) -> list[str]:
+        for d in ids:
+            if not 0 < len(d) <= 256 or any(ord(c) < 0x20 for c in d):
+                raise ValueError("each detection id has 1 to 256 characters and no control characters")
+        return ids
+
+
+class Correction(BaseModel):
+    """The answer to a merge or split: the update (as published on entity-updates) and the entities now."""
+
+    update: EntityUpdate
+    entities: list[EntitySummary]
+
+
 class EntityList(BaseModel):
     entities: list[EntitySummary]
     count: int

@@ -28,6 +28,16 @@ from reid_stream.matching import Assignment, EntityEmbedding, VectorIndex
 
 COMMIT_LUA = (Path(__file__).resolve().parent / "store.lua").read_text()
 MERGE_LUA = (Path(__file__).resolve().parent / "merge.lua").read_text()
+# Pops the outbox's head while it is the next update published (by content: see ack_published).
+ACK_LUA = """
+local n = 0
+for i = 1, #ARGV do
+  if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[i] then break end
+  redis.call('LPOP', KEYS[1])
+  n = n + 1
+end
+return n
+"""
 T = TypeVar("T")
 PAIR_SEP = "\x1f"
 KEPT_DAY = "kept"  # the pseudo-day of retained entities' rows (see corrections.py), in place of the date
@@ -234,6 +244,7 @@ class ReidStore:
         # redis-py keeps the script's SHA and loads it again itself after a Redis restart (NOSCRIPT).
         self._commit_script = client.register_script(COMMIT_LUA)
         self._merge_script = client.register_script(MERGE_LUA)
+        self._ack_script = client.register_script(ACK_LUA)
         self._dtype = np.float16 if settings.vector_dtype == "float16" else np.float32
 
     @classmethod
@@ -363,6 +374,16 @@ class ReidStore:
         raw = await self.redis.lrange(self.keys.outbox(etype), 0, limit - 1)
         return [EntityUpdate.model_validate_json(r) for r in raw]
 
+    async def pending_raw(self, etype: str, limit: int = 100) -> list[bytes]:
+        """The oldest unpublished updates of a type as stored (JSON), oldest first."""
+        return list(await self.redis.lrange(self.keys.outbox(etype), 0, limit - 1))
+
+    async def ack_published(self, etype: str, published: list[bytes]) -> int:
+        """Drop published updates from the head of the outbox, each only if it is still there: the views publish
+        an operator's correction at once while the pipeline may be publishing the same head, and a count
+        would then drop an update neither published. Returns how many were dropped."""
+        return int(await self._ack_script(keys=[self.keys.outbox(etype)], args=published))
+
     async def ack_updates(self, etype: str, count: int) -> None:
         """Drop the first `count` updates once Kafka has them: a crash before this publishes them again."""
         if count > 0:
@@ -390,6 +411,10 @@ class ReidStore:
         ids = [eid for _, eid in merged[offset: offset + limit]]
         summaries = await self._summaries(ids)
         return [s for s in summaries if s is not None], total
+
+    async def summaries(self, entity_ids: list[str]) -> list[EntitySummary]:
+        """The live ones of these entities, in order."""
+        return [s for s in await self._summaries(entity_ids) if s is not None]
 
     async def _summaries(self, entity_ids: list[str]) -> list[EntitySummary | None]:
         pipe = self.redis.pipeline(transaction=False)
