@@ -91,6 +91,7 @@ class Assigner:
             # Read after the rows: a correction in between moved the version, so this copy's next commit
             # conflicts and it is read again; names and pairs newer than the rows are never older than them.
             gallery.apart = await self.corrections.apart(model, etype)
+            gallery.pinned = await self.corrections.pinned(model, etype)
             names = await self.corrections.names(etype)
             cache = self._caches[key] = _TypeCache(version, index, gallery, names)
         self._names = cache.names

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from reid_stream.events import EntityUpdate
-from reid_stream.store import PAIR_SEP, ReidStore, day_of, pair_member, resolve_alias
+from reid_stream.store import KEPT_DAY, PAIR_SEP, ReidStore, day_of, pair_member, resolve_alias
 
 HERE = Path(__file__).resolve().parent
 RETAIN_LUA = (HERE / "retain.lua").read_text()
@@ -119,6 +119,25 @@ class Corrections:
             out[eid.decode()] = Named(v.get("name"), v.get("trust"))
         return out
 
+    async def _track_keys(self, model: str, etype: str, entity_ids: list[str]) -> list[str]:
+        """The tracklets of these entities' stored rows (read before a compare-and-set that checks them)."""
+        k = self.keys
+        dets: list[tuple[bytes, float]] = []
+        for eid in entity_ids:
+            dets += await self.redis.zrange(k.order(eid), 0, -1, withscores=True)
+        pairs = _days(dets)
+        pipe = self.redis.pipeline(transaction=False)
+        for det, day in zip(pairs[::2], pairs[1::2], strict=True):
+            pipe.hget(k.meta_prefix(model, etype) + day, det)
+            pipe.hget(k.meta_prefix(model, etype) + KEPT_DAY, det)
+        metas = await pipe.execute() if dets else []
+        return sorted({json.loads(m).get("k", "") for m in metas if m is not None} - {""})
+
+    async def pinned(self, model: str, etype: str) -> set[str]:
+        """Tracklets an operator's merge confirmed, still in force."""
+        return {m.decode() for m in await self.redis.zrangebyscore(self.keys.pinned(model, etype), time.time(),
+                                                                    "+inf")}
+
     async def apart(self, model: str, etype: str) -> set[frozenset[str]]:
         """Cannot-link pairs still in force, with ids resolved through merges since (a pair outlives an
         automatic merge of either side into a third entity)."""
@@ -150,8 +169,9 @@ class Corrections:
                 raise CorrectionError(409, "entity_type_mismatch", f"'{survivor}' is a {etype} and '{merged}' a "
                                       f"{h2['entity_type']} (or their embeddings are of different models)")
             at = datetime.now(UTC)
-            res = await self.store.merge(model, etype, survivor, merged, None,
-                                         await self.store.version(model, etype), at, by=by)
+            version = await self.store.version(model, etype)
+            pinned = await self._track_keys(model, etype, [survivor, merged])
+            res = await self.store.merge(model, etype, survivor, merged, None, version, at, by=by, pinned=pinned)
             if res.status == "apart":
                 raise CorrectionError(409, "entities_split_apart", f"'{survivor}' and '{merged}' were split apart "
                                       "by an operator; erase or wait for the pair's retention to end")

@@ -8,10 +8,12 @@
 --       9 merged appearances, 10 merged order, 11 merged's merged ids, 12 entities of the type (zset),
 --       13 aliases of the (model, type) (hash merged -> survivor), 14 outbox of the type (list),
 --       15 refs of the survivor (set), 16 refs of the merged (set), 17 cannot-link pairs of the (model, type)
---       (zset "a|b" -> until), 18 names of the type (hash entity -> {name, trust})
+--       (zset pair -> until), 18 names of the type (hash entity -> {name, trust}), 19 pinned tracklets of
+--       the (model, type) (zset track key -> until)
 -- ARGV: 1 expected version, 2 ttl seconds, 3 survivor id, 4 merged id, 5 EntityUpdate json,
 --       6 key prefix of the camera zsets "…:cam:{type}:", 7 key prefix of the alias keys "…:alias:",
---       8 the pair's member in KEYS[17]
+--       8 the pair's member in KEYS[17], then the tracklet keys an operator's merge pins (none for the
+--       assign stage's own merges)
 local version = tonumber(redis.call('GET', KEYS[1]) or '0')
 if version ~= tonumber(ARGV[1]) then
   return {'conflict', tostring(version)}
@@ -126,6 +128,13 @@ for _, i in ipairs({12, 13, 14}) do
 end
 if redis.call('HLEN', KEYS[18]) > 0 then
   extend(KEYS[18], etl)
+end
+-- An operator said these tracklets are one person: none of them is decided again for contradicting the others.
+for i = 9, #ARGV do
+  redis.call('ZADD', KEYS[19], now + etl, ARGV[i])
+end
+if #ARGV >= 9 then
+  extend(KEYS[19], etl)
 end
 redis.call('SET', KEYS[1], version + 1, 'EX', ttl)
 return {'ok', tostring(version + 1)}

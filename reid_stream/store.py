@@ -118,6 +118,11 @@ class Keys:
         """Cannot-link pairs an operator's split made: pair_member(a, b) -> until (epoch s)."""
         return f"{self.prefix}:apart:{model}:{etype}"
 
+    def pinned(self, model: str, etype: str) -> str:
+        """Tracklet keys an operator's merge confirmed -> until: never decided again for contradicting the
+        entity's other tracklets."""
+        return f"{self.prefix}:pinned:{model}:{etype}"
+
     def named(self, etype: str) -> str:
         """Entities of a type that have a name or a trust -> {name, trust}: what the assign stage reads to put
         them in match events without reading every entity."""
@@ -348,7 +353,8 @@ class ReidStore:
         return out
 
     async def merge(self, model: str, etype: str, survivor: str, merged: str, similarity: float | None,
-                    expected_version: int, at: datetime, by: str | None = None) -> CommitResult:
+                    expected_version: int, at: datetime, by: str | None = None,
+                    pinned: Iterable[str] = ()) -> CommitResult:
         """Merge one entity into another in one atomic script (see merge.lua): ok with the new version,
         conflict (with the current one) when the version moved, gone when either entity no longer exists,
         apart when an operator split the two apart."""
@@ -359,11 +365,11 @@ class ReidStore:
                 k.order(survivor), k.merged_ids(survivor), k.entity(merged), k.cameras(merged),
                 k.appearances(merged), k.order(merged), k.merged_ids(merged), k.by_type(etype),
                 k.aliases(model, etype), k.outbox(etype), k.refs(survivor), k.refs(merged), k.apart(model, etype),
-                k.named(etype)]
+                k.named(etype), k.pinned(model, etype)]
         update = EntityUpdate(type="merged", survivor=survivor, merged=merged, entity_type=etype,
                               similarity=similarity, at=at, by=by)
         args = [expected_version, self.settings.embedding_ttl_seconds, survivor, merged, update.model_dump_json(),
-                k.camera_prefix(etype), k.alias_prefix(), pair_member(survivor, merged)]
+                k.camera_prefix(etype), k.alias_prefix(), pair_member(survivor, merged), *pinned]
         status, version = await self._merge_script(keys=keys, args=args)
         return CommitResult(status.decode(), int(version))
 

@@ -248,7 +248,8 @@ class Decider:
                                 best.similarity), track_rows=rows)
         else:
             rest = g.score_without(agg, current, track.key)
-            if rows >= REDECIDE_MIN_ROWS and rest is not None and rest < p.threshold - p.contradiction:
+            if (rows >= REDECIDE_MIN_ROWS and rest is not None and rest < p.threshold - p.contradiction
+                    and track.key not in g.pinned):  # an operator said it belongs here
                 best, ambiguous, cands = self._choose(agg, item.camera_id, t0, t1, track.key, {current} | apart)
                 entity = best.entity_id if best is not None else item.detection_id
                 return Decision(entity, "joined" if best else "new", ambiguous, cands, redecided_from=current,

@@ -199,6 +199,8 @@ class Gallery:
         self.high = 0  # slots at and above this were never used: products skip them
         # Cannot-link pairs (an operator split them): no automatic merge or tracklet may join them again.
         self.apart: set[frozenset[str]] = set()
+        # Tracklets an operator merged into one entity: never decided again for contradicting each other.
+        self.pinned: set[str] = set()
 
     # --- rows in and out ----------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from datetime import timedelta
 
 import numpy as np
@@ -164,7 +165,8 @@ async def test_split_refusals(store, ids, status, code):
 
 async def test_http_merge_carries_the_name_and_keeps_the_merged_rows(store):
     c = Corrections(store)
-    await put(store, write("a1", "a1", "c1", 0), write("b1", "b1", "c2", 5))
+    await put(store, replace(write("a1", "a1", "c1", 0), track_key="c1|1"),
+              replace(write("b1", "b1", "c2", 5), track_key="c2|1"))
     await c.annotate("b1", {"name": "Bob", "trust": "trusted"})
     update = await c.merge("a1", "b1", by="ops")
     assert (update.survivor, update.merged, update.by, update.similarity) == ("a1", "b1", "ops", None)
@@ -174,6 +176,7 @@ async def test_http_merge_carries_the_name_and_keeps_the_merged_rows(store):
     k = store.keys
     assert set(await store.redis.hkeys(k.vec_prefix(MODEL, TYPE) + KEPT_DAY)) == {b"a1", b"b1"}
     assert json.loads((await store.pending_raw(TYPE))[-1])["by"] == "ops"
+    assert await c.pinned(MODEL, TYPE) == {"c1|1", "c2|1"}  # both tracklets: never redecided apart
     with pytest.raises(CorrectionError) as err:
         await c.merge("b1", "a1", by="ops")
     assert err.value.code == "same_entity"

@@ -126,6 +126,10 @@ def test_a_tracklet_that_contradicts_its_entity_is_decided_again():
     g.add(row("t1", "P", "c2|4", "c2", 101.0, vec(41, 0.05, base=8)))  # …then the track shows someone else
     d = Decider(g, POLICY).decide(incoming("t2", "c2", 102.0, vec(42, 0.05, base=8), "4"))
     assert d.redecided_from == "P" and (d.kind, d.entity_id) == ("new", "t2")
+    # Unless an operator merged it into P: then it stays, whatever it looks like.
+    g.pinned = {"c2|4"}
+    d = Decider(g, POLICY).decide(incoming("t2", "c2", 102.0, vec(42, 0.05, base=8), "4"))
+    assert d.redecided_from is None and (d.kind, d.entity_id) == ("tracklet", "P")
 
 
 def test_a_lone_tracklet_that_turns_out_to_be_somebody_known_is_merged_into_them():
