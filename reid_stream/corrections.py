@@ -9,6 +9,7 @@ correction and the stream never interleave, and no appearance is lost or counted
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 from reid_stream.events import EntityUpdate
 from reid_stream.store import KEPT_DAY, PAIR_SEP, ReidStore, day_of, pair_member, resolve_alias
 
+log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 RETAIN_LUA = (HERE / "retain.lua").read_text()
 SPLIT_LUA = (HERE / "split.lua").read_text()
@@ -92,6 +94,7 @@ class Corrections:
             status = await self._apply(target, h, fields)
             if status == "ok":
                 return target
+            log.info("annotating %s: the stream moved the version; retrying", target)
         raise CorrectionError(503, "correction_conflict", "the stream kept changing the entity; retry")
 
     async def _apply(self, target: str, h: dict[str, str], fields: dict[str, Any]) -> str:
@@ -180,6 +183,7 @@ class Corrections:
                     await self.annotate(survivor, {})
                 return EntityUpdate(type="merged", survivor=survivor, merged=merged, entity_type=etype,
                                     similarity=None, at=at, by=by)
+            log.info("merging %s into %s: %s; retrying", merged, survivor, res.status)
         raise CorrectionError(503, "correction_conflict", "the stream kept changing the entities; retry")
 
     async def split(self, entity_id: str, detection_ids: list[str], by: str | None) -> EntityUpdate:
@@ -209,6 +213,7 @@ class Corrections:
             status = status.decode()
             if status == "ok":
                 return update
+            log.info("splitting %s: %s; retrying", source, status)
             if status == "all":
                 raise CorrectionError(422, "split_takes_everything", "a split must leave the entity at least one "
                                       "appearance (to rename it, use PATCH)")
