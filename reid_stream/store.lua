@@ -20,10 +20,12 @@ local vec_prefix = P .. ':entity_embeddings:' .. model .. ':' .. etype .. ':'
 local meta_prefix = P .. ':entity_meta:' .. model .. ':' .. etype .. ':'
 local expected = tonumber(ARGV[1])
 
--- TTLs of keys shared by entities of different retentions only ever grow: a named entity's rows and list
--- entries must not be cut back to the embedding TTL by a stranger's write (see corrections.py).
+-- While any entity of the type is retained (named or given a trust: see corrections.py, which lists them in
+-- the type's names hash), TTLs of keys shared with it only ever grow: its rows and list entries must not be cut
+-- back to the embedding TTL by a stranger's write. Otherwise (most of the time) one EXPIRE, as ever.
+local any_kept = redis.call('EXISTS', P .. ':named:' .. etype) == 1
 local function extend(key, secs)
-  if redis.call('TTL', key) < secs then
+  if not any_kept or redis.call('TTL', key) < secs then
     redis.call('EXPIRE', key, secs)
   end
 end
@@ -54,7 +56,7 @@ local function commit(n, a)
   -- cap pops them after every ordinary row; its retention runs from this appearance.
   local ent = P .. ':ent:' .. eid
   local etl, score = ttl, now
-  local retention = tonumber(redis.call('HGET', ent, 'retention') or '0')
+  local retention = any_kept and tonumber(redis.call('HGET', ent, 'retention') or '0') or 0
   if retention > ttl then
     day, etl, score = 'kept', retention, now + retention - ttl
     redis.call('HSET', ent, 'keep_until', now + retention)

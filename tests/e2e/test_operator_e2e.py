@@ -238,11 +238,15 @@ async def test_correction_routes_need_a_token_and_refuse_bad_input(infra, unique
             await stream.send([detection(unique, root, "y", "porch", n, "1") for n in range(2)])
             await matches.until(lambda items: len(items) >= 2, 60, "two match events")
         eid = matches.items[0]["entity_id"]
+        # Every route and method the OpenAPI document lists refuses a request without a valid token.
+        status, spec, _ = await get_json(f"{base}/api/openapi.json")
+        routes = [(m.upper(), p.replace("{entity_id}", eid).replace("{detection_id}", eid))
+                  for p, ops in spec["paths"].items() for m in ops]
+        assert {("PATCH", f"/api/entities/{eid}"), ("POST", f"/api/entities/{eid}/merge"),
+                ("POST", f"/api/entities/{eid}/split")} <= set(routes)
         for token in (None, "wrong-token-0123456789"):
-            for method, path, body in (("PATCH", f"/api/entities/{eid}", {"name": "x"}),
-                                       ("POST", f"/api/entities/{eid}/merge", {"other_id": eid}),
-                                       ("POST", f"/api/entities/{eid}/split", {"detection_ids": [eid]})):
-                status, answer = await send_json(base + path, method, body, token=token)
+            for method, path in routes:
+                status, answer = await send_json(base + path, method, {"name": "x", "other_id": eid}, token=token)
                 assert status == 401 and answer["detail"], (method, path)
         cases = [
             ("PATCH", eid, {}, 422, "invalid_body"),
