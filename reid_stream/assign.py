@@ -89,7 +89,7 @@ class Assigner:
             for row in index.items():
                 gallery.add(_row(row))
             # Read after the rows: a correction in between moved the version, so this copy's next commit
-            # conflicts and it is read again; names and pairs newer than the rows are never older than them.
+            # conflicts and it is read again: names and pairs are never older than the rows.
             gallery.apart = await self.corrections.apart(model, etype)
             gallery.pinned = await self.corrections.pinned(model, etype)
             names = await self.corrections.names(etype)
