@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from reid_stream.assign import Assigner
 from reid_stream.config import Settings
+from reid_stream.corrections import update_messages
 from reid_stream.embed import Embedder
 from reid_stream.errors import DetectionError
 from reid_stream.events import DeadLetter, MatchEvent
@@ -161,14 +162,13 @@ class Pipeline(mode.Service):
         only once Kafka has them, so a crash between the two publishes them again rather than never."""
         store = self.runtime.store
         for etype in sorted(entity_types):
-            updates = await retry_forever("reading entity updates", partial(store.pending_updates, etype),
-                                          self.metrics)
-            if not updates:
+            raw = await retry_forever("reading entity updates", partial(store.pending_raw, etype), self.metrics)
+            if not raw:
                 continue
-            messages = [(self.settings.topic_updates, u.survivor.encode(), u.model_dump_json().encode())
-                        for u in updates]
+            messages = update_messages(self.settings.topic_updates, raw)
             await retry_forever("publishing entity updates", partial(self.publisher.publish, messages), self.metrics)
-            await retry_forever("acknowledging entity updates", partial(store.ack_updates, etype, len(updates)),
+            # By content, not count: the views publish operators' corrections from the same outbox.
+            await retry_forever("acknowledging entity updates", partial(store.ack_published, etype, raw),
                                 self.metrics)
 
 

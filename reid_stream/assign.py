@@ -8,12 +8,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
 
 from reid_stream.config import Settings
+from reid_stream.corrections import Corrections, Named
 from reid_stream.errors import DetectionError
 from reid_stream.events import (
     Candidate,
@@ -42,6 +43,7 @@ class _TypeCache:
     version: int
     index: VectorIndex  # every stored row: the detection-level matches of each event
     gallery: Gallery  # the same rows as tracklets and entity prototypes: who each detection is
+    names: dict[str, Named] = field(default_factory=dict)  # operators' names and trust, for the match events
 
 
 def _row(e: EntityEmbedding) -> Row:
@@ -71,6 +73,8 @@ class Assigner:
         self.metrics = metrics or Metrics()
         self.policy = policy_of(settings)
         self._caches: dict[tuple[str, str], _TypeCache] = {}
+        self.corrections = Corrections(store)
+        self._names: dict[str, Named] = {}  # of the (model, type) being planned: set by _cache
         self._json: dict[str, str] = {}  # the last batch's stored events as the marker holds them
 
     def event_json(self, event: MatchEvent) -> str:
@@ -90,7 +94,13 @@ class Assigner:
             gallery = Gallery(dim)
             for row in index.items():
                 gallery.add(_row(row))
-            cache = self._caches[key] = _TypeCache(version, index, gallery)
+            # Read after the rows: a correction in between moved the version, so this copy's next commit
+            # conflicts and it is read again: names and pairs are never older than the rows.
+            gallery.apart = await self.corrections.apart(model, etype)
+            gallery.pinned = await self.corrections.pinned(model, etype)
+            names = await self.corrections.names(etype)
+            cache = self._caches[key] = _TypeCache(version, index, gallery, names)
+        self._names = cache.names
         return cache
 
     def _plan(self, item: EmbeddedRecord, matches: list[tuple[EntityEmbedding, float]], decision: Decision | None,
@@ -117,12 +127,14 @@ class Assigner:
                 for c in decision.candidates]}
             extra["tracklet"] = complete(TrackletRef, key=incoming.track_key, detections=decision.track_rows,
                                          redecided_from=decision.redecided_from) if incoming.has_track else None
+        named = self._names.get(assignment.entity_id)
         event = complete(
             MatchEvent,
             detection_id=item.detection_id, entity_id=assignment.entity_id, is_new_entity=assignment.is_new_entity,
             entity_type=item.entity_type, camera_id=item.camera_id, camera_name=item.camera_name,
             track_id=item.track_id, timestamp=item.timestamp, model=item.model, matches=refs,
-            processed_at=datetime.now(UTC), **extra)
+            processed_at=datetime.now(UTC), entity_name=named.name if named else None,
+            trust=named.trust if named else None, **extra)
         appearance = complete(
             EntityAppearance,
             detection_id=item.detection_id, camera_id=item.camera_id, camera_name=item.camera_name or item.camera_id,

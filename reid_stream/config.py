@@ -138,6 +138,10 @@ class Settings:
     embedding_ttl_seconds: int = setting(
         "REID_EMBEDDING_TTL_SECONDS", 86400, _int(1, 365 * 86400),
         "Lifetime of every Redis key: embeddings, entities, markers.")
+    named_retention_seconds: int = setting(
+        "REID_NAMED_RETENTION_SECONDS", 30 * 86400, _int(1, 10 * 365 * 86400),
+        "Lifetime of an entity given a name or a trust (and of its embeddings), counted from its latest change or "
+        "appearance; never shorter than REID_EMBEDDING_TTL_SECONDS.")
     max_embeddings: int = setting(
         "REID_MAX_EMBEDDINGS", 1000, _int(1, 10_000_000),
         "Most embeddings kept per model and entity type; the oldest go first.")

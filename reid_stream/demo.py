@@ -41,6 +41,14 @@ def site_detections(site: Path, run: str) -> tuple[list[dict[str, Any]], dict[st
     return events, truth
 
 
+def describe_update(ev: dict[str, Any]) -> str:
+    """One line per entity update: the stream's merges with their similarity, an operator's corrections with who."""
+    who = f" by {ev['by']}" if ev.get("by") else ""
+    if ev.get("type") == "split":
+        return f"{len(ev.get('detections') or [])} detections split from {ev['survivor']} into {ev['created']}{who}"
+    sim = f" (similarity {ev['similarity']:.3f})" if ev.get("similarity") is not None else ""
+    return f"{ev['merged']} merged into {ev['survivor']}{sim}{who}"
+
 async def _produce(settings: Settings, events: list[dict[str, Any]]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()
@@ -105,9 +113,9 @@ async def run_demo(settings: Settings, site: Path, wait_seconds: float) -> int:
                 for rec in records:
                     ev = json.loads(rec.value)
                     if rec.topic == settings.topic_updates:
-                        merged_into[ev["merged"]] = ev["survivor"]
-                        print(f"  -- entity-updates: {ev['merged']} merged into {ev['survivor']} "
-                              f"(similarity {ev['similarity']:.3f})")
+                        print(f"  -- entity-updates: {describe_update(ev)}")
+                        if ev.get("type", "merged") == "merged":
+                            merged_into[ev["merged"]] = ev["survivor"]
                         continue
                     det = ev["detection_id"]
                     if det not in truth or det in entity_of:

@@ -21,6 +21,8 @@ from pydantic import (
 from reid_stream.errors import DetectionError
 
 EntityType = Literal["person", "vehicle"]
+Trust = Literal["trusted", "untrusted", "unknown"]
+TRUSTS: tuple[str, ...] = ("trusted", "untrusted", "unknown")
 ENTITY_TYPES: tuple[str, ...] = ("person", "vehicle")
 MAX_ATTRIBUTES_BYTES = 16384  # attributes travel on every match event and appearance: keep them small
 Ident = Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")
@@ -131,17 +133,30 @@ class MatchEvent(BaseModel):
     candidates: list[Candidate] = Field(default_factory=list,
                                         description="Candidate entities, best first, refused ones included.")
     tracklet: TrackletRef | None = None
+    entity_name: str | None = Field(default=None, description="The entity's name, as an operator set it "
+                                    "(PATCH /api/entities/{id}) before this detection was decided; null if none.")
+    trust: Trust | None = Field(default=None, description="The entity's trust as an operator set it; null if "
+                                "never set.")
 
 
 class EntityUpdate(BaseModel):
     """A change to entities after the fact (topic `entity-updates`, keyed by the survivor's id)."""
 
-    type: Literal["merged"]
-    survivor: str = Field(description="The entity that remains; the merged one's appearances now belong to it.")
-    merged: str = Field(description="The entity that no longer exists; the views answer its id with the survivor.")
+    type: Literal["merged", "split"] = Field(
+        description="`merged`: `merged` joined `survivor`; `split`: `detections` left `survivor` for the new "
+        "entity `created`.")
+    survivor: str = Field(description="The entity that remains: for a merge, the merged one's appearances now "
+                          "belong to it; for a split, the entity the detections were taken from.")
+    merged: str | None = Field(default=None, description="Merges: the entity that no longer exists; the views "
+                               "answer its id with the survivor.")
     entity_type: EntityType
-    similarity: float = Field(description="Cosine similarity of the two prototypes when they were merged.")
+    similarity: float | None = Field(default=None, description="Automatic merges: cosine similarity of the two "
+                                     "prototypes when they were merged; null for an operator's correction.")
     at: datetime
+    created: str | None = Field(default=None, description="Splits: the new entity the detections now belong to.")
+    detections: list[str] | None = Field(default=None, description="Splits: the detections moved.")
+    by: str | None = Field(default=None, description="The API token name of the operator who made the "
+                           "correction; null for the assign stage's own merges.")
 
 
 class DeadLetter(BaseModel):
@@ -201,12 +216,65 @@ class EntitySummary(BaseModel):
     thumbnail_url: str = Field(description="The crop of the entity's latest appearance (a JPEG).")
     merged_ids: list[str] = Field(default_factory=list,
                                   description="Entities merged into this one; their ids resolve to it.")
+    name: str | None = Field(default=None, description="Set by an operator (PATCH); null if none.")
+    notes: str | None = Field(default=None, description="Set by an operator (PATCH); null if none.")
+    trust: Trust = Field(default="unknown", description="Set by an operator (PATCH).")
+    retained_until: datetime | None = Field(
+        default=None, description="A named or trusted/untrusted entity is kept (with its embeddings) until this "
+        "time, REID_NAMED_RETENTION_SECONDS after its latest change or appearance; null: the embedding TTL.")
 
 
 class EntityDetail(EntitySummary):
     appearances: list[EntityAppearance]
     resolved_from: str | None = Field(default=None, description="The id asked for, when it named an entity "
                                       "since merged into this one.")
+
+
+FreeText = Field(default=None, max_length=4096, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$")  # newlines and tabs allowed
+
+
+class EntityPatch(BaseModel):
+    """PATCH /api/entities/{id}: the fields given are set (null clears one); the others are left as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
+    notes: str | None = FreeText
+    trust: Trust | None = Field(default=None, description="null sets it back to unknown.")
+
+    @model_validator(mode="after")
+    def _something(self) -> EntityPatch:
+        if not self.model_fields_set:
+            raise ValueError("give at least one of name, notes, trust")
+        return self
+
+
+class MergeRequest(BaseModel):
+    """POST /api/entities/{id}/merge: the other entity is merged into this one, which keeps its id."""
+
+    model_config = ConfigDict(extra="forbid")
+    other_id: str = Ident
+
+
+class SplitRequest(BaseModel):
+    """POST /api/entities/{id}/split: these appearances leave it for a new entity (at least one must stay)."""
+
+    model_config = ConfigDict(extra="forbid")
+    detection_ids: list[str] = Field(min_length=1, max_length=1000)
+
+    @field_validator("detection_ids")
+    @classmethod
+    def _idents(cls, ids: list[str]) -> list[str]:
+        for d in ids:
+            if not 0 < len(d) <= 256 or any(ord(c) < 0x20 for c in d):
+                raise ValueError("each detection id has 1 to 256 characters and no control characters")
+        return ids
+
+
+class Correction(BaseModel):
+    """The answer to a merge or split: the update (as published on entity-updates) and the entities now."""
+
+    update: EntityUpdate
+    entities: list[EntitySummary]
 
 
 class EntityList(BaseModel):

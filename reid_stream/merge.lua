@@ -7,9 +7,13 @@
 --       5 survivor appearance order (zset), 6 survivor merged ids (set), 7 merged (hash), 8 merged cameras,
 --       9 merged appearances, 10 merged order, 11 merged's merged ids, 12 entities of the type (zset),
 --       13 aliases of the (model, type) (hash merged -> survivor), 14 outbox of the type (list),
---       15 refs of the survivor (set), 16 refs of the merged (set)
+--       15 refs of the survivor (set), 16 refs of the merged (set), 17 cannot-link pairs of the (model, type)
+--       (zset pair -> until), 18 names of the type (hash entity -> {name, trust}), 19 pinned tracklets of
+--       the (model, type) (zset track key -> until)
 -- ARGV: 1 expected version, 2 ttl seconds, 3 survivor id, 4 merged id, 5 EntityUpdate json,
---       6 key prefix of the camera zsets "…:cam:{type}:", 7 key prefix of the alias keys "…:alias:"
+--       6 key prefix of the camera zsets "…:cam:{type}:", 7 key prefix of the alias keys "…:alias:",
+--       8 the pair's member in KEYS[17], then the tracklet keys an operator's merge pins (none for the
+--       assign stage's own merges)
 local version = tonumber(redis.call('GET', KEYS[1]) or '0')
 if version ~= tonumber(ARGV[1]) then
   return {'conflict', tostring(version)}
@@ -17,8 +21,39 @@ end
 if redis.call('EXISTS', KEYS[2]) == 0 or redis.call('EXISTS', KEYS[7]) == 0 then
   return {'gone', tostring(version)}
 end
+local now = tonumber(redis.call('TIME')[1])
+-- An operator split these two apart: neither a stale automatic decision nor an HTTP merge may undo it.
+if tonumber(redis.call('ZSCORE', KEYS[17], ARGV[8]) or '0') > now then
+  return {'apart', tostring(version)}
+end
 local ttl = tonumber(ARGV[2])
 local survivor, merged = ARGV[3], ARGV[4]
+
+-- Name, notes and trust: the survivor keeps its own and takes the merged one's where it has none; the longer
+-- retention wins (see corrections.py).
+for _, f in ipairs({'name', 'notes', 'trust'}) do
+  local v = redis.call('HGET', KEYS[7], f)
+  if v and redis.call('HEXISTS', KEYS[2], f) == 0 then
+    redis.call('HSET', KEYS[2], f, v)
+  end
+end
+for _, f in ipairs({'retention', 'keep_until'}) do
+  local theirs = tonumber(redis.call('HGET', KEYS[7], f) or '0')
+  if theirs > tonumber(redis.call('HGET', KEYS[2], f) or '0') then
+    redis.call('HSET', KEYS[2], f, theirs)
+  end
+end
+local named = redis.call('HGET', KEYS[18], merged)
+if named then
+  redis.call('HDEL', KEYS[18], merged)
+  redis.call('HSETNX', KEYS[18], survivor, named)
+end
+local etl = math.max(ttl, math.ceil(tonumber(redis.call('HGET', KEYS[2], 'keep_until') or '0') - now))
+local function extend(key, secs)
+  if redis.call('TTL', key) < secs then
+    redis.call('EXPIRE', key, secs)
+  end
+end
 
 -- Appearances and their order, one by one: Lua cannot unpack more than a few thousand values at once.
 local apps = redis.call('HGETALL', KEYS[9])
@@ -59,7 +94,7 @@ for _, cam in ipairs(cams) do
   if score then
     redis.call('ZADD', key, 'GT', score, survivor)
   end
-  redis.call('EXPIRE', key, ttl)
+  extend(key, etl)
   redis.call('SADD', KEYS[3], cam)
 end
 local last = redis.call('ZSCORE', KEYS[12], merged)
@@ -73,7 +108,7 @@ local former = redis.call('SMEMBERS', KEYS[11])
 former[#former + 1] = merged
 for _, id in ipairs(former) do
   redis.call('SADD', KEYS[6], id)
-  redis.call('SET', ARGV[7] .. id, survivor, 'EX', ttl)
+  redis.call('SET', ARGV[7] .. id, survivor, 'EX', etl)
   redis.call('HSET', KEYS[13], id, survivor)
 end
 -- A live entity is nobody's alias: this keeps a stale alias from ever forming a cycle.
@@ -85,8 +120,21 @@ redis.call('SUNIONSTORE', KEYS[15], KEYS[15], KEYS[16])
 
 redis.call('DEL', KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[16])
 redis.call('RPUSH', KEYS[14], ARGV[5])
-for _, i in ipairs({2, 3, 4, 5, 6, 12, 13, 14, 15}) do
-  redis.call('EXPIRE', KEYS[i], ttl)
+for _, i in ipairs({2, 3, 4, 5, 6, 15}) do
+  redis.call('EXPIRE', KEYS[i], etl)
+end
+for _, i in ipairs({12, 13, 14}) do
+  extend(KEYS[i], etl)
+end
+if redis.call('HLEN', KEYS[18]) > 0 then
+  extend(KEYS[18], etl)
+end
+-- An operator said these tracklets are one person: none of them is decided again for contradicting the others.
+for i = 9, #ARGV do
+  redis.call('ZADD', KEYS[19], now + etl, ARGV[i])
+end
+if #ARGV >= 9 then
+  extend(KEYS[19], etl)
 end
 redis.call('SET', KEYS[1], version + 1, 'EX', ttl)
 return {'ok', tostring(version + 1)}

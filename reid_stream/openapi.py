@@ -7,7 +7,16 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from reid_stream import __version__
-from reid_stream.events import ENTITY_TYPES, EntityDetail, EntityHistory, EntityList
+from reid_stream.events import (
+    ENTITY_TYPES,
+    Correction,
+    EntityDetail,
+    EntityHistory,
+    EntityList,
+    EntityPatch,
+    MergeRequest,
+    SplitRequest,
+)
 
 REF = "#/components/schemas/{model}"
 MERGED_ID = ("The id of an entity since merged into another answers with that entity; `resolved_from` names the "
@@ -23,9 +32,22 @@ def _ok(model: str) -> dict[str, Any]:
     return {"description": "OK", "content": {"application/json": {"schema": {"$ref": REF.format(model=model)}}}}
 
 
+def _body(model: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": {"$ref": REF.format(model=model)}}}}
+
+
+CORRECTION_ERRORS = {
+    "409": _error("the correction contradicts another: same_entity, entity_type_mismatch, entities_split_apart"),
+    "413": _error("the body is too large (body_too_large)"),
+    "422": _error("the body is invalid (invalid_body), or a detection is not the entity's "
+                  "(detection_not_in_entity), or a split would take every appearance (split_takes_everything)"),
+}
+
+
 def build_openapi() -> dict[str, Any]:
-    _, defs = models_json_schema([(m, "serialization") for m in (EntityList, EntityDetail, EntityHistory)],
-                                 ref_template=REF)
+    models = [(m, "serialization") for m in (EntityList, EntityDetail, EntityHistory, Correction)]
+    models += [(m, "validation") for m in (EntityPatch, MergeRequest, SplitRequest)]
+    _, defs = models_json_schema(models, ref_template=REF)
     schemas = defs["$defs"]
     schemas["Error"] = {"type": "object", "required": ["detail"],
                         "properties": {"detail": {}, "error_code": {"type": "string"}}}
@@ -33,6 +55,8 @@ def build_openapi() -> dict[str, Any]:
                  "schema": {"type": "string", "minLength": 1, "maxLength": 256}}
     detection_id = {**entity_id, "name": "detection_id"}
     common = {"401": _error("missing or wrong bearer token"), "503": _error("storage unavailable")}
+    busy = {"503": _error("storage unavailable, or the stream kept changing the entities (correction_conflict): "
+                          "retry")}
     return {
         "openapi": "3.1.0",
         "info": {"title": "reid-stream", "version": __version__,
@@ -64,7 +88,29 @@ def build_openapi() -> dict[str, Any]:
                            "events.", "parameters": [entity_id],
                            "responses": {"200": {"description": "erased"}, "404": _error("unknown entity"),
                                          **common}},
+                "patch": {"summary": "Set an entity's name, notes and trust",
+                          "description": "Fields given are set, null clears one, others stay. A named, trusted or "
+                          "untrusted entity and its embeddings are kept for REID_NAMED_RETENTION_SECONDS from its "
+                          "latest change or appearance. " + MERGED_ID, "parameters": [entity_id],
+                          "requestBody": _body("EntityPatch"),
+                          "responses": {"200": _ok("EntityDetail"), "404": _error("unknown entity"),
+                                        **CORRECTION_ERRORS, **common, **busy}},
             },
+            "/api/entities/{entity_id}/merge": {"post": {
+                "summary": "Merge another entity into this one (this one keeps its id)",
+                "description": "Atomic with the assign stage; published on entity-updates (type merged, by).",
+                "parameters": [entity_id], "requestBody": _body("MergeRequest"),
+                "responses": {"200": _ok("Correction"), "404": _error("unknown entity"), **CORRECTION_ERRORS,
+                              **common, **busy},
+            }},
+            "/api/entities/{entity_id}/split": {"post": {
+                "summary": "Move some of an entity's appearances into a new entity",
+                "description": "Atomic with the assign stage; published on entity-updates (type split, created, "
+                "detections, by). The two are kept apart: no automatic merge or tracklet joins them again.",
+                "parameters": [entity_id], "requestBody": _body("SplitRequest"),
+                "responses": {"200": _ok("Correction"), "404": _error("unknown entity"), **CORRECTION_ERRORS,
+                              **common, **busy},
+            }},
             "/api/entities/{entity_id}/history": {"get": {
                 "summary": "An entity's appearances, oldest first", "description": MERGED_ID,
                 "parameters": [entity_id],

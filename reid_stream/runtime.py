@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from reid_stream.auth import Auditor, Authenticator
 from reid_stream.config import Settings
+from reid_stream.corrections import Corrections
 from reid_stream.encoders import Encoder
 from reid_stream.kafka_io import BatchConsumer, Publisher
 from reid_stream.metrics import Metrics
@@ -49,6 +50,7 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     publisher: Publisher | None = None
     consumers: list[BatchConsumer] = field(default_factory=list)
+    corrections: Corrections | None = None  # the operator's writes; made by the first one
 
 
 class ReidApp(faust.App):

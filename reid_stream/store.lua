@@ -25,6 +25,16 @@ local vec_prefix = P .. ':entity_embeddings:' .. model .. ':' .. etype .. ':'
 local meta_prefix = P .. ':entity_meta:' .. model .. ':' .. etype .. ':'
 local expected = tonumber(ARGV[1])
 
+-- While any entity of the type is retained (named or given a trust: see corrections.py, which lists them in
+-- the type's names hash), TTLs of keys shared with it only ever grow: its rows and list entries must not be cut
+-- back to the embedding TTL by a stranger's write. Otherwise (most of the time) one EXPIRE, as ever.
+local any_kept = redis.call('EXISTS', P .. ':named:' .. etype) == 1
+local function extend(key, secs)
+  if not any_kept or redis.call('TTL', key) < secs then
+    redis.call('EXPIRE', key, secs)
+  end
+end
+
 local function drop(member, evicted)
   local bar = string.find(member, '|', 1, true)
   local day = string.sub(member, 1, bar - 1)
@@ -58,12 +68,23 @@ local function commit(n, a)
     return 'conflict\n' .. tostring(version)
   end
 
+  -- A retained entity (named or given a trust, see corrections.py) keeps its rows in the 'kept' hashes,
+  -- indexed at (retained until - ttl) so that the age expiry below drops them when the retention ends and the
+  -- cap pops them after every ordinary row; its retention runs from this appearance.
+  local ent = P .. ':ent:' .. eid
+  local etl, score = ttl, now
+  local retention = any_kept and tonumber(redis.call('HGET', ent, 'retention') or '0') or 0
+  if retention > ttl then
+    day, etl, score = 'kept', retention, now + retention - ttl
+    redis.call('HSET', ent, 'keep_until', now + retention)
+    extend(P .. ':named:' .. etype, etl)
+  end
   local vec_key, meta_key = vec_prefix .. day, meta_prefix .. day
   redis.call('HSET', vec_key, det, string.sub(vectors, n * stride + 1, (n + 1) * stride))
-  redis.call('EXPIRE', vec_key, ttl)
+  extend(vec_key, etl)
   redis.call('HSET', meta_key, det, F[a + 2])
-  redis.call('EXPIRE', meta_key, ttl)
-  redis.call('ZADD', KEYS[2], now, day .. '|' .. det)
+  extend(meta_key, etl)
+  redis.call('ZADD', KEYS[2], score, day .. '|' .. det)
 
   local evicted = {}
   -- Age first, then the cap: the oldest go first.
@@ -79,10 +100,9 @@ local function commit(n, a)
       drop(popped[i], evicted)
     end
   end
-  redis.call('EXPIRE', KEYS[2], ttl)
+  extend(KEYS[2], etl)
 
   -- The entity: first/last seen are the min/max of detection times, whatever their arrival order.
-  local ent = P .. ':ent:' .. eid
   local ts = tonumber(F[a + 5])
   local first = tonumber(redis.call('HGET', ent, 'first_ts') or 'inf')
   if ts < first then
@@ -98,26 +118,26 @@ local function commit(n, a)
   redis.call('HSET', ent .. ':apps', det, F[a + 7])
   redis.call('ZADD', ent .. ':order', ts, det)
   for _, key in ipairs({ent, ent .. ':cams', ent .. ':apps', ent .. ':order'}) do
-    redis.call('EXPIRE', key, ttl)
+    redis.call('EXPIRE', key, etl)
   end
   local by_camera = P .. ':cam:' .. etype .. ':' .. cam
   redis.call('ZADD', by_camera, 'GT', ts, eid)
   redis.call('ZADD', KEYS[3], 'GT', ts, eid)
-  redis.call('EXPIRE', KEYS[3], ttl)
-  redis.call('EXPIRE', by_camera, ttl)
+  extend(KEYS[3], etl)
+  extend(by_camera, etl)
 
   -- Its merged ids live as long as its appearances (theirs among them): asking for or erasing one of
   -- them must keep finding this entity.
   local merged_ids = redis.call('SMEMBERS', ent .. ':merged')
   if #merged_ids > 0 then
-    redis.call('EXPIRE', ent .. ':merged', ttl)
-    redis.call('EXPIRE', KEYS[4], ttl)
+    redis.call('EXPIRE', ent .. ':merged', etl)
+    extend(KEYS[4], etl)
     for _, id in ipairs(merged_ids) do
-      redis.call('EXPIRE', P .. ':alias:' .. id, ttl)
+      redis.call('EXPIRE', P .. ':alias:' .. id, etl)
     end
   end
 
-  redis.call('SET', marker_key, F[a + 3], 'EX', ttl)
+  redis.call('SET', marker_key, F[a + 3], 'EX', etl)
   for i = a + 10, a + 9 + tonumber(F[a + 9]) do
     local refs = P .. ':refs:' .. F[i]
     redis.call('SADD', refs, det)

@@ -28,7 +28,19 @@ from reid_stream.matching import Assignment, EntityEmbedding, VectorIndex
 
 COMMIT_LUA = (Path(__file__).resolve().parent / "store.lua").read_text()
 MERGE_LUA = (Path(__file__).resolve().parent / "merge.lua").read_text()
+# Pops the outbox's head while it is the next update published (by content: see ack_published).
+ACK_LUA = """
+local n = 0
+for i = 1, #ARGV do
+  if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[i] then break end
+  redis.call('LPOP', KEYS[1])
+  n = n + 1
+end
+return n
+"""
 T = TypeVar("T")
+PAIR_SEP = "\x1f"
+KEPT_DAY = "kept"  # the pseudo-day of retained entities' rows (see corrections.py), in place of the date
 MAX_ALIAS_HOPS = 32  # merges flatten chains, so one hop is the rule; more only mid-merge or from stale keys
 
 
@@ -102,6 +114,20 @@ class Keys:
         """Entity updates not yet published to Kafka, oldest first."""
         return f"{self.prefix}:outbox:{etype}"
 
+    def apart(self, model: str, etype: str) -> str:
+        """Cannot-link pairs an operator's split made: pair_member(a, b) -> until (epoch s)."""
+        return f"{self.prefix}:apart:{model}:{etype}"
+
+    def pinned(self, model: str, etype: str) -> str:
+        """Tracklet keys an operator's merge confirmed -> until: never decided again for contradicting the
+        entity's other tracklets."""
+        return f"{self.prefix}:pinned:{model}:{etype}"
+
+    def named(self, etype: str) -> str:
+        """Entities of a type that have a name or a trust -> {name, trust}: what the assign stage reads to put
+        them in match events without reading every entity."""
+        return f"{self.prefix}:named:{etype}"
+
     def refs_prefix(self) -> str:
         return f"{self.prefix}:refs:"
 
@@ -156,6 +182,19 @@ def resolve_alias(aliases: Mapping[str, str], entity_id: str) -> str:
     return entity_id
 
 
+def pair_member(a: str, b: str) -> str:
+    """A cannot-link pair as stored: the two ids sorted, so either order finds it, joined by a character no id
+    may hold (ids are control-character free)."""
+    return PAIR_SEP.join(sorted((a, b)))
+
+
+def operator_fields(h: Mapping[str, str]) -> dict[str, Any]:
+    """Name, notes, trust and retention of an entity hash (decoded), as the views show them."""
+    until = float(h.get("keep_until", 0) or 0)
+    return {"name": h.get("name"), "notes": h.get("notes"), "trust": h.get("trust", "unknown"),
+            "retained_until": datetime.fromtimestamp(until, UTC) if until > time.time() else None}
+
+
 def others_named(entity_id: str, matches: Iterable[str], candidates: Iterable[str],
                   redecided_from: str | None) -> set[str]:
     """The entities other than its own that a match event names: in its matches, its candidates and its
@@ -203,6 +242,7 @@ class _Erasure:
     aliases: set[str] = field(default_factory=set)  # alias fields and keys to delete
     unref: dict[str, list[str]] = field(default_factory=dict)  # other entities' refs key -> its detections
     rewrites: dict[str, str] = field(default_factory=dict)  # other detections' marker key -> scrubbed json
+    apart: list[str] = field(default_factory=list)  # cannot-link pairs naming it
 
 
 def _sorted_ids(raw: Iterable[bytes]) -> list[str]:
@@ -217,6 +257,7 @@ class ReidStore:
         # redis-py keeps the script's SHA and loads it again itself after a Redis restart (NOSCRIPT).
         self._commit_script = client.register_script(COMMIT_LUA)
         self._merge_script = client.register_script(MERGE_LUA)
+        self._ack_script = client.register_script(ACK_LUA)
         self._dtype = np.float16 if settings.vector_dtype == "float16" else np.float32
 
     @classmethod
@@ -324,21 +365,24 @@ class ReidStore:
                 out.append(CommitResult("conflict", int(rest)))
         return out
 
-    async def merge(self, model: str, etype: str, survivor: str, merged: str, similarity: float,
-                    expected_version: int, at: datetime) -> CommitResult:
+    async def merge(self, model: str, etype: str, survivor: str, merged: str, similarity: float | None,
+                    expected_version: int, at: datetime, by: str | None = None,
+                    pinned: Iterable[str] = ()) -> CommitResult:
         """Merge one entity into another in one atomic script (see merge.lua): ok with the new version,
-        conflict (with the current one) when the version moved, gone when either entity no longer exists."""
+        conflict (with the current one) when the version moved, gone when either entity no longer exists,
+        apart when an operator split the two apart."""
         if survivor == merged:
             raise ValueError(f"cannot merge entity {survivor} into itself")
         k = self.keys
         keys = [k.version(model, etype), k.entity(survivor), k.cameras(survivor), k.appearances(survivor),
                 k.order(survivor), k.merged_ids(survivor), k.entity(merged), k.cameras(merged),
                 k.appearances(merged), k.order(merged), k.merged_ids(merged), k.by_type(etype),
-                k.aliases(model, etype), k.outbox(etype), k.refs(survivor), k.refs(merged)]
+                k.aliases(model, etype), k.outbox(etype), k.refs(survivor), k.refs(merged), k.apart(model, etype),
+                k.named(etype), k.pinned(model, etype)]
         update = EntityUpdate(type="merged", survivor=survivor, merged=merged, entity_type=etype,
-                              similarity=similarity, at=at)
+                              similarity=similarity, at=at, by=by)
         args = [expected_version, self.settings.embedding_ttl_seconds, survivor, merged, update.model_dump_json(),
-                k.camera_prefix(etype), k.alias_prefix()]
+                k.camera_prefix(etype), k.alias_prefix(), pair_member(survivor, merged), *pinned]
         status, version = await self._merge_script(keys=keys, args=args)
         return CommitResult(status.decode(), int(version))
 
@@ -348,6 +392,16 @@ class ReidStore:
         """The oldest unpublished updates of a type, oldest first; they stay until acknowledged."""
         raw = await self.redis.lrange(self.keys.outbox(etype), 0, limit - 1)
         return [EntityUpdate.model_validate_json(r) for r in raw]
+
+    async def pending_raw(self, etype: str, limit: int = 100) -> list[bytes]:
+        """The oldest unpublished updates of a type as stored (JSON), oldest first."""
+        return list(await self.redis.lrange(self.keys.outbox(etype), 0, limit - 1))
+
+    async def ack_published(self, etype: str, published: list[bytes]) -> int:
+        """Drop published updates from the head of the outbox, each only if it is still there: the views publish
+        an operator's correction at once while the pipeline may be publishing the same head, and a count
+        would then drop an update neither published. Returns how many were dropped."""
+        return int(await self._ack_script(keys=[self.keys.outbox(etype)], args=published))
 
     async def ack_updates(self, etype: str, count: int) -> None:
         """Drop the first `count` updates once Kafka has them: a crash before this publishes them again."""
@@ -377,6 +431,10 @@ class ReidStore:
         summaries = await self._summaries(ids)
         return [s for s in summaries if s is not None], total
 
+    async def summaries(self, entity_ids: list[str]) -> list[EntitySummary]:
+        """The live ones of these entities, in order."""
+        return [s for s in await self._summaries(entity_ids) if s is not None]
+
     async def _summaries(self, entity_ids: list[str]) -> list[EntitySummary | None]:
         pipe = self.redis.pipeline(transaction=False)
         for eid in entity_ids:
@@ -395,7 +453,8 @@ class ReidStore:
             out.append(EntitySummary(
                 id=eid, entity_id=eid, entity_type=h["entity_type"], first_seen=h["first_seen"],
                 last_seen=h["last_seen"], appearance_count=int(count), cameras_seen=sorted(c.decode() for c in cams),
-                thumbnail_url=self._entity_thumbnail(eid, h), merged_ids=_sorted_ids(merged)))
+                thumbnail_url=self._entity_thumbnail(eid, h), merged_ids=_sorted_ids(merged),
+                **operator_fields(h)))
         return out
 
     def _entity_thumbnail(self, entity_id: str, h: dict[str, str]) -> str:
@@ -455,7 +514,8 @@ class ReidStore:
         return EntityDetail(id=entity_id, entity_id=entity_id, entity_type=h["entity_type"],
                             first_seen=h["first_seen"], last_seen=h["last_seen"], appearance_count=len(apps),
                             cameras_seen=sorted(c.decode() for c in cams), appearances=appearances,
-                            thumbnail_url=self._entity_thumbnail(entity_id, h), merged_ids=_sorted_ids(merged))
+                            thumbnail_url=self._entity_thumbnail(entity_id, h), merged_ids=_sorted_ids(merged),
+                            **operator_fields(h))
 
     async def image_ref(self, detection_id: str) -> dict[str, Any] | None:
         """Where a stored detection's crop can be cut again: {"bbox": [...], "path" or "url": ...}.
@@ -512,6 +572,8 @@ class ReidStore:
         # Aliases naming it whose merged-ids set expired first would otherwise outlive it in the hash.
         aliases = await pipe.hgetall(k.aliases(model, etype))
         plan.aliases = set(plan.merged_ids) | {f.decode() for f, v in aliases.items() if v.decode() in erased}
+        pairs = await pipe.zrange(k.apart(model, etype), 0, -1)
+        plan.apart = [p.decode() for p in pairs if erased & set(p.decode().split(PAIR_SEP))]
         await self._plan_unref(pipe, plan, erased)
         await self._plan_rewrites(pipe, plan, erased)
         return plan
@@ -547,6 +609,10 @@ class ReidStore:
             pipe.hdel(k.vec_prefix(model, etype) + day, det)
             pipe.hdel(k.meta_prefix(model, etype) + day, det)
             pipe.zrem(k.index(model, etype), f"{day}|{det}")
+            # A retained entity's rows live under the pseudo-day (see corrections.py).
+            pipe.hdel(k.vec_prefix(model, etype) + KEPT_DAY, det)
+            pipe.hdel(k.meta_prefix(model, etype) + KEPT_DAY, det)
+            pipe.zrem(k.index(model, etype), f"{KEPT_DAY}|{det}")
             pipe.delete(k.marker(det))
         pipe.delete(k.entity(eid), k.cameras(eid), k.appearances(eid), k.order(eid), k.merged_ids(eid),
                     *(k.refs(e) for e in (eid, *plan.merged_ids)))
@@ -556,6 +622,10 @@ class ReidStore:
         if plan.aliases:
             pipe.delete(*(k.alias(a) for a in plan.aliases))
             pipe.hdel(k.aliases(model, etype), *plan.aliases)
+        # Its name, notes and trust went with its hash; the name index and the cannot-link pairs naming it go too.
+        pipe.hdel(k.named(etype), eid, *plan.merged_ids)
+        if plan.apart:
+            pipe.zrem(k.apart(model, etype), *plan.apart)
         for refs_key, dets in plan.unref.items():
             pipe.srem(refs_key, *dets)
         for marker_key, marker in plan.rewrites.items():

@@ -1,4 +1,5 @@
-"""The HTTP views (Faust web). They read through the store; the only write is an erasure (DELETE).
+"""The HTTP views (Faust web). They read through the store; the writes are an erasure (DELETE) and the
+operator's corrections (PATCH names and trust, POST merge and split, through `corrections`).
 
 Each view reaches the worker's runtime through its app (`ReidApp.runtime`); this module never imports
 the module that builds the app.
@@ -15,12 +16,24 @@ from typing import Any, TypeVar, cast
 
 from aiokafka.errors import KafkaTimeoutError
 from faust.web import Request, Response, View
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from reid_stream.corrections import CorrectionError, Corrections, update_messages
 from reid_stream.errors import DetectionError
-from reid_stream.events import ENTITY_TYPES, BBox, EntityDetail, EntityHistory, EntityList
+from reid_stream.events import (
+    ENTITY_TYPES,
+    BBox,
+    Correction,
+    EntityDetail,
+    EntityHistory,
+    EntityList,
+    EntityPatch,
+    EntityUpdate,
+    MergeRequest,
+    SplitRequest,
+)
 from reid_stream.images import fetch_url, read_path, thumbnail_jpeg
 from reid_stream.metrics import CONTENT_TYPE
 from reid_stream.openapi import build_openapi
@@ -32,6 +45,8 @@ T = TypeVar("T")
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 50
 MAX_ID = 256
+MAX_BODY = 256 * 1024  # a split of 1,000 ids of 256 characters fits
+B = TypeVar("B", bound=BaseModel)
 
 
 class ParamError(ValueError):
@@ -137,6 +152,72 @@ class ApiView(View):
         return self.done(request, who, params, render(found))
 
 
+class BodyError(ValueError):
+    def __init__(self, response: Response) -> None:
+        super().__init__("bad body")
+        self.response = response
+
+
+class CorrectionView(ApiView):
+    """The shared path of the operator's writes: token, id, JSON body, Redis errors, audit, and publishing
+    the update at once (the pipeline would otherwise publish it with the type's next batch)."""
+
+    @property
+    def corrections(self) -> Corrections:
+        rt = self.runtime
+        if rt.corrections is None:
+            rt.corrections = Corrections(rt.store)
+        return rt.corrections
+
+    async def body(self, request: Request, model: type[B]) -> B:
+        raw = await request.read()
+        if len(raw) > MAX_BODY:
+            raise BodyError(self.error(413, "body_too_large", f"the body is over {MAX_BODY} bytes"))
+        try:
+            return model.model_validate_json(raw or b"{}")
+        except ValidationError as exc:
+            errors = [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+                      for e in exc.errors(include_url=False, include_input=False, include_context=False)]
+            raise BodyError(self.json({"error_code": "invalid_body", "detail": errors}, status=422)) from None
+
+    async def correct(self, request: Request, entity_id: str, model: type[B], audited: Callable[[B], dict[str, Any]],
+                      act: Callable[[str | None, B], Awaitable[Response]]) -> Response:
+        who, denied = self.guard(request)
+        if denied:
+            return denied
+        params: dict[str, Any] = {"entity_id": entity_id}
+        if not 0 < len(entity_id) <= MAX_ID:
+            return self.done(request, who, params, self.bad_id("entity_id"))
+        try:
+            body = await self.body(request, model)
+            params.update(audited(body))
+            response = await act(who, body)
+        except BodyError as err:
+            response = err.response
+        except CorrectionError as err:
+            response = self.error(err.status, err.code, err.detail)
+        except (RedisError, OSError):
+            response = self.unavailable()
+        return self.done(request, who, params, response)
+
+    async def publish(self, update: EntityUpdate) -> None:
+        """Best effort: what is not published here stays in the outbox for the pipeline."""
+        rt = self.runtime
+        if rt.publisher is None:
+            return
+        try:
+            raw = await rt.store.pending_raw(update.entity_type)
+            if raw:
+                await rt.publisher.publish(update_messages(rt.settings.topic_updates, raw))
+                await rt.store.ack_published(update.entity_type, raw)
+        except Exception as exc:  # Kafka or Redis: the pipeline publishes it with the next batch
+            log.warning("entity update left in the outbox for the pipeline: %r", exc)
+
+    async def outcome(self, update: EntityUpdate, ids: list[str]) -> Response:
+        await self.publish(update)
+        return self.model(Correction(update=update, entities=await self.runtime.store.summaries(ids)))
+
+
 class EntityListView(ApiView):
     async def get(self, request: Request) -> Response:
         who, denied = self.guard(request)
@@ -161,9 +242,25 @@ class EntityListView(ApiView):
         return self.done(request, who, query, self.model(body))
 
 
-class EntityDetailView(ApiView):
+class EntityDetailView(CorrectionView):
     async def get(self, request: Request, entity_id: str) -> Response:
         return await self.on_entity(request, entity_id, self.runtime.store.get_entity, self.model)
+
+    async def patch(self, request: Request, entity_id: str) -> Response:
+        async def annotate(who: str | None, patch: EntityPatch) -> Response:
+            target = await self.corrections.annotate(entity_id, patch.model_dump(include=patch.model_fields_set))
+            log.info("entity %s annotated by %s: %s", target, who, sorted(patch.model_fields_set))
+            detail = await self.runtime.store.get_entity(target)
+            if detail is None:  # erased or expired in between
+                return self.not_found(entity_id)
+            if target != entity_id:
+                detail.resolved_from = entity_id
+            return self.model(detail)
+
+        # The audit names the fields changed, never their values: a name is personal data, and audit lines
+        # outlive erasure.
+        return await self.correct(request, entity_id, EntityPatch,
+                                  lambda p: {"fields": sorted(p.model_fields_set)}, annotate)
 
     async def delete(self, request: Request, entity_id: str) -> Response:
         def erased(purged: dict[str, Any]) -> Response:
@@ -171,6 +268,28 @@ class EntityDetailView(ApiView):
             return self.json({"purged": purged})
 
         return await self.on_entity(request, entity_id, self.runtime.store.purge_entity, erased)
+
+
+class EntityMergeView(CorrectionView):
+    async def post(self, request: Request, entity_id: str) -> Response:
+        async def merge(who: str | None, body: MergeRequest) -> Response:
+            update = await self.corrections.merge(entity_id, body.other_id, who)
+            log.info("entity %s merged into %s by %s", update.merged, update.survivor, who)
+            return await self.outcome(update, [update.survivor])
+
+        return await self.correct(request, entity_id, MergeRequest, lambda b: {"other_id": b.other_id}, merge)
+
+
+class EntitySplitView(CorrectionView):
+    async def post(self, request: Request, entity_id: str) -> Response:
+        async def split(who: str | None, body: SplitRequest) -> Response:
+            update = await self.corrections.split(entity_id, body.detection_ids, who)
+            log.info("%d detections split from %s into %s by %s", len(body.detection_ids), update.survivor,
+                     update.created, who)
+            return await self.outcome(update, [update.survivor, update.created or ""])
+
+        return await self.correct(request, entity_id, SplitRequest,
+                                  lambda b: {"detection_ids": b.detection_ids}, split)
 
 
 class EntityHistoryView(ApiView):
@@ -277,6 +396,8 @@ ROUTES: dict[str, type[ApiView]] = {
     "/api/entities": EntityListView,
     "/api/entities/{entity_id}": EntityDetailView,
     "/api/entities/{entity_id}/history": EntityHistoryView,
+    "/api/entities/{entity_id}/merge": EntityMergeView,
+    "/api/entities/{entity_id}/split": EntitySplitView,
     "/api/detections/{detection_id}/image": DetectionImageView,
     "/api/openapi.json": OpenApiView,
     "/health": HealthView,

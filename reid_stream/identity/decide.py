@@ -249,20 +249,24 @@ class Decider:
         current = track.entity_id
         t0, t1 = min(track.agg.first, item.ts), max(track.agg.last, item.ts)
         segments = set(g.entities[current].segments)
+        apart = g.apart_from(current) if g.apart else set()  # an operator's split is never undone here
         if segments == {track.key}:
             # The entity is this tracklet alone: with more evidence, is it somebody seen before?
-            best, ambiguous, cands = self._choose(agg, item.camera_id, t0, t1, track.key, {current})
+            best, ambiguous, cands = self._choose(agg, item.camera_id, t0, t1, track.key, {current} | apart)
             if best is not None and not ambiguous:
                 return Decision(best.entity_id, "merged", False, cands, merge=Merge(best.entity_id, current,
                                 best.similarity), track_rows=rows)
         else:
             rest = g.score_without(agg, current, track.key)
-            if rows >= REDECIDE_MIN_ROWS and rest is not None and rest < p.threshold - p.contradiction:
-                best, ambiguous, cands = self._choose(agg, item.camera_id, t0, t1, track.key, {current})
+            if (rows >= REDECIDE_MIN_ROWS and rest is not None and rest < p.threshold - p.contradiction
+                    and track.key not in g.pinned):  # an operator said it belongs here
+                best, ambiguous, cands = self._choose(agg, item.camera_id, t0, t1, track.key, {current} | apart)
                 entity = best.entity_id if best is not None else item.detection_id
                 return Decision(entity, "joined" if best else "new", ambiguous, cands, redecided_from=current,
                                 track_rows=rows)
         behind = g.left_behind(track)
+        if behind in apart:  # split off by an operator: the tracklet's earlier rows stay where they were put
+            behind = None
         merge = Merge(current, behind, round(g.score(g.entities[behind].agg.mean(), current), 6)) if behind else None
         own = Candidate(current, round(g.score(agg, current), 6))
         return Decision(current, "tracklet", False, (own,), merge=merge, track_rows=rows)
@@ -292,6 +296,8 @@ class Decider:
             for slot in np.nonzero(row >= p.merge_threshold)[0]:
                 other = g.owner[slot]
                 if other is None or other == eid or other in taken or other not in g.entities:
+                    continue
+                if g.apart and frozenset((eid, other)) in g.apart:
                     continue
                 mean_sim = float(g.entities[other].agg.mean() @ mean)
                 if mean_sim >= p.merge_threshold and not self._entities_conflict(eid, other):

@@ -209,6 +209,10 @@ class Gallery:
         self.released: list[int] = []  # slots freed since the last drain (see Decider.observe)
         self.changed: set[str] = set()  # entities rewritten into the matrices since the last drain
         self.high = 0  # slots at and above this were never used: products skip them
+        # Cannot-link pairs (an operator split them): no automatic merge or tracklet may join them again.
+        self.apart: set[frozenset[str]] = set()
+        # Tracklets an operator merged into one entity: never decided again for contradicting each other.
+        self.pinned: set[str] = set()
 
     # --- rows in and out ----------------------------------------------------------------------
 
@@ -276,6 +280,12 @@ class Gallery:
         for track in self.tracks.values():
             if track.entity_id == merged:
                 track.entity_id = survivor
+        if any(merged in pair for pair in self.apart):  # the survivor is who the merged one was kept apart from
+            self.apart = {frozenset(survivor if e == merged else e for e in pair) for pair in self.apart}
+
+    def apart_from(self, entity_id: str) -> set[str]:
+        """The entities an operator split this one apart from."""
+        return {e for pair in self.apart if entity_id in pair for e in pair if e != entity_id}
 
     def _release(self, ent: Entity) -> None:
         del self.entities[ent.entity_id]

@@ -101,7 +101,7 @@ export function actionFor(form, e, feats) {
     case "act-merge": {
       const other = $("merge-input").value.trim();
       return { ask: `Merge entity ${other} into ${e.id}? Its appearances will belong to ${e.id}.`,
-               method: "POST", path: `${path}/merge`, body: { other }, done: `Merged ${other} into this entity.` };
+               method: "POST", path: `${path}/merge`, body: { other_id: other }, done: `Merged ${other} into this entity.` };
     }
     case "act-split": {
       const ids = [...document.querySelectorAll("#timeline input[name=detection_ids]:checked")].map((c) => c.value);

@@ -270,7 +270,7 @@ def test_feature_detection_wires_actions_to_the_routes_being_built(browser: WebD
     assert sorted(out["shown"]) == sorted([*ABSENT_TODAY, "act-erase"])
     assert out["f"]["search"] == {"path": "/api/entities", "param": "q"}
     assert {k: out["merge"][k] for k in ("method", "path", "body")} == {
-        "method": "POST", "path": "/api/entities/e%2F1/merge", "body": {"other": "other-7"}}
+        "method": "POST", "path": "/api/entities/e%2F1/merge", "body": {"other_id": "other-7"}}
     assert {k: out["split"][k] for k in ("method", "path", "body")} == {
         "method": "POST", "path": "/api/entities/e%2F1/split", "body": {"detection_ids": ["d2"]}}
     assert out["name"]["method"] == "PATCH" and out["name"]["body"] == {"name": "Front door courier", "notes": ""}

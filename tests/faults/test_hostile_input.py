@@ -199,3 +199,99 @@ async def test_hostile_events_are_dead_lettered_and_valid_ones_processed(infra, 
     record("R4 hostile input", {"bad_events": N_BAD, "valid_events": N_VALID, "dead_lettered": len(letters),
                                 "valid_processed": len(processed), "seconds": round(elapsed, 1),
                                 "worker_restarts": 0, "peak_rss_mib": round(rss / 1024, 1)})
+
+
+def hostile_bodies(n: int, ids: list[str]) -> list[bytes]:
+    """Hypothesis-made bodies for the correction routes: random JSON, right keys with wrong or odd values."""
+    out: list[bytes] = []
+    odd_text = st.one_of(st.text(max_size=300), st.text(alphabet=st.characters(max_codepoint=0x1f), max_size=5),
+                         st.sampled_from(["", " ", "\u202e", "../../etc", "x" * 5000, *ids]))
+    value = st.one_of(st.none(), st.integers(), st.floats(allow_nan=True), st.booleans(), odd_text,
+                      st.lists(odd_text, max_size=5), st.dictionaries(st.text(max_size=4), st.integers(), max_size=3))
+    some_ids = st.sampled_from(ids)
+    shaped = st.one_of(  # well-formed bodies with odd values, so the routes get past validation too
+        st.builds(lambda t, tr: {"name": t, "trust": tr}, odd_text, st.sampled_from(["trusted", "untrusted", None])),
+        st.builds(lambda t: {"notes": t}, odd_text),
+        st.builds(lambda i: {"other_id": i}, some_ids),
+        st.builds(lambda ds: {"detection_ids": ds}, st.lists(some_ids, min_size=1, max_size=4)),
+    ).map(lambda d: json.dumps(d).encode())
+    body = st.one_of(
+        shaped, shaped,
+        st.dictionaries(st.sampled_from(["name", "notes", "trust", "other_id", "detection_ids", "x"]), value,
+                        max_size=4).map(lambda d: json.dumps(d).encode()),
+        st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+                     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=3), c, max_size=3),
+                     max_leaves=8).map(lambda v: json.dumps(v).encode()),
+        st.binary(max_size=64))
+
+    @settings(max_examples=n, database=None, phases=[Phase.generate], deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(body)
+    def collect(value: bytes) -> None:
+        out.append(value)
+
+    collect()
+    return out
+
+
+async def test_hostile_correction_bodies_get_json_errors_and_never_break_an_entity(infra, unique, tmp_path: Path,
+                                                                                  image_root: Path):
+    """PATCH, merge and split with 1,500 hostile bodies and ids: never a server error, always a JSON answer with
+    an error_code when refused, and afterwards every detection is still an appearance of exactly one entity."""
+    import aiohttp
+
+    from tests.e2e.harness import auth_headers
+
+    for n in range(3):
+        pattern_image(n).save(image_root / f"p{n}.png")
+    env = worker_env(unique, REID_ENCODER="null", REID_IMAGE_ROOTS=str(image_root), REID_SIMILARITY_THRESHOLD="0.9")
+    worker = Worker(env, tmp_path / "worker.log").start()
+    try:
+        await worker.wait_ready()
+        sent = [base_event(f"{unique}-h{n}", image_path=str(image_root / f"p{n % 3}.png"), image_b64=...,
+                           camera_id=f"cam{n % 3}", track_id=str(n % 3)) for n in range(12)]
+        producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP)
+        await producer.start()
+        try:
+            for ev in sent:
+                await producer.send_and_wait(env["REID_TOPIC_DETECTIONS"], json.dumps(ev).encode())
+        finally:
+            await producer.stop()
+        async with Collector(BOOTSTRAP, env["REID_TOPIC_MATCHES"]) as matches:
+            await matches.until(lambda items: len(items) >= len(sent), 120, "the match events")
+        entities = sorted({e["entity_id"] for e in matches.items})
+        ids = entities + [e["detection_id"] for e in sent]
+        bodies = hostile_bodies(1500, ids)
+        rng = random.Random(11)
+        statuses: dict[int, int] = {}
+        bad: list[str] = []
+        paths = ["", "/merge", "/split"]
+        async with aiohttp.ClientSession() as http:
+            for n, body in enumerate(bodies):
+                target = rng.choice([*entities, "nobody", "x" * 300, "%00", "..%2F..%2Fetc"])
+                suffix = paths[n % 3]
+                if n % 2:  # half go where their keys belong, the others anywhere
+                    suffix = "/merge" if b'"other_id"' in body else "/split" if b'"detection_ids"' in body else ""
+                method = "PATCH" if suffix == "" else "POST"
+                async with http.request(method, f"{worker.base}/api/entities/{target}{suffix}", data=body,
+                                        headers=auth_headers()) as r:
+                    statuses[r.status] = statuses.get(r.status, 0) + 1
+                    answer = await r.json(content_type=None)
+                    if r.status >= 500 or (r.status >= 400 and r.status != 404 and not answer.get("error_code")
+                                           and r.status != 422) or not isinstance(answer, dict):
+                        bad.append(f"{r.status} {method} {target}{suffix} {body[:80]!r} {answer}")
+            assert bad == []
+            assert worker.alive()
+            async with http.get(f"{worker.base}/api/entities?limit=1000", headers=auth_headers()) as r:
+                listing = await r.json()
+        seen = []
+        async with aiohttp.ClientSession() as http:
+            for e in listing["entities"]:
+                async with http.get(f"{worker.base}/api/entities/{e['id']}", headers=auth_headers()) as r:
+                    seen += [a["detection_id"] for a in (await r.json())["appearances"]]
+        assert sorted(seen) == sorted(ev["detection_id"] for ev in sent)
+    finally:
+        code = worker.stop()
+    assert code == 0
+    record("R4b hostile correction bodies", {"requests": len(bodies), "statuses": dict(sorted(statuses.items())),
+                                             "server_errors": 0, "detections_kept_exactly_once": len(seen)})

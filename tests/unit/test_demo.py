@@ -22,3 +22,14 @@ def test_an_earlier_runs_entity_is_judged_by_the_same_site_detection():
     line = _line(event("demoB-det-000002", "demoA-det-000001"), TRUTH)
     assert line.endswith("right") and "earlier run demoA" in line
     assert _line(event("demoB-det-000003", "demoA-det-000001"), TRUTH).endswith("WRONG: founded by person 1")
+
+
+def test_the_demo_prints_every_kind_of_entity_update():
+    from reid_stream.demo import describe_update
+
+    assert describe_update({"type": "merged", "survivor": "a", "merged": "b", "similarity": 0.98123, "by": None}) \
+        == "b merged into a (similarity 0.981)"
+    assert describe_update({"type": "merged", "survivor": "a", "merged": "b", "similarity": None, "by": "ops"}) \
+        == "b merged into a by ops"
+    assert describe_update({"type": "split", "survivor": "a", "created": "split-1", "detections": ["x", "y"],
+                            "by": "ops"}) == "2 detections split from a into split-1 by ops"

@@ -96,7 +96,8 @@ def test_complete_builds_what_model_construct_builds():
     event = {"detection_id": "b", "entity_id": "e", "is_new_entity": False, "entity_type": "person",
              "camera_id": "c", "camera_name": None, "track_id": "1", "timestamp": now, "model": "m",
              "matches": [complete(MatchRef, **ref)], "processed_at": now, "decision": "joined", "ambiguous": True,
-             "candidates": [complete(Candidate, **cand)], "tracklet": complete(TrackletRef, **track)}
+             "candidates": [complete(Candidate, **cand)], "tracklet": complete(TrackletRef, **track),
+             "entity_name": "Ann", "trust": "trusted"}
     app = {"detection_id": "b", "camera_id": "c", "camera_name": "c", "timestamp": now, "similarity_score": 0.9,
            "attributes": None, "thumbnail_url": ""}
     for cls, values in ((MatchRef, ref), (Candidate, cand), (TrackletRef, track), (MatchEvent, event),

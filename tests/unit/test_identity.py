@@ -126,6 +126,10 @@ def test_a_tracklet_that_contradicts_its_entity_is_decided_again():
     g.add(row("t1", "P", "c2|4", "c2", 101.0, vec(41, 0.05, base=8)))  # …then the track shows someone else
     d = Decider(g, POLICY).decide(incoming("t2", "c2", 102.0, vec(42, 0.05, base=8), "4"))
     assert d.redecided_from == "P" and (d.kind, d.entity_id) == ("new", "t2")
+    # Unless an operator merged it into P: then it stays, whatever it looks like.
+    g.pinned = {"c2|4"}
+    d = Decider(g, POLICY).decide(incoming("t2", "c2", 102.0, vec(42, 0.05, base=8), "4"))
+    assert d.redecided_from is None and (d.kind, d.entity_id) == ("tracklet", "P")
 
 
 def test_a_lone_tracklet_that_turns_out_to_be_somebody_known_is_merged_into_them():
@@ -252,3 +256,44 @@ def test_the_stage_gives_the_gallery_vectors_that_evictions_in_the_index_cannot_
     index.remove(["d0"])  # swap-remove: d2's vector moves into d0's row of the matrix
     g.remove(["d0"])
     assert np.allclose(g.entities["E"].agg.mean(), unit(vec(1) + vec(2)), atol=1e-6)
+
+
+def test_entities_an_operator_split_apart_are_never_joined_again():
+    """Each automatic way of joining two entities, refused for a cannot-link pair (and taken without it)."""
+    def lone_tracklet(apart: bool) -> Gallery:
+        g = Gallery(DIM)
+        for i in range(3):
+            g.add(row(f"p{i}", "P", "c1|1", "c1", float(i), vec(i, 0.1, base=7)))
+        g.add(row("t1", "T", "c2|4", "c2", 101.0, vec(51, 0.05, base=7)))
+        g.apart = {frozenset(("P", "T"))} if apart else set()
+        return g
+
+    nxt = incoming("t2", "c2", 102.0, vec(52, 0.05, base=7), "4")
+    assert Decider(lone_tracklet(False), POLICY).decide(nxt).kind == "merged"
+    d = Decider(lone_tracklet(True), POLICY).decide(nxt)
+    assert (d.kind, d.entity_id, d.merge) == ("tracklet", "T", None)
+
+    def left_behind(apart: bool) -> Gallery:
+        g = Gallery(DIM)
+        g.add(row("p0", "P", "c1|1", "c1", 0.0, vec(0, base=7)))
+        g.add(row("t0", "T", "c2|4", "c2", 100.0, vec(1, 0.05, base=7)))
+        g.add(row("t1", "P", "c2|4", "c2", 101.0, vec(2, 0.05, base=7)))  # split off T, onto P
+        g.apart = {frozenset(("P", "T"))} if apart else set()
+        return g
+
+    nxt = incoming("t2", "c2", 102.0, vec(3, 0.05, base=7), "4")
+    assert Decider(left_behind(False), POLICY).decide(nxt).merge is not None
+    d = Decider(left_behind(True), POLICY).decide(nxt)
+    assert (d.kind, d.entity_id, d.merge) == ("tracklet", "P", None)
+
+    g = Gallery(DIM)
+    g.add(row("a", "A", "c1|1", "c1", 0.0, vec(1, 0.01, base=7)))
+    g.add(row("b", "B", "c2|1", "c2", 100.0, vec(2, 0.01, base=7)))
+    g.add(row("b2", "B", "c2|1", "c2", 101.0, vec(4, 0.01, base=7)))
+    assert Decider(g, POLICY).convergent({"B"})
+    g.apart = {frozenset(("A", "B"))}
+    assert Decider(g, POLICY).convergent({"B"}) == []
+    # A local merge of one side into a third entity carries the pair over to the survivor.
+    g.add(row("z", "Z", "c9|1", "c9", -500.0, vec(9)))
+    g.merge("Z", "A")
+    assert g.apart == {frozenset(("Z", "B"))} and g.apart_from("B") == {"Z"}
