@@ -25,6 +25,7 @@ from reid_stream.encoders import Encoder
 from reid_stream.kafka_io import BatchConsumer, Publisher
 from reid_stream.metrics import Metrics
 from reid_stream.prepare import process_pool
+from reid_stream.search import SearchService
 from reid_stream.store import ReidStore
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     publisher: Publisher | None = None
     consumers: list[BatchConsumer] = field(default_factory=list)
+    search: SearchService | None = None  # made by the first search request (web.py)
 
 
 class ReidApp(faust.App):

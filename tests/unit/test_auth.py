@@ -47,7 +47,9 @@ def test_openapi_document_describes_every_route():
     doc = build_openapi()
     assert doc["openapi"].startswith("3.")
     assert set(doc["paths"]) == {"/api/entities", "/api/entities/{entity_id}", "/api/entities/{entity_id}/history",
-                                 "/api/detections/{detection_id}/image"}
-    assert {"EntityList", "EntityDetail", "EntityHistory", "EntitySummary", "EntityAppearance"} <= set(
+                                 "/api/detections/{detection_id}/image", "/api/detections/{detection_id}/similar",
+                                 "/api/search", "/api/search/image"}
+    assert {"EntityList", "EntityDetail", "EntityHistory", "EntitySummary", "EntityAppearance",
+            "SearchResults", "SearchHit"} <= set(
         doc["components"]["schemas"])
     json.dumps(doc)  # serialisable as served
