@@ -234,7 +234,7 @@ class SearchView(ApiView):
     """The shared path of the search routes: token, filters, search errors, Redis errors, audit."""
 
     @property
-    def search(self) -> SearchService:
+    def searcher(self) -> SearchService:  # not `search`: Faust routes any attribute named after an HTTP method
         rt = self.runtime
         if rt.search is None:
             rt.search = SearchService(rt.store, rt.encoder, rt.settings, rt.model_pool)
@@ -260,13 +260,13 @@ class SimilarDetectionView(SearchView):
             who, denied = self.guard(request)
             return denied or self.done(request, who, {"detection_id": detection_id}, self.bad_id("detection_id"))
         return await self.answer(request, {"detection_id": detection_id, **request.query},
-                                 lambda f: self.search.similar(detection_id, f))
+                                 lambda f: self.searcher.similar(detection_id, f))
 
 
 class TextSearchView(SearchView):
     async def get(self, request: Request) -> Response:
         return await self.answer(request, dict(request.query),
-                                 lambda f: self.search.by_text(request.query.get("text"), f))
+                                 lambda f: self.searcher.by_text(request.query.get("text"), f))
 
 
 class ImageSearchView(SearchView):
@@ -279,7 +279,7 @@ class ImageSearchView(SearchView):
         async def run(f: Filters) -> SearchResults:
             data = await read_upload(raw.content_type, raw.content_length, raw.content.readany,
                                      self.runtime.settings.max_image_bytes)
-            return await self.search.by_image(data, f)
+            return await self.searcher.by_image(data, f)
 
         return await self.answer(request, params, run)
 
