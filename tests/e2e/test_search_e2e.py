@@ -160,10 +160,19 @@ async def test_search_by_detection_image_and_text(search_worker):
         assert (status, body.get("error_code")) == (want_status, want_code), (path, kwargs.get("params"), body)
         assert body["detail"]
 
-    # Every search route needs a token (R5).
-    for method, path in (("GET", f"/api/detections/{tag}-0-0/similar"), ("GET", "/api/search?text=a"),
-                         ("POST", "/api/search/image")):
-        status, body = await call(method, base + path, token=False, data=pngs[(0, 0)],
-                                  headers={"Content-Type": "image/png"})
-        assert status == 401 and body["detail"]
+    # Every route the OpenAPI document lists, the search routes included, needs a token (R5): enumerated from
+    # the document the worker serves, so a route added later is checked too.
+    status, spec = await call("GET", f"{base}/api/openapi.json")
+    assert {"/api/detections/{detection_id}/similar", "/api/search", "/api/search/image"} <= set(spec["paths"])
+    checked = 0
+    for template, methods in spec["paths"].items():
+        path = template.replace("{detection_id}", f"{tag}-0-0").replace("{entity_id}", f"{tag}-0-0")
+        for method in methods:
+            status, body = await call(method.upper(), f"{base}{path}?text=a", token=False, data=pngs[(0, 0)],
+                                      headers={"Content-Type": "image/png"})
+            assert status == 401 and body["detail"], (method, path)
+            checked += 1
+    assert checked >= 8
+    status, _ = await call("GET", f"{base}/api/openapi.json", token=False)
+    assert status == 401
     assert worker.alive()
