@@ -229,3 +229,15 @@ def test_decoder_errors_become_http_answers():
     assert image_error(DetectionError("image_too_large", "too many", "load_image")).status == 413
     assert image_error(DetectionError("unsupported_image_format", "gif", "load_image")).status == 415
     assert image_error(DetectionError("image_decode_failed", "junk", "load_image")).code == "image_decode_failed"
+
+
+def test_the_clip_encoder_has_a_text_tower_only_where_its_vocabulary_fits_the_tokenizer():
+    from reid_stream.encoders import load_encoder
+    from tests.conftest import make_settings
+
+    assert load_encoder(make_settings("txt", clip_model="reid-tiny-vit")).encode_text(["a van"]) is None
+    enc = load_encoder(make_settings("txt", clip_model="reid-tiny-clip"))
+    out = enc.encode_text(["person in a blue jacket", "a white van"])
+    assert out is not None and out.shape == (2, enc.dim) and out.dtype == np.float32
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5) and not np.allclose(out[0], out[1])
+    assert np.allclose(enc.encode_text(["a white van"])[0], out[1], atol=1e-5)  # deterministic, batch or not
