@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -166,7 +167,7 @@ async def test_search_by_detection_image_and_text(search_worker):
     assert {"/api/detections/{detection_id}/similar", "/api/search", "/api/search/image"} <= set(spec["paths"])
     checked = 0
     for template, methods in spec["paths"].items():
-        path = template.replace("{detection_id}", f"{tag}-0-0").replace("{entity_id}", f"{tag}-0-0")
+        path = re.sub(r"\{[^}]+\}", f"{tag}-0-0", template)  # any path parameter: a real detection's id
         for method in methods:
             status, body = await call(method.upper(), f"{base}{path}?text=a", token=False, data=pngs[(0, 0)],
                                       headers={"Content-Type": "image/png"})
