@@ -17,6 +17,7 @@ from reid_stream.events import (
     MergeRequest,
     SplitRequest,
 )
+from reid_stream.search import MAX_TEXT_CHARS, UPLOAD_TYPES, SearchResults
 
 REF = "#/components/schemas/{model}"
 MERGED_ID = ("The id of an entity since merged into another answers with that entity; `resolved_from` names the "
@@ -45,7 +46,7 @@ CORRECTION_ERRORS = {
 
 
 def build_openapi() -> dict[str, Any]:
-    models = [(m, "serialization") for m in (EntityList, EntityDetail, EntityHistory, Correction)]
+    models = [(m, "serialization") for m in (EntityList, EntityDetail, EntityHistory, Correction, SearchResults)]
     models += [(m, "validation") for m in (EntityPatch, MergeRequest, SplitRequest)]
     _, defs = models_json_schema(models, ref_template=REF)
     schemas = defs["$defs"]
@@ -57,6 +58,8 @@ def build_openapi() -> dict[str, Any]:
     common = {"401": _error("missing or wrong bearer token"), "503": _error("storage unavailable")}
     busy = {"503": _error("storage unavailable, or the stream kept changing the entities (correction_conflict): "
                           "retry")}
+    search = _search_parameters()
+    found = {"200": _ok("SearchResults"), "422": _error("a filter or paging parameter is invalid (invalid_parameter)")}
     return {
         "openapi": "3.1.0",
         "info": {"title": "reid-stream", "version": __version__,
@@ -130,5 +133,59 @@ def build_openapi() -> dict[str, Any]:
                     "502": _error("the source image URL could not be fetched (image_fetch_failed)"),
                     **common},
             }},
+            "/api/detections/{detection_id}/similar": {"get": {
+                "summary": "Stored appearances most like a stored detection (itself left out)",
+                "description": "Of the detection's own type unless entity_type names another. " + SEARCH_NOTE,
+                "parameters": [detection_id, *search],
+                "responses": {**found,
+                              "404": _error("unknown, expired or erased detection (detection_not_found)"),
+                              "409": _error("embedded by another model than the worker's (other_model)"),
+                              "410": _error("its embedding was evicted by REID_MAX_EMBEDDINGS (embedding_evicted)"),
+                              **common},
+            }},
+            "/api/search": {"get": {
+                "summary": "Stored appearances most like a text, through the CLIP text tower",
+                "description": "Only where the encoder has a text tower (open_clip models with one). " + SEARCH_NOTE,
+                "parameters": [{"name": "text", "in": "query", "required": True,
+                                "schema": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_CHARS}},
+                               *search],
+                "responses": {**found,
+                              "400": _error("no text (text_required), too long (text_too_long), control characters "
+                                            "(text_invalid), or an encoder without a text tower "
+                                            "(text_search_unavailable)"),
+                              **common},
+            }},
+            "/api/search/image": {"post": {
+                "summary": "Stored appearances most like an uploaded image (the whole image is the crop)",
+                "description": "The body is the raw image; it is never stored. " + SEARCH_NOTE,
+                "parameters": search,
+                "requestBody": {"required": True, "content": {
+                    t: {"schema": {"type": "string", "format": "binary"}} for t in UPLOAD_TYPES}},
+                "responses": {**found,
+                              "400": _error("empty body (empty_image) or bytes that do not decode "
+                                            "(image_decode_failed)"),
+                              "413": _error("over REID_MAX_IMAGE_BYTES (image_too_large) or REID_MAX_IMAGE_PIXELS "
+                                            "(image_too_many_pixels)"),
+                              "415": _error("a Content-Type other than image/jpeg or image/png "
+                                            "(unsupported_media_type), or bytes of another format "
+                                            "(unsupported_image_format)"),
+                              **common},
+            }},
         },
     }
+
+
+SEARCH_NOTE = ("Only vectors of the worker's model are compared. Results are appearances, best first, filtered and "
+               "paged like GET /api/entities, plus `until`; stored vectors are re-read at most every 2 s.")
+
+
+def _search_parameters() -> list[dict[str, Any]]:
+    return [
+        {"name": "entity_type", "in": "query", "schema": {"type": "string", "enum": list(ENTITY_TYPES)}},
+        {"name": "camera_id", "in": "query", "schema": {"type": "string", "maxLength": 256}},
+        {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+        {"name": "until", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}},
+        {"name": "offset", "in": "query",
+         "schema": {"type": "integer", "minimum": 0, "maximum": 10_000_000, "default": 0}},
+    ]

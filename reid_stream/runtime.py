@@ -26,6 +26,7 @@ from reid_stream.encoders import Encoder
 from reid_stream.kafka_io import BatchConsumer, Publisher
 from reid_stream.metrics import Metrics
 from reid_stream.prepare import process_pool
+from reid_stream.search import SearchService
 from reid_stream.store import ReidStore
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class Runtime:
     publisher: Publisher | None = None
     consumers: list[BatchConsumer] = field(default_factory=list)
     corrections: Corrections | None = None  # the operator's writes; made by the first one
+    search: SearchService | None = None  # made by the first search request (web.py)
 
 
 class ReidApp(faust.App):

@@ -527,6 +527,17 @@ class ReidStore:
             return None
         return json.loads(raw).get("ref") or {}
 
+    async def detection_vector(self, detection_id: str, dim: int) -> tuple[dict[str, Any], np.ndarray | None] | None:
+        """A stored detection's match event and its vector (None if it is gone, e.g. evicted by the cap), or
+        None when the detection is unknown, expired or erased. The vector is read in the event's model's space."""
+        raw = await self.redis.get(self.keys.marker(detection_id))
+        if raw is None:
+            return None
+        event = json.loads(raw)["event"]
+        day = day_of(datetime.fromisoformat(event["timestamp"]))
+        vec = await self.redis.hget(self.keys.vec_prefix(event["model"], event["entity_type"]) + day, detection_id)
+        return event, None if vec is None else stored_vector(vec, dim)
+
     async def purge_entity(self, entity_id: str) -> dict[str, Any] | None:
         """Erase an entity (right to erasure): its appearances, its detections' markers and embeddings, its
         aliases and merged ids, and every mention of it in other detections' stored match events.

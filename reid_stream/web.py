@@ -38,6 +38,7 @@ from reid_stream.images import fetch_url, read_path, thumbnail_jpeg
 from reid_stream.metrics import CONTENT_TYPE
 from reid_stream.openapi import build_openapi
 from reid_stream.runtime import ReidApp, Runtime
+from reid_stream.search import Filters, SearchError, SearchResults, SearchService, parse_filters, read_upload
 from reid_stream.ui import UI_ROUTES
 
 log = logging.getLogger(__name__)
@@ -348,6 +349,60 @@ class DetectionImageView(ApiView):
         return self.bytes(jpeg, headers={"Content-Type": "image/jpeg", "Cache-Control": "private, max-age=300"})
 
 
+class SearchView(ApiView):
+    """The shared path of the search routes: token, filters, search errors, Redis errors, audit."""
+
+    @property
+    def searcher(self) -> SearchService:  # not `search`: Faust routes any attribute named after an HTTP method
+        rt = self.runtime
+        if rt.search is None:
+            rt.search = SearchService(rt.store, rt.encoder, rt.settings, rt.model_pool)
+        return rt.search
+
+    async def answer(self, request: Request, params: dict[str, Any],
+                     run: Callable[[Filters], Awaitable[SearchResults]]) -> Response:
+        who, denied = self.guard(request)
+        if denied:
+            return denied
+        try:
+            response = self.model(await run(parse_filters(request.query)))
+        except SearchError as err:
+            response = self.json({"detail": err.detail, "error_code": err.code}, status=err.status)
+        except (RedisError, OSError):
+            response = self.unavailable()
+        return self.done(request, who, params, response)
+
+
+class SimilarDetectionView(SearchView):
+    async def get(self, request: Request, detection_id: str) -> Response:
+        if not 0 < len(detection_id) <= MAX_ID:
+            who, denied = self.guard(request)
+            return denied or self.done(request, who, {"detection_id": detection_id}, self.bad_id("detection_id"))
+        return await self.answer(request, {"detection_id": detection_id, **request.query},
+                                 lambda f: self.searcher.similar(detection_id, f))
+
+
+class TextSearchView(SearchView):
+    async def get(self, request: Request) -> Response:
+        return await self.answer(request, dict(request.query),
+                                 lambda f: self.searcher.by_text(request.query.get("text"), f))
+
+
+class ImageSearchView(SearchView):
+    """The image is the raw body (Content-Type image/jpeg or image/png), never stored."""
+
+    async def post(self, request: Request) -> Response:
+        raw = cast(Any, request)  # aiohttp's request: its body is read as a stream, with a limit
+        params = {**request.query, "content_type": raw.content_type, "content_length": raw.content_length}
+
+        async def run(f: Filters) -> SearchResults:
+            data = await read_upload(raw.content_type, raw.content_length, raw.content.readany,
+                                     self.runtime.settings.max_image_bytes)
+            return await self.searcher.by_image(data, f)
+
+        return await self.answer(request, params, run)
+
+
 @cache
 def _openapi() -> dict[str, Any]:
     return build_openapi()
@@ -399,6 +454,9 @@ ROUTES: dict[str, type[ApiView]] = {
     "/api/entities/{entity_id}/merge": EntityMergeView,
     "/api/entities/{entity_id}/split": EntitySplitView,
     "/api/detections/{detection_id}/image": DetectionImageView,
+    "/api/detections/{detection_id}/similar": SimilarDetectionView,
+    "/api/search": TextSearchView,
+    "/api/search/image": ImageSearchView,
     "/api/openapi.json": OpenApiView,
     "/health": HealthView,
     "/metrics": MetricsView,

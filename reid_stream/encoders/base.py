@@ -27,6 +27,10 @@ class Encoder(Protocol):
         """N x S x S x 3 uint8 crops -> N x dim float32, each row of unit length. Blocking."""
         ...
 
+    def encode_text(self, texts: list[str]) -> np.ndarray | None:
+        """N texts -> N x dim unit rows in the image vectors' space, or None: the model has no text tower."""
+        ...
+
 
 def crop_array(crop: Image.Image) -> np.ndarray:
     """A letterboxed crop as the encoders take it: S x S x 3 uint8 (normalised inside encode, per batch)."""
@@ -106,6 +110,9 @@ class TorchEncoder:
 
     def preprocess(self, crop: Image.Image) -> np.ndarray:
         return crop_array(crop)
+
+    def encode_text(self, texts: list[str]) -> np.ndarray | None:
+        return None  # an image network; ClipEncoder overrides this
 
     def encode(self, batch: np.ndarray) -> np.ndarray:
         import torch

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from reid_stream.config import Settings
 from reid_stream.encoders.base import EncoderLoadError, TorchEncoder, resolve_device, use_all_cpu_threads
@@ -30,9 +33,11 @@ class ClipEncoder(TorchEncoder):
     """An open_clip image tower; CUDA with fp16 when present, CPU float32 otherwise."""
 
     def __init__(self, model: object, model_id: str, device: str, size: int,
-                 mean: tuple[float, ...], std: tuple[float, ...], dim: int) -> None:
+                 mean: tuple[float, ...], std: tuple[float, ...], dim: int,
+                 tokenizer: Callable[[list[str]], torch.Tensor] | None = None) -> None:
         super().__init__(model_id, device, size, dim, mean, std)
         self.model = model
+        self.tokenizer = tokenizer  # None: no usable text tower (see text_tower)
 
     @classmethod
     def from_config(cls, settings: Settings) -> ClipEncoder:
@@ -70,7 +75,45 @@ class ClipEncoder(TorchEncoder):
         size = size[0] if isinstance(size, (tuple, list)) else size
         dim = int(model.visual.output_dim)
         log.info("encoder %s on %s: %dx%d input, %d-d output", settings.model_id, device, size, size, dim)
-        return cls(model, settings.model_id, device, int(size), tuple(cfg["mean"]), tuple(cfg["std"]), dim)
+        return cls(model, settings.model_id, device, int(size), tuple(cfg["mean"]), tuple(cfg["std"]), dim,
+                   text_tower(model, settings.clip_model))
 
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(pixels)  # type: ignore[attr-defined]
+
+    def encode_text(self, texts: list[str]) -> np.ndarray | None:
+        """The text tower's unit vectors (CLIP embeds texts and images in one space). Blocking."""
+        if self.tokenizer is None:
+            return None
+        import torch
+
+        tokens = self.tokenizer(texts).to(self.device)
+        with torch.inference_mode():
+            features = torch.nn.functional.normalize(
+                self.model.encode_text(tokens).float(), dim=-1)  # type: ignore[attr-defined]
+        return features.cpu().numpy().astype(np.float32, copy=False)
+
+
+def text_tower(model: object, name: str) -> Callable[[list[str]], torch.Tensor] | None:
+    """The model's tokenizer, if its text tower can read what the tokenizer writes; None otherwise (logged).
+
+    The tokenizer is open_clip's bundled BPE (no download). A tower whose vocabulary is smaller than the
+    tokenizer's ids (e.g. the test model reid-tiny-vit, 1000 entries against 49408) would index out of range.
+    """
+    import open_clip
+
+    if not callable(getattr(model, "encode_text", None)):
+        log.info("model %s has no text tower: text search is unavailable", name)
+        return None
+    try:
+        tokenizer = open_clip.get_tokenizer(name)
+        highest = int(tokenizer(["a"]).max())  # the end-of-text token has the largest id
+        vocab = getattr(model, "vocab_size", None)
+    except Exception as exc:  # a hub tokenizer offline, or a model open_clip cannot tokenise for
+        log.warning("no tokenizer for %s (%r): text search is unavailable", name, exc)
+        return None
+    if vocab is not None and highest >= int(vocab):
+        log.info("model %s: its text vocabulary (%d) is smaller than its tokenizer's ids (%d): text search is "
+                 "unavailable", name, vocab, highest + 1)
+        return None
+    return tokenizer  # type: ignore[no-any-return]

@@ -41,6 +41,9 @@ class NullEncoder:
     def preprocess(self, crop: Image.Image) -> np.ndarray:
         return crop_array(crop)
 
+    def encode_text(self, texts: list[str]) -> np.ndarray | None:
+        return None  # no text tower
+
     def encode(self, batch: np.ndarray) -> np.ndarray:
         if len(batch) == 0:
             return np.zeros((0, self.dim), np.float32)

@@ -65,6 +65,9 @@ class OnnxEncoder:
     def preprocess(self, crop: Image.Image) -> np.ndarray:
         return crop_array(crop)
 
+    def encode_text(self, texts: list[str]) -> np.ndarray | None:
+        return None  # no text tower
+
     def encode(self, batch: np.ndarray, normalise: bool = True) -> np.ndarray:
         size = batch.shape[2]
         left = max(0, (size - self.width) // 2)

@@ -62,8 +62,9 @@ export function features(spec) {
   const patch = op("/api/entities/{entity_id}", "patch");
   const patchProps = bodyProperties(spec, patch);
   const listParams = ((op("/api/entities", "get") || {}).parameters || []).map((p) => p.name);
-  const search = op("/api/search", "get") ? { path: "/api/search", param: "q" }
-    : listParams.includes("q") ? { path: "/api/entities", param: "q" } : null;
+  // The box searches entities (`q` on /api/entities). GET /api/search is not that: it ranks appearances by a
+  // text (`text`), only where the encoder has a CLIP text tower, so it does not turn the box into a search.
+  const search = listParams.includes("q") ? { path: "/api/entities", param: "q" } : null;
   const similar = Object.keys(paths).find((p) => /^\/api\/entities\/\{entity_id\}\/similar$/.test(p) && paths[p].get);
   const watch = ["post", "put"].map((m) => op("/api/entities/{entity_id}/watch", m) && m).find(Boolean);
   return {

@@ -22,7 +22,7 @@ CLIENTS, SECONDS = 200, 30
 
 @pytest.fixture
 async def busy_worker(infra, unique, tmp_path: Path):
-    env = worker_env(unique)
+    env = worker_env(unique, REID_CLIP_MODEL="reid-tiny-clip")  # tiny-vit's tower, plus a text tower to search
     worker = Worker(env, tmp_path / "worker.log").start()
     await worker.wait_ready()
     await paced("127.0.0.1:9092", env["REID_TOPIC_DETECTIONS"], unique, 0, 200, rate=400)

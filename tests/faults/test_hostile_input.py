@@ -295,3 +295,88 @@ async def test_hostile_correction_bodies_get_json_errors_and_never_break_an_enti
     assert code == 0
     record("R4b hostile correction bodies", {"requests": len(bodies), "statuses": dict(sorted(statuses.items())),
                                              "server_errors": 0, "detections_kept_exactly_once": len(seen)})
+
+
+# --- the search routes' inputs: uploads (size, type, pixels) and texts ---------------------------------------
+
+SEARCH_MAX_BYTES, SEARCH_MAX_PIXELS = 256 * 1024, 4_000_000
+CONTENT_TYPES = ["image/png", "image/jpeg", "image/gif", "text/plain", "application/octet-stream",
+                 "multipart/form-data; boundary=x", "image/png; charset=utf-8", ""]
+
+
+def search_requests(n: int) -> list[tuple[str, str, dict[str, Any]]]:
+    """Hypothesis-made hostile search requests: (method, path, aiohttp keyword arguments)."""
+    out: list[tuple[str, str, dict[str, Any]]] = []
+    junk = st.one_of(st.text(max_size=40), st.integers().map(str), st.sampled_from(
+        ["-1", "0", "1001", "1e9", "NaN", "2026-01-01", "2026-13-01T00:00:00Z", "person", "cat", "\x00"]))
+    params = st.one_of(st.just({}), st.dictionaries(  # often none: the body or text itself must be refused
+        st.sampled_from(["entity_type", "camera_id", "since", "until", "limit", "offset"]), junk, max_size=3))
+    upload = st.tuples(st.sampled_from(CONTENT_TYPES), st.one_of(
+        st.binary(max_size=2048), st.sampled_from([encode_png(pattern_image(3)), encode_jpeg(pattern_image(4)),
+                                                   encode_jpeg(pattern_image(5))[:300], b""])), params).map(
+        lambda t: ("POST", "/api/search/image", {"data": t[1], "headers": {"Content-Type": t[0]} if t[0] else {},
+                                                 "params": t[2]}))
+    text = st.tuples(st.text(max_size=400), params).map(
+        lambda t: ("GET", "/api/search", {"params": {**t[1], "text": t[0]}}))
+    # Ids the router hands to the view (no "/", "." segments or URL syntax): the view checks their length.
+    ident = st.text(alphabet=st.characters(whitelist_categories=["L", "N"], whitelist_characters="-_:@~ "),
+                    min_size=1, max_size=300)
+    similar = st.tuples(ident, params).map(
+        lambda t: ("GET", f"/api/detections/{t[0]}/similar", {"params": t[1]}))
+
+    @settings(max_examples=n, database=None, phases=[Phase.generate], deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.one_of(upload, text, similar))
+    def collect(request: tuple[str, str, dict[str, Any]]) -> None:
+        out.append(request)
+
+    collect()
+    return out
+
+
+async def test_hostile_search_inputs_get_clear_4xx_codes(infra, unique, tmp_path: Path):
+    import aiohttp
+
+    from tests.e2e.harness import auth_headers
+
+    env = worker_env(unique, REID_CLIP_MODEL="reid-tiny-clip", REID_MAX_IMAGE_BYTES=str(SEARCH_MAX_BYTES),
+                     REID_MAX_IMAGE_PIXELS=str(SEARCH_MAX_PIXELS))
+    worker = Worker(env, tmp_path / "worker.log").start()
+    pid = worker.proc.pid
+    big = encode_png(pattern_image(8)) + os.urandom(SEARCH_MAX_BYTES)
+    curated_cases = [
+        ({"data": big, "headers": {"Content-Type": "image/png"}}, 413, "image_too_large"),
+        ({"data": bomb_png(), "headers": {"Content-Type": "image/png"}}, 413, "image_too_many_pixels"),
+        ({"data": encode_png(pattern_image(3)), "headers": {"Content-Type": "text/plain"}}, 415,
+         "unsupported_media_type"),
+        ({"data": encode_jpeg(pattern_image(5))[:300], "headers": {"Content-Type": "image/jpeg"}}, 400,
+         "image_decode_failed"),
+        ({"data": encode_jpeg(pattern_image(5)), "headers": {"Content-Type": "image/jpeg"}}, 200, None),
+    ]
+    statuses: dict[int, int] = {}
+    try:
+        await worker.wait_ready()
+        async with aiohttp.ClientSession(headers=auth_headers()) as http:
+            for kwargs, want_status, want_code in curated_cases:
+                async with http.post(f"{worker.base}/api/search/image", **kwargs) as resp:
+                    body = await resp.json()
+                    assert (resp.status, body.get("error_code")) == (want_status, want_code), body
+            generated_requests = search_requests(600)
+            for method, path, kwargs in generated_requests:
+                async with http.request(method, worker.base + path, **kwargs) as resp:
+                    body = await resp.json(content_type=None)
+                    statuses[resp.status] = statuses.get(resp.status, 0) + 1
+                    assert resp.status in (200, 400, 404, 413, 415, 422), (method, path, kwargs, resp.status, body)
+                    assert resp.status == 200 or (body["detail"] and (
+                        body.get("error_code") or resp.status in (404, 422))), (method, path, body)
+            async with http.get(f"{worker.base}/ready") as resp:
+                assert resp.status == 200
+        assert worker.alive() and worker.proc.pid == pid, "the worker must never restart"
+        rss = peak_rss_kib(pid)
+    finally:
+        code = worker.stop()
+    assert code == 0
+    assert statuses.get(400, 0) and statuses.get(415, 0) and statuses.get(422, 0)
+    record("R4 hostile search input", {"requests": len(generated_requests) + len(curated_cases),
+                                       "by_status": {str(k): v for k, v in sorted(statuses.items())},
+                                       "server_errors": 0, "worker_restarts": 0, "peak_rss_mib": round(rss / 1024, 1)})
