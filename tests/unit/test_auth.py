@@ -51,7 +51,8 @@ def test_openapi_document_describes_every_route():
                                  "/api/detections/{detection_id}/image", "/api/detections/{detection_id}/similar",
                                  "/api/search", "/api/search/image"}
     assert {"EntityList", "EntityDetail", "EntityHistory", "EntitySummary", "EntityAppearance", "EntityPatch",
-            "MergeRequest", "SplitRequest", "Correction", "SearchResults", "SearchHit"} <= set(doc["components"]["schemas"])
+            "MergeRequest", "SplitRequest", "Correction", "SearchResults", "SearchHit"} <= set(
+        doc["components"]["schemas"])
     # Every method of every /api view is documented (and so reached by schemathesis), and nothing more.
     from reid_stream.web import ROUTES
 
