@@ -535,7 +535,10 @@ class ReidStore:
             return None
         event = json.loads(raw)["event"]
         day = day_of(datetime.fromisoformat(event["timestamp"]))
-        vec = await self.redis.hget(self.keys.vec_prefix(event["model"], event["entity_type"]) + day, detection_id)
+        vecs = self.keys.vec_prefix(event["model"], event["entity_type"])
+        vec = await self.redis.hget(vecs + day, detection_id)
+        if vec is None:  # a named or trusted/untrusted entity's rows live in the kept hash instead of their day's
+            vec = await self.redis.hget(vecs + KEPT_DAY, detection_id)
         return event, None if vec is None else stored_vector(vec, dim)
 
     async def purge_entity(self, entity_id: str) -> dict[str, Any] | None:

@@ -28,15 +28,22 @@ function detailText(body, status) {
 let onUnauthorized = () => {};
 export function whenUnauthorized(handler) { onUnauthorized = handler; }
 
-export async function request(method, path, { body, query } = {}) {
+// `body` goes as JSON; `raw` (a File or Blob) goes as it is, with its own type (image search's upload).
+export async function request(method, path, { body, query, raw } = {}) {
   const url = new URL(path, location.origin);
   for (const [k, v] of Object.entries(query || {})) if (v !== undefined && v !== null && v !== "") url.searchParams.set(k, v);
   const headers = { Authorization: `Bearer ${token.get() || ""}` };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let payload;
+  if (raw !== undefined) {
+    headers["Content-Type"] = raw.type || "application/octet-stream";
+    payload = raw;
+  } else if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    payload = JSON.stringify(body);
+  }
   let resp;
   try {
-    resp = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body),
-                              cache: "no-store", credentials: "omit" });
+    resp = await fetch(url, { method, headers, body: payload, cache: "no-store", credentials: "omit" });
   } catch (err) {
     throw new ApiError(0, "the worker does not answer (is it running?)");
   }
@@ -50,9 +57,16 @@ export async function request(method, path, { body, query } = {}) {
   return { data, degraded: resp.headers.get("X-Reid-Degraded") };
 }
 
+// An error as the page says it: the API's own text, then its error code and HTTP status.
+export function explain(err) {
+  const tags = [err.code, err.status ? `HTTP ${err.status}` : null].filter(Boolean);
+  return `${err.message}${tags.length ? ` (${tags.join(", ")})` : ""}`;
+}
+
 export const api = {
   get: (path, query) => request("GET", path, { query }),
   send: (method, path, body) => request(method, path, { body }),
+  upload: (path, file, query) => request("POST", path, { raw: file, query }),
 };
 
 // Which optional routes this worker has, from its OpenAPI document: a control is shown only if its route is.
@@ -61,23 +75,26 @@ export function features(spec) {
   const op = (path, method) => (paths[path] || {})[method] || null;
   const patch = op("/api/entities/{entity_id}", "patch");
   const patchProps = bodyProperties(spec, patch);
-  const listParams = ((op("/api/entities", "get") || {}).parameters || []).map((p) => p.name);
-  // The box searches entities (`q` on /api/entities). GET /api/search is not that: it ranks appearances by a
-  // text (`text`), only where the encoder has a CLIP text tower, so it does not turn the box into a search.
-  const search = listParams.includes("q") ? { path: "/api/entities", param: "q" } : null;
-  const similar = Object.keys(paths).find((p) => /^\/api\/entities\/\{entity_id\}\/similar$/.test(p) && paths[p].get);
+  const params = (o) => ((o || {}).parameters || []).map((p) => p.name);
+  // The box opens an entity by id; where the worker has GET /api/search (appearances ranked by a text, only
+  // answered where the encoder has a text tower), a text that is no entity id is searched for.
+  const text = op("/api/search", "get");
+  const search = text && params(text).includes("text") ? { path: "/api/search", param: "text" } : null;
+  const similar = op("/api/detections/{detection_id}/similar", "get") ? "/api/detections/{detection_id}/similar"
+    : null;
   const watch = ["post", "put"].map((m) => op("/api/entities/{entity_id}/watch", m) && m).find(Boolean);
   return {
     erase: Boolean(op("/api/entities/{entity_id}", "delete")),
-    patch: Boolean(patch) && ("name" in patchProps || !Object.keys(patchProps).length),
+    patch: Boolean(patch) && "name" in patchProps,
     notes: Boolean(patch) && "notes" in patchProps,
     trust: patch && "trust" in patchProps ? trustChoices(patchProps.trust) : null,
     merge: Boolean(op("/api/entities/{entity_id}/merge", "post")),
     split: Boolean(op("/api/entities/{entity_id}/split", "post")),
     watch: watch ? { method: watch.toUpperCase(), unwatch: Boolean(op("/api/entities/{entity_id}/watch", "delete")) }
       : null,
-    similar: similar || null,
+    similar,
     search,
+    image: Boolean(op("/api/search/image", "post")),
   };
 }
 
@@ -90,22 +107,16 @@ function bodyProperties(spec, operation) {
   const schema = resolve(operation && operation.requestBody && operation.requestBody.content
     && (operation.requestBody.content["application/json"] || {}).schema);
   const props = (schema && schema.properties) || {};
-  return Object.fromEntries(Object.entries(props).map(([k, v]) => [k, resolve(v) || {}]));
+  return Object.fromEntries(Object.entries(props).map(([k, v]) => {
+    const r = resolve(v) || {};
+    return [k, r.anyOf ? { ...r, anyOf: r.anyOf.map((x) => resolve(x) || {}) } : r];
+  }));
 }
 
-// The values `trust` takes, whatever form the schema gives them (an enum, a boolean, a number range).
+// The values `trust` takes: the schema's enum (trusted, untrusted, unknown), null left out (it means unknown).
 function trustChoices(schema) {
-  const s = (schema.anyOf || schema.oneOf || [schema]).find((x) => x.type !== "null") || schema;
-  if (Array.isArray(s.enum)) return s.enum.map((v) => ({ label: String(v), value: v }));
-  if (s.type === "boolean") return [{ label: "trusted", value: true }, { label: "not trusted", value: false }];
-  if (s.type === "number" || s.type === "integer") {
-    const lo = s.minimum ?? 0;
-    const hi = s.maximum ?? 1;
-    const steps = s.type === "integer" ? Math.min(hi - lo, 10) : 4;
-    return Array.from({ length: steps + 1 }, (_, i) => lo + ((hi - lo) * i) / steps)
-      .map((v) => ({ label: String(+v.toFixed(2)), value: +v.toFixed(2) }));
-  }
-  return [{ label: "trusted", value: "trusted" }, { label: "untrusted", value: "untrusted" }];
+  const s = (schema.anyOf || schema.oneOf || [schema]).find((x) => x.type !== "null" && Array.isArray(x.enum));
+  return s ? s.enum.map((v) => ({ label: String(v), value: v })) : null;
 }
 
 // Thumbnails need the token too, so they are fetched with it and shown as blob: URLs, kept per tab.

@@ -1,9 +1,11 @@
-// The entity browser: sign-in, routing (#/ list, #/entity/ID, #/search?q=), the banner, live refresh.
+// The entity browser: sign-in, routing (#/ list, #/entity/ID, #/similar/DETECTION, #/search?text=, #/image),
+// the banner, live refresh.
 
-import { ApiError, api, features, forgetThumbnails, token, whenUnauthorized } from "./api.js";
-import { $, h, show } from "./dom.js";
-import { actionFor, loadEntity, renderEntity, similarTo } from "./entity.js";
+import { api, explain, features, forgetThumbnails, token, whenUnauthorized } from "./api.js";
+import { $, show } from "./dom.js";
+import { actionFor, loadEntity, renderEntity } from "./entity.js";
 import { card, filtersFrom, hashFor, loadList, localToIso } from "./list.js";
+import { byImage, byText, showResults, showSearchError, similarTo } from "./search.js";
 
 const REFRESH_MS = 3000;
 const VIEWS = ["signin", "list-view", "entity-view", "search-view"];
@@ -17,6 +19,7 @@ function view(name) {
   const signedIn = name !== "signin";
   show("sign-out", signedIn);
   show("search", signedIn);
+  show("image-search", signedIn && Boolean(feats && feats.image));
 }
 
 function banner(text) {
@@ -55,8 +58,8 @@ async function signIn(value) {
 }
 
 function configureSearch() {
-  $("search-label").textContent = feats.search ? "Search entities" : "Find entity by id";
-  $("search-q").placeholder = feats.search ? "name, id, notes…" : "entity id";
+  $("search-label").textContent = feats.search ? "Entity id, or a text to search for" : "Find entity by id";
+  $("search-q").placeholder = feats.search ? "entity id, or e.g. person in a red coat" : "entity id";
 }
 
 function failure(err, where) {
@@ -66,8 +69,7 @@ function failure(err, where) {
   } else if (err.status === 0) {
     banner(`Degraded: ${err.message}.`);
   }
-  $(where).textContent = err.status === 404 ? err.message : `Error: ${err.message}` +
-    (err.status ? ` (HTTP ${err.status})` : "");
+  $(where).textContent = err.status === 404 ? err.message : `Error: ${explain(err)}`;
 }
 
 // --- list ----------------------------------------------------------------------------------------
@@ -110,6 +112,8 @@ $("live").addEventListener("change", () => { if ($("live").checked) refreshList(
 async function showEntity(id) {
   $("entity-status").textContent = "";
   $("entity-title").textContent = id;
+  $("outcome").replaceChildren();
+  $("outcome-box").hidden = true;
   try {
     current = await loadEntity(id);
     renderEntity(current, feats);
@@ -134,57 +138,125 @@ function confirmed(text) {
     { once: true }));
 }
 
+// What a merge or split left: the entities of the answer, as cards (a split's new entity among them).
+function outcome(entities, title) {
+  $("outcome-title").textContent = title;
+  $("outcome").replaceChildren(...entities.map(card));
+  $("outcome-box").hidden = !entities.length;
+}
+
 for (const form of document.querySelectorAll("#actions .act")) {
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     if (!current) return;
     const status = $("entity-status");
-    if (form.id === "act-similar") return runSimilar(current);
     const act = actionFor(form, current, feats);
     if (act.error) { status.textContent = act.error; return; }
-    if (!(await confirmed(act.ask))) { status.textContent = "Cancelled."; return; }
+    if (act.ask && !(await confirmed(act.ask))) { status.textContent = "Cancelled."; return; }
+    let data;
     try {
-      await api.send(act.method, act.path, act.body);
+      ({ data } = await api.send(act.method, act.path, act.body));
     } catch (err) {
-      status.textContent = `Could not ${form.querySelector("button[type=submit]").textContent.replace("…", "").toLowerCase()}: `
-        + `${err.message}${err.status ? ` (HTTP ${err.status})` : ""}`;
+      status.textContent = `Could not ${act.verb}: ${explain(err)}`;
       return;
     }
     if (act.leave) { flash = `${act.done} (${current.id})`; location.hash = "#/"; return; }
-    await showEntity(current.id);
-    status.textContent = act.done;
+    if (data && Array.isArray(data.appearances)) {
+      // PATCH answers the entity as it is now: shown as it is, no second request.
+      current = data;
+      renderEntity(current, feats);
+      status.textContent = act.done;
+      return;
+    }
+    // Merge and split answer {update, entities} (summaries, without appearances): the cards say what the
+    // correction left, and the page reloads the survivor for its timeline.
+    const update = (data && data.update) || {};
+    const entities = (data && data.entities) || [];
+    $("merge-input").value = "";
+    await showEntity(update.survivor || current.id);
+    outcome(entities, update.type === "split" ? `Now two entities: this one and ${update.created}`
+      : `Now one entity: ${update.survivor}`);
+    status.textContent = update.type === "split" ? `${act.done} New entity: ${update.created}.` : act.done;
   });
 }
 
 // --- search --------------------------------------------------------------------------------------
 
-function results(title, entities) {
+const NO_TEXT_TOWER = "This worker's encoder cannot search by text: its model has no text tower (only CLIP "
+  + "models with one can). Open an entity by its id, use \"Find similar\" on an appearance, or search by image.";
+
+// Each search shows its answer only if no other search started since (answers can arrive out of order).
+let searchSeq = 0;
+
+function searching(title, note = "") {
   view("search-view");
   $("search-title").textContent = title;
-  $("search-results").replaceChildren(...entities.map(card));
-  $("search-status").textContent = entities.length ? `${entities.length} found.` : "Nothing found.";
+  $("search-note").textContent = note;
+  $("search-note").hidden = !note;
+  $("search-results").replaceChildren();
+  $("search-status").classList.remove("error");
+  $("search-status").textContent = "Searching…";
+  return ++searchSeq;
 }
 
-async function runSimilar(e) {
+async function runSearchWith(seq, title, run, explainError) {
   try {
-    results(`Similar to ${e.id}`, await similarTo(e, feats));
-  } catch (err) { failure(err, "entity-status"); }
+    const answer = await run();
+    if (seq === searchSeq) showResults(title, answer, feats);
+    return answer;
+  } catch (err) {
+    if (err.status !== 401 && seq === searchSeq) showSearchError(title, explainError(err));
+    return null;
+  }
 }
 
-async function runSearch(q) {
-  view("search-view");
-  $("search-q").value = q;
-  try {
-    const { data } = await api.get(feats.search.path, { [feats.search.param]: q });
-    results(`Results for "${q}"`, Array.isArray(data) ? data : data.entities || data.results || []);
-  } catch (err) { failure(err, "search-status"); }
+function runSimilar(detectionId) {
+  const title = `Appearances like ${detectionId}`;
+  return runSearchWith(searching(title), title, () => similarTo(detectionId, feats),
+    (err) => `Could not find similar appearances: ${explain(err)}`);
 }
 
-$("search").addEventListener("submit", (ev) => {
+function runSearch(text, missingId) {
+  $("search-q").value = text;
+  const title = `Appearances like "${text}"`;
+  const seq = searching(title, missingId ? `No entity has the id "${text}", so it was searched for as a text.` : "");
+  return runSearchWith(seq, title, () => byText(text, feats),
+    (err) => (err.code === "text_search_unavailable" ? NO_TEXT_TOWER : `Could not search: ${explain(err)}`));
+}
+
+let lastImage = null;  // {title, answer}: an upload is not in the URL, so "#/image" shows the last one
+
+async function runImageSearch(file) {
+  const title = `Appearances like ${file.name}`;
+  lastImage = { title, answer: null };  // pending: the route below leaves the view to this search
+  location.hash = "#/image";
+  const seq = searching(title);
+  const answer = await runSearchWith(seq, title, () => byImage(file),
+    (err) => `Could not search by image: ${explain(err)}`);
+  if (seq === searchSeq) lastImage = answer ? { title, answer } : null;
+}
+
+$("image-file").addEventListener("change", () => {
+  const file = $("image-file").files[0];
+  if (file) runImageSearch(file);
+  $("image-file").value = "";
+});
+
+// An entity id opens the entity (as before there was any search); where the worker searches by text,
+// anything that is no entity's id is searched for as a text.
+$("search").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const q = $("search-q").value.trim();
   if (!q) return;
-  location.hash = feats && feats.search ? `#/search?q=${encodeURIComponent(q)}` : `#/entity/${encodeURIComponent(q)}`;
+  const entityHash = `#/entity/${encodeURIComponent(q)}`;
+  if (!feats || !feats.search) { location.hash = entityHash; return; }
+  try {
+    await loadEntity(q);
+    location.hash = entityHash;
+  } catch (err) {
+    if (err.status === 404 || err.status === 422) location.hash = `#/search?text=${encodeURIComponent(q)}&missing=1`;
+    else if (err.status !== 401) location.hash = entityHash;  // its page says what went wrong
+  }
 });
 
 // --- routing -------------------------------------------------------------------------------------
@@ -199,8 +271,20 @@ function route() {
   if (hash.startsWith("#/entity/")) {
     view("entity-view");
     showEntity(decodeURIComponent(hash.slice("#/entity/".length)));
+  } else if (hash.startsWith("#/similar/") && feats.similar) {
+    runSimilar(decodeURIComponent(hash.slice("#/similar/".length)));
   } else if (hash.startsWith("#/search") && feats.search) {
-    runSearch(new URLSearchParams(hash.split("?")[1] || "").get("q") || "");
+    const p = new URLSearchParams(hash.split("?")[1] || "");
+    runSearch(p.get("text") || p.get("q") || "", p.get("missing") === "1");
+  } else if (hash === "#/image" && feats.image) {
+    view("search-view");
+    if (lastImage && lastImage.answer) {
+      searching(lastImage.title);
+      showResults(lastImage.title, lastImage.answer, feats);
+    } else if (!lastImage) {
+      searching("Search by image");
+      showSearchError("Search by image", "Choose a picture (JPEG or PNG) with \"Search by image\" above.");
+    }
   } else if (hash.startsWith("#ap-")) {
     // an in-page link of the timeline: nothing to load
   } else {

@@ -7,22 +7,24 @@ const score = (s) => (typeof s === "number" ? s.toFixed(3) : "?");
 const camLabel = (a) => (a.camera_name && a.camera_name !== a.camera_id ? `${a.camera_name} (${a.camera_id})`
   : a.camera_id);
 
+export const trustLabel = (t) => t || "unknown";
+
 function facts(e) {
   const rows = [
-    ["Id", e.id], ["Type", e.entity_type], ["First seen", e.first_seen && when(e.first_seen)],
+    ["Id", e.id], ["Name", e.name || "(none)"], ["Trust", h("span", { class: `trust trust-${trustLabel(e.trust)}`,
+      text: trustLabel(e.trust) })], ["Type", e.entity_type], ["First seen", e.first_seen && when(e.first_seen)],
     ["Last seen", e.last_seen && when(e.last_seen)], ["Appearances", String(e.appearance_count)],
     ["Cameras", (e.cameras_seen || []).join(", ")],
   ];
-  if (e.name) rows.push(["Name", e.name]);
   if (e.notes) rows.push(["Notes", e.notes]);
-  if (e.trust !== undefined && e.trust !== null) rows.push(["Trust", String(e.trust)]);
   if (e.watched !== undefined && e.watched !== null) rows.push(["Watched", e.watched ? "yes" : "no"]);
   if ((e.merged_ids || []).length) rows.push(["Merged ids", e.merged_ids.join(", ")]);
   if (e.resolved_from) rows.push(["Asked for", `${e.resolved_from} (since merged into this entity)`]);
-  return rows.flatMap(([k, v]) => [h("dt", { text: k }), h("dd", {}, v ?? "?")]);
+  if (e.retained_until) rows.push(["Kept until", when(e.retained_until)]);
+  return rows.flatMap(([k, v]) => [h("dt", { text: k }), h("dd", { dataset: { fact: k.toLowerCase() } }, v ?? "?")]);
 }
 
-function timelineItem(a, i, splittable) {
+function timelineItem(a, i, feats) {
   const label = `${camLabel(a)}, ${new Date(a.timestamp).toLocaleString()}`;
   return h("li", { class: "appearance", id: `ap-${i}`, tabindex: "-1", dataset: { detection: a.detection_id } },
     thumb(a.thumbnail_url, `appearance on ${label}`),
@@ -30,9 +32,12 @@ function timelineItem(a, i, splittable) {
       h("span", { class: "camera", text: camLabel(a) }), " ", when(a.timestamp),
       h("span", { class: "similarity", text: `similarity ${score(a.similarity_score)}` }),
       h("span", { class: "detection", text: a.detection_id }),
-      splittable ? h("label", { class: "pick" },
-        h("input", { type: "checkbox", name: "detection_ids", value: a.detection_id }), " select for split")
-        : null));
+      h("div", { class: "ap-actions" },
+        feats.similar ? h("a", { class: "similar-link", href: `#/similar/${encodeURIComponent(a.detection_id)}`,
+          "aria-label": `Find appearances similar to the one on ${label}`, text: "Find similar" }) : null,
+        feats.split ? h("label", { class: "pick" },
+          h("input", { type: "checkbox", name: "detection_ids", value: a.detection_id }), " select for split")
+          : null)));
 }
 
 // A lane per camera, each appearance placed by its time between the entity's first and last appearance.
@@ -68,13 +73,13 @@ export function renderEntity(e, feats) {
   $("entity-facts").replaceChildren(...facts(e));
   const apps = e.appearances || [];
   $("lanes").replaceChildren(...(apps.length ? lanes(apps) : [h("p", { text: "No appearance." })]));
-  $("timeline").replaceChildren(...apps.map((a, i) => timelineItem(a, i, feats.split)));
+  $("timeline").replaceChildren(...apps.map((a, i) => timelineItem(a, i, feats)));
   $("name-input").value = e.name || "";
   $("notes-input").value = e.notes || "";
   $("notes-input").hidden = $("notes-input").labels[0].hidden = !feats.notes;
   if (feats.trust) {
     $("trust-input").replaceChildren(...feats.trust.map((c, i) => h("option", { value: String(i), text: c.label,
-      selected: JSON.stringify(c.value) === JSON.stringify(e.trust) })));
+      selected: c.value === trustLabel(e.trust) })));
   }
   $("watch-button").textContent = e.watched ? "Stop watching" : "Watch";
   for (const form of document.querySelectorAll("#actions .act")) form.hidden = !feats[form.dataset.feature];
@@ -83,46 +88,49 @@ export function renderEntity(e, feats) {
 
 export const loadEntity = (id) => api.get(`/api/entities/${encodeURIComponent(id)}`).then((r) => r.data);
 
-// Each action: what to ask before doing it, the request, and what to say afterwards.
+// Each action: what to ask before doing it (nothing for name and trust, which are set back as easily), the
+// request, and what to say afterwards. The PATCH answers the entity; merge and split answer
+// {update, entities}; erase answers {purged}.
 export function actionFor(form, e, feats) {
   const id = encodeURIComponent(e.id);
   const path = `/api/entities/${id}`;
   switch (form.id) {
     case "act-name": {
-      const body = { name: $("name-input").value.trim() };
-      if (feats.notes) body.notes = $("notes-input").value.trim();
-      return { ask: `Set the name of ${e.id} to "${body.name}"?`, method: "PATCH", path, body, done: "Saved." };
+      // An empty field clears the value (null): the API refuses an empty name.
+      const body = { name: $("name-input").value.trim() || null };
+      if (feats.notes) body.notes = $("notes-input").value.trim() || null;
+      return { method: "PATCH", path, body, verb: "save the name",
+               done: body.name ? `Named "${body.name}".` : "Name cleared." };
     }
     case "act-trust": {
       const choice = feats.trust[Number($("trust-input").value)];
-      return { ask: `Set the trust of ${e.id} to ${choice.label}?`, method: "PATCH", path,
-               body: { trust: choice.value }, done: "Trust set." };
+      return { method: "PATCH", path, body: { trust: choice.value }, verb: "set the trust",
+               done: `Trust set to ${choice.label}.` };
     }
     case "act-merge": {
       const other = $("merge-input").value.trim();
-      return { ask: `Merge entity ${other} into ${e.id}? Its appearances will belong to ${e.id}.`,
-               method: "POST", path: `${path}/merge`, body: { other_id: other }, done: `Merged ${other} into this entity.` };
+      if (!other) return { error: "Type the id of the entity to merge into this one." };
+      return { ask: `Merge entity ${other} into ${e.id}? Its appearances will belong to ${e.id}, and its id will `
+               + `open ${e.id}.`, method: "POST", path: `${path}/merge`, body: { other_id: other }, verb: "merge",
+               done: `Merged ${other} into this entity.` };
     }
     case "act-split": {
       const ids = [...document.querySelectorAll("#timeline input[name=detection_ids]:checked")].map((c) => c.value);
       if (!ids.length) return { error: "Select at least one appearance in the timeline to split off." };
-      return { ask: `Split ${ids.length} appearance(s) off ${e.id} into a new entity?`, method: "POST",
-               path: `${path}/split`, body: { detection_ids: ids }, done: "Split." };
+      return { ask: `Split ${ids.length} appearance(s) off ${e.id} into a new entity? The stream will not join `
+               + "them again.", method: "POST", path: `${path}/split`, body: { detection_ids: ids }, verb: "split",
+               done: `Split ${ids.length} appearance(s) off into a new entity.` };
     }
     case "act-watch": {
       const stop = Boolean(e.watched) && feats.watch.unwatch;
       return { ask: `${stop ? "Stop watching" : "Watch"} entity ${e.id}?`, method: stop ? "DELETE" : feats.watch.method,
-               path: `${path}/watch`, body: stop ? undefined : {}, done: stop ? "No longer watched." : "Watched." };
+               path: `${path}/watch`, body: stop ? undefined : {}, verb: stop ? "stop watching" : "watch",
+               done: stop ? "No longer watched." : "Watched." };
     }
     case "act-erase":
       return { ask: `Erase entity ${e.id} with its ${e.appearance_count} appearance(s)? This cannot be undone.`,
-               method: "DELETE", path, done: "Erased.", leave: true };
+               method: "DELETE", path, verb: "erase", done: "Erased.", leave: true };
     default:
       return { error: `unknown action ${form.id}` };
   }
-}
-
-export async function similarTo(e, feats) {
-  const { data } = await api.get(feats.similar.replace("{entity_id}", encodeURIComponent(e.id)));
-  return Array.isArray(data) ? data : data.entities || data.results || [];
 }

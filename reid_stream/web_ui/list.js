@@ -9,20 +9,22 @@ export function card(e) {
   const name = entityName(e);
   const cams = e.cameras_seen || [];
   const href = `#/entity/${encodeURIComponent(e.id)}`;
+  const trust = e.trust || "unknown";
   // The picture links too, but only the title is a tab stop: one stop per entity for keyboard users.
-  return h("li", { class: "card", dataset: { id: e.id } },
+  return h("li", { class: `card trust-${trust}`, dataset: { id: e.id } },
     h("a", { href, tabindex: "-1", "aria-hidden": "true", class: "card-thumb" },
       thumb(e.thumbnail_url, `latest picture of ${name}`)),
     h("div", { class: "card-body" },
-      h("h3", { class: "card-title" }, h("a", { href, class: "card-link", text: name })),
+      h("h3", { class: "card-title" }, h("a", { href, class: "card-link", text: name }),
+        trust !== "unknown" ? [" ", h("span", { class: `badge trust trust-${trust}`, text: trust })] : null),
       h("dl", { class: "facts" },
+      e.name ? [h("dt", { text: "Id" }), h("dd", { class: "id", text: e.id })] : null,
       h("dt", { text: "Type" }), h("dd", { class: "type", text: e.entity_type || "?" }),
+      h("dt", { text: "Trust" }), h("dd", { class: "trust-value", text: trust }),
       h("dt", { text: "First seen" }), h("dd", {}, e.first_seen ? when(e.first_seen) : "?"),
       h("dt", { text: "Last seen" }), h("dd", {}, e.last_seen ? when(e.last_seen) : "?"),
       h("dt", { text: "Appearances" }), h("dd", { class: "count", text: String(e.appearance_count ?? "?") }),
-      h("dt", { text: "Cameras" }), h("dd", { class: "cameras", text: cams.join(", ") || "?" }),
-      e.trust !== undefined && e.trust !== null ? [h("dt", { text: "Trust" }), h("dd", { text: String(e.trust) })]
-        : null)));
+      h("dt", { text: "Cameras" }), h("dd", { class: "cameras", text: cams.join(", ") || "?" }))));
 }
 
 // The list is refreshed in place: cards whose entity did not change are kept, so pictures do not flicker,

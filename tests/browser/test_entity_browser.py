@@ -18,11 +18,13 @@ from selenium.webdriver.support.ui import Select
 
 from tests.browser.conftest import DOCS, api, send, start_worker, stop_worker, wait_for
 from tests.browser.site import detection
-from tests.conftest import pattern_image
+from tests.conftest import encode_png, pattern_image
 from tests.e2e.harness import TEST_TOKEN, free_port, start_redis, stop_redis
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
-ABSENT_TODAY = ("act-name", "act-trust", "act-merge", "act-split", "act-watch", "act-similar")
+# The worker's operator routes (PATCH, merge, split; erase) each have their control; watch has no route yet.
+ACTIONS = ("act-name", "act-trust", "act-merge", "act-split", "act-erase")
+NO_TEXT_TOWER = "This worker's encoder cannot search by text"
 
 
 def css(d: WebDriver, selector: str) -> list[WebElement]:
@@ -111,7 +113,6 @@ def test_operator_signs_in_browses_filters_opens_searches_and_erases(browser: We
     assert TEST_TOKEN not in d.current_url
     blobs = d.execute_script("return [...document.querySelectorAll('#entities img[src]')].map(i => i.src)")
     assert blobs and all(s.startswith("blob:") for s in blobs)
-    shot(d, "browser-list.png")
 
     # Filters (type, camera) and paging, kept in the URL's hash.
     Select(d.find_element(By.ID, "f-type")).select_by_value("vehicle")
@@ -168,18 +169,29 @@ def test_operator_signs_in_browses_filters_opens_searches_and_erases(browser: We
     assert [x.get_attribute("data-camera") for x in css(d, "#lanes .lane")] == ["cam-1", "cam-2"]
     wait_for(lambda: (w := pictures_loaded(d, "#timeline img, #lanes img, #entity-thumb")) and len(w) == 5
              and all(x > 0 for x in w), "the entity's pictures to load")
-    # Only the actions this worker's API has: erasure today; name, trust, merge, split and watch are hidden.
-    assert visible(d, "act-erase") and not any(visible(d, a) for a in ABSENT_TODAY)
-    assert not css(d, "#timeline input[type=checkbox]")  # no split, so nothing to select
-    shot(d, "browser-entity.png")
+    # The actions this worker's API has, each shown: name, trust, merge, split, erase; watch (no route) is not.
+    assert all(visible(d, a) for a in ACTIONS) and not visible(d, "act-watch")
+    assert [o.text for o in Select(d.find_element(By.ID, "trust-input")).options] == ["trusted", "untrusted",
+                                                                                      "unknown"]
+    assert Select(d.find_element(By.ID, "trust-input")).first_selected_option.text == "unknown"
+    assert len(css(d, "#timeline input[type=checkbox][name=detection_ids]")) == 2  # split picks appearances
+    assert len(css(d, "#timeline a.similar-link")) == 2  # find-similar on each appearance
+    assert d.find_element(By.CSS_SELECTOR, "#entity-facts dd[data-fact=trust]").text == "unknown"
 
-    # The search box: an id opens its entity; an unknown one says so.
+    # The search box: an id opens its entity. Anything else is searched for as a text, which this worker's
+    # encoder (reid-tiny-vit, no text tower) cannot do: the page says so, and that no entity has the id.
     box = d.find_element(By.ID, "search-q")
     box.send_keys(ids["bob"], Keys.ENTER)
     wait_for(lambda: len(css(d, "#timeline li.appearance")) == 1 and ids["bob"] in d.find_element(
         By.ID, "entity-title").text, "bob's page")
     box.clear()
     box.send_keys("nobody-here", Keys.ENTER)
+    wait_for(lambda: visible(d, "search-view") and NO_TEXT_TOWER in d.find_element(By.ID, "search-status").text,
+             "the no-text-search message")
+    assert 'No entity has the id "nobody-here"' in d.find_element(By.ID, "search-note").text
+    assert "text=nobody-here" in d.current_url and not css(d, "#search-results li")
+    # An entity page of an unknown id says so.
+    d.get(f"{worker.base}/#/entity/nobody-here")
     wait_for(lambda: "Entity with id 'nobody-here' not found" in d.find_element(By.ID, "entity-status").text,
              "the not-found message")
 
@@ -208,11 +220,137 @@ def test_operator_signs_in_browses_filters_opens_searches_and_erases(browser: We
     wait_for(lambda: len(card_ids(d)) == 4 and all(w > 0 for w in pictures_loaded(d, "#entities img")),
              "the list at phone width")
     assert d.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
-    shot(d, "browser-phone.png")
 
     d.find_element(By.ID, "sign-out").click()
     wait_for(lambda: visible(d, "signin"), "the sign-in form after signing out")
     assert d.execute_script("return sessionStorage.getItem('reid-stream.token')") is None
+
+
+def test_operator_names_trusts_finds_similar_searches_merges_and_splits(browser: WebDriver, demo: dict[str, Any],
+                                                                      tmp_path: Path):
+    """The operator routes, driven through the page against the real worker (after the test above: dora is
+    erased, eve has joined)."""
+    d, worker, dets = browser, demo["worker"], demo["dets"]
+    ids = {k: v["detection_id"] for k, v in dets.items()}
+    alice, bob = ids["alice1"], ids["bob"]
+    sign_in(d, worker.base)
+    wait_for(lambda: alice in card_ids(d) and bob in card_ids(d), "alice and bob in the list")
+
+    # Name and notes, then trust: PATCH /api/entities/{id}, the page re-rendered from its answer.
+    d.get(f"{worker.base}/#/entity/{alice}")
+    wait_for(lambda: len(css(d, "#timeline li.appearance")) == 2 and visible(d, "act-name"), "alice's page")
+    d.find_element(By.ID, "name-input").send_keys("Alice Example")
+    d.find_element(By.ID, "notes-input").send_keys("front desk regular")
+    d.find_element(By.CSS_SELECTOR, "#act-name button[type=submit]").click()
+    wait_for(lambda: d.find_element(By.ID, "entity-status").text == 'Named "Alice Example".', "the name saved")
+    assert d.find_element(By.ID, "entity-title").text == "Alice Example · person"
+    assert d.find_element(By.CSS_SELECTOR, "#entity-facts dd[data-fact=name]").text == "Alice Example"
+    assert d.find_element(By.CSS_SELECTOR, "#entity-facts dd[data-fact=notes]").text == "front desk regular"
+    Select(d.find_element(By.ID, "trust-input")).select_by_visible_text("trusted")
+    d.find_element(By.CSS_SELECTOR, "#act-trust button[type=submit]").click()
+    wait_for(lambda: d.find_element(By.ID, "entity-status").text == "Trust set to trusted.", "the trust set")
+    assert d.find_element(By.CSS_SELECTOR, "#entity-facts dd[data-fact=trust]").text == "trusted"
+    body = api(worker.base, f"/api/entities/{alice}")[1]
+    assert (body["name"], body["notes"], body["trust"]) == ("Alice Example", "front desk regular", "trusted")
+    # The API's own refusal, with its error code: a name of control characters only is invalid.
+    d.execute_script("document.getElementById('name-input').value = 'Al\\u0007ice'")  # a control character
+    d.find_element(By.CSS_SELECTOR, "#act-name button[type=submit]").click()
+    wait_for(lambda: "invalid_body, HTTP 422" in d.find_element(By.ID, "entity-status").text, "the 422 text")
+    assert d.find_element(By.ID, "entity-status").text.startswith("Could not save the name: name: ")
+    assert api(worker.base, f"/api/entities/{alice}")[1]["name"] == "Alice Example"
+    d.refresh()
+    wait_for(lambda: (w := pictures_loaded(d, "#timeline img, #lanes img, #entity-thumb")) and len(w) == 5
+             and all(x > 0 for x in w), "alice's pictures")
+    assert d.find_element(By.ID, "name-input").get_attribute("value") == "Alice Example"
+    shot(d, "browser-entity.png")
+
+    # Find similar, from an appearance: the same crop on the other camera comes first, at ~1.
+    css(d, f"#timeline li[data-detection='{alice}'] a.similar-link")[0].click()
+    wait_for(lambda: visible(d, "search-view") and css(d, "#search-results li.hit"), "the similar appearances")
+    hits = css(d, "#search-results li.hit")
+    assert hits[0].get_attribute("data-detection") == ids["alice2"] and hits[0].get_attribute("data-entity") == alice
+    assert float(hits[0].find_element(By.CSS_SELECTOR, ".score").text) >= 0.999
+    assert alice not in [x.get_attribute("data-detection") for x in hits]  # itself left out
+    assert {x.find_element(By.CSS_SELECTOR, ".type").text for x in hits} == {"person"}  # its own type only
+    assert f"/#/similar/{alice}" in d.current_url
+    wait_for(lambda: all(w > 0 for w in pictures_loaded(d, "#search-results img")), "the results' pictures")
+    shot(d, "browser-similar.png")
+    hits[0].find_element(By.CSS_SELECTOR, "a.card-link").click()  # to the entity the appearance belongs to
+    wait_for(lambda: d.find_element(By.ID, "entity-title").text == "Alice Example · person", "alice's page again")
+
+    # The list shows the name (as the title, the id below it) and the trust.
+    d.get(worker.base + "/#/")
+    in_card = f"li.card[data-id='{alice}']"
+    wait_for(lambda: css(d, f"{in_card} a.card-link")[0].text == "Alice Example", "the name in the list")
+    texts = d.execute_script("const c = document.querySelector(arguments[0]); return ['.trust-value', '.badge', "
+                             "'.id'].map(s => c.querySelector(s).textContent)", in_card)
+    assert texts == ["trusted", "trusted", alice]
+    wait_for(lambda: all(w > 0 for w in pictures_loaded(d, "#entities li.card img")), "the list's pictures")
+    shot(d, "browser-list.png")
+
+    # Search by image: alice's crop, uploaded as the raw body, finds her appearances at ~1.
+    crop = tmp_path / "alice.png"
+    crop.write_bytes(encode_png(pattern_image(101)))
+    d.find_element(By.ID, "image-file").send_keys(str(crop))
+    wait_for(lambda: visible(d, "search-view") and len(css(d, "#search-results li.hit")) >= 2, "the image results")
+    hits = css(d, "#search-results li.hit")
+    assert [x.get_attribute("data-entity") for x in hits[:2]] == [alice, alice]
+    assert {x.get_attribute("data-detection") for x in hits[:2]} == {alice, ids["alice2"]}
+    assert all(float(x.find_element(By.CSS_SELECTOR, ".score").text) >= 0.999 for x in hits[:2])
+    assert "alice.png" in d.find_element(By.ID, "search-title").text and d.current_url.endswith("/#/image")
+
+    # Merge bob into alice (after a confirmation): one entity, with bob's appearance; bob's id opens alice.
+    d.get(f"{worker.base}/#/entity/{alice}")
+    wait_for(lambda: len(css(d, "#timeline li.appearance")) == 2 and visible(d, "act-merge"), "alice's page")
+    d.find_element(By.ID, "merge-input").send_keys(bob)
+    d.find_element(By.CSS_SELECTOR, "#act-merge button[type=submit]").click()
+    wait_for(lambda: visible(d, "confirm"), "the confirmation dialog")
+    assert bob in d.find_element(By.ID, "confirm-text").text
+    d.find_element(By.ID, "confirm-ok").click()
+    wait_for(lambda: d.find_element(By.ID, "entity-status").text == f"Merged {bob} into this entity.", "the merge")
+    wait_for(lambda: len(css(d, "#timeline li.appearance")) == 3, "alice's three appearances")
+    assert card_ids(d, "outcome") == [alice]
+    assert css(d, "#outcome .count")[0].text == "3"
+    assert d.find_element(By.CSS_SELECTOR, "#entity-facts dd[data-fact='merged ids']").text == bob
+    merged = api(worker.base, f"/api/entities/{bob}")[1]
+    assert merged["id"] == alice and merged["resolved_from"] == bob
+    d.get(worker.base + "/#/")
+    wait_for(lambda: alice in card_ids(d) and bob not in card_ids(d), "the list without bob")
+    assert css(d, f"li.card[data-id='{alice}'] .count")[0].text == "3"
+    # Merging it again is refused with the API's reason.
+    d.get(f"{worker.base}/#/entity/{alice}")
+    wait_for(lambda: len(css(d, "#timeline li.appearance")) == 3, "alice's page")
+    d.find_element(By.ID, "merge-input").send_keys(bob)
+    d.find_element(By.CSS_SELECTOR, "#act-merge button[type=submit]").click()
+    wait_for(lambda: visible(d, "confirm"), "the confirmation dialog")
+    d.find_element(By.ID, "confirm-ok").click()
+    wait_for(lambda: "(same_entity, HTTP 409)" in d.find_element(By.ID, "entity-status").text, "the 409 text")
+    assert d.find_element(By.ID, "entity-status").text.startswith("Could not merge: ")
+
+    # Split bob's appearance off again: two entities, the new one with a new id.
+    css(d, f"#timeline input[type=checkbox][value='{bob}']")[0].click()
+    d.find_element(By.CSS_SELECTOR, "#act-split button[type=submit]").click()
+    wait_for(lambda: visible(d, "confirm"), "the confirmation dialog")
+    d.find_element(By.ID, "confirm-ok").click()
+    wait_for(lambda: "New entity: split-" in d.find_element(By.ID, "entity-status").text, "the split")
+    wait_for(lambda: len(css(d, "#timeline li.appearance")) == 2, "alice's two appearances")
+    outcome = card_ids(d, "outcome")
+    assert len(outcome) == 2 and outcome[0] == alice and outcome[1].startswith("split-")
+    created = outcome[1]
+    assert [x.text for x in css(d, "#outcome .count")] == ["2", "1"]
+    assert [x.get_attribute("data-detection") for x in css(d, "#timeline li.appearance")] == [alice, ids["alice2"]]
+    d.get(worker.base + "/#/")
+    wait_for(lambda: {alice, created} <= set(card_ids(d)), "the list with both entities")
+    assert css(d, f"li.card[data-id='{created}'] .count")[0].text == "1"
+    assert api(worker.base, f"/api/entities/{created}")[1]["appearances"][0]["detection_id"] == bob
+
+    # Phone width: names, trust and all, one column, nothing wider than the screen.
+    d.set_window_size(390, 844)
+    d.refresh()
+    wait_for(lambda: alice in card_ids(d) and all(w > 0 for w in pictures_loaded(d, "#entities img")),
+             "the list at phone width")
+    assert d.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    shot(d, "browser-phone.png")
 
 
 def test_a_wrong_token_is_refused_with_a_clear_message(browser: WebDriver, demo: dict[str, Any]):
@@ -231,50 +369,58 @@ def test_a_wrong_token_is_refused_with_a_clear_message(browser: WebDriver, demo:
              "live refresh meeting the 401", 30)
 
 
-def test_feature_detection_wires_actions_to_the_routes_being_built(browser: WebDriver, demo: dict[str, Any]):
-    """The routes for name/trust/merge/split/watch are not in this worker yet: the page's detection and request
-    shapes are checked against an OpenAPI document that has them, in the browser itself."""
+def test_feature_detection_follows_the_workers_openapi_document(browser: WebDriver, demo: dict[str, Any]):
+    """The page shows a control only where the worker's /api/openapi.json has its route: checked in the browser
+    against the worker's real document, an empty one, and the real one plus a watch route (none exists yet)."""
     d = browser
     sign_in(d, demo["worker"].base)
     wait_for(lambda: card_ids(d), "the list")
-    body = {"requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Patch"}}}}}
-    patch = {"properties": {"name": {"type": "string"}, "notes": {"anyOf": [{"type": "string"}, {"type": "null"}]},
-                            "trust": {"$ref": "#/components/schemas/Trust"}}}
-    spec = {"components": {"schemas": {"Patch": patch, "Trust": {"enum": ["trusted", "suspect"]}}},
-            "paths": {"/api/entities": {"get": {"parameters": [{"name": "q"}]}},
-                      "/api/entities/{entity_id}": {"get": {}, "patch": body, "delete": {}},
-                      "/api/entities/{entity_id}/merge": {"post": {}},
-                      "/api/entities/{entity_id}/split": {"post": {}},
-                      "/api/entities/{entity_id}/watch": {"post": {}, "delete": {}},
-                      "/api/entities/{entity_id}/similar": {"get": {}}}}
+    spec = api(demo["worker"].base, "/api/openapi.json")[1]
+    watch = {**spec, "paths": {**spec["paths"], "/api/entities/{entity_id}/watch": {"post": {}, "delete": {}}}}
     out = d.execute_async_script("""
-        const [spec, done] = arguments;
+        const [spec, watch, done] = arguments;
         Promise.all([import('/ui/api.js'), import('/ui/entity.js')]).then(([api, ent]) => {
           const none = api.features({paths: {}});
-          const f = api.features(spec);
-          const e = {id: 'e/1', entity_type: 'person', appearance_count: 2, cameras_seen: ['a'], appearances: [
-            {detection_id: 'd1', camera_id: 'a', camera_name: 'A', timestamp: '2026-01-01T00:00:00Z',
+          const real = api.features(spec);
+          const f = api.features(watch);
+          const e = {id: 'e/1', entity_type: 'person', appearance_count: 2, cameras_seen: ['a'], trust: 'unknown',
+            appearances: [{detection_id: 'd1', camera_id: 'a', camera_name: 'A', timestamp: '2026-01-01T00:00:00Z',
              similarity_score: 1}, {detection_id: 'd2', camera_id: 'a', timestamp: '2026-01-01T00:01:00Z'}]};
+          ent.renderEntity(e, real);
+          const shownReal = [...document.querySelectorAll('#actions .act')].filter(x => !x.hidden).map(x => x.id);
           ent.renderEntity(e, f);
           document.getElementById('merge-input').value = 'other-7';
           document.getElementById('name-input').value = 'Front door courier';
+          document.getElementById('notes-input').value = '';
+          document.getElementById('trust-input').value = '1';
           document.querySelector('#timeline input[value=d2]').checked = true;
           const act = (id) => ent.actionFor(document.getElementById(id), e, f);
           const shown = [...document.querySelectorAll('#actions .act')].filter(x => !x.hidden).map(x => x.id);
-          done({none, f, shown, merge: act('act-merge'), split: act('act-split'), name: act('act-name'),
-                trust: act('act-trust'), watch: act('act-watch')});
+          const name = act('act-name');
+          document.getElementById('name-input').value = '';
+          done({none, real, shownReal, shown, merge: act('act-merge'), split: act('act-split'), name,
+                cleared: act('act-name'), trust: act('act-trust'), watch: act('act-watch')});
         }, (err) => done({error: String(err)}));
-    """, spec)
+    """, spec, watch)
     assert "error" not in out, out
-    assert not any(out["none"][k] for k in ("erase", "patch", "trust", "merge", "split", "watch", "similar", "search"))
-    assert sorted(out["shown"]) == sorted([*ABSENT_TODAY, "act-erase"])
-    assert out["f"]["search"] == {"path": "/api/entities", "param": "q"}
+    keys = ("erase", "patch", "notes", "trust", "merge", "split", "watch", "similar", "search", "image")
+    assert not any(out["none"][k] for k in keys)
+    real = out["real"]
+    assert all(real[k] for k in keys if k != "watch") and real["watch"] is None
+    assert real["trust"] == [{"label": t, "value": t} for t in ("trusted", "untrusted", "unknown")]
+    assert real["similar"] == "/api/detections/{detection_id}/similar"
+    assert real["search"] == {"path": "/api/search", "param": "text"}
+    assert sorted(out["shownReal"]) == sorted(ACTIONS)
+    assert sorted(out["shown"]) == sorted([*ACTIONS, "act-watch"])
     assert {k: out["merge"][k] for k in ("method", "path", "body")} == {
         "method": "POST", "path": "/api/entities/e%2F1/merge", "body": {"other_id": "other-7"}}
+    assert "ask" in out["merge"] and "ask" in out["split"]  # both after a confirmation
     assert {k: out["split"][k] for k in ("method", "path", "body")} == {
         "method": "POST", "path": "/api/entities/e%2F1/split", "body": {"detection_ids": ["d2"]}}
-    assert out["name"]["method"] == "PATCH" and out["name"]["body"] == {"name": "Front door courier", "notes": ""}
-    assert out["trust"]["body"] == {"trust": "trusted"} and out["watch"]["method"] == "POST"
+    assert out["name"]["method"] == "PATCH" and out["name"]["path"] == "/api/entities/e%2F1"
+    assert out["name"]["body"] == {"name": "Front door courier", "notes": None}  # empty clears (null)
+    assert out["cleared"]["body"] == {"name": None, "notes": None}
+    assert out["trust"]["body"] == {"trust": "untrusted"} and out["watch"]["method"] == "POST"
 
 
 def test_degraded_banner_while_redis_is_down(browser: WebDriver, infra, tmp_path: Path):

@@ -56,6 +56,8 @@ async def test_a_name_keeps_the_entity_and_its_rows_past_the_embedding_ttl_and_e
     k, now = store.keys, time.time()
     assert await store.redis.hexists(k.vec_prefix(MODEL, TYPE) + KEPT_DAY, "a1")
     assert not await store.redis.hexists(k.vec_prefix(MODEL, TYPE) + day_of(T0), "a1")
+    found = await store.detection_vector("a1", DIM)  # find-similar reads a kept row's vector too
+    assert found is not None and found[1] is not None and found[1].shape == (DIM,)
     loaded = await rows(store)
     assert loaded["a1"][0] == "a1" and loaded["a1"][1] > now + RETENTION - TTL - 60
     assert loaded["b1"][1] < now  # a stranger's row is untouched

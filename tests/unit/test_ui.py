@@ -9,7 +9,7 @@ from reid_stream.ui import CSP, HEADERS, UI_ROUTES, assets
 
 def test_every_file_the_page_references_is_shipped_with_its_type():
     files = assets()
-    assert {"index.html", "app.js", "api.js", "dom.js", "list.js", "entity.js", "app.css"} <= set(files)
+    assert {"index.html", "app.js", "api.js", "dom.js", "list.js", "entity.js", "search.js", "app.css"} <= set(files)
     html = files["index.html"][0].decode()
     refs = re.findall(r'(?:src|href)="/ui/([^"]+)"', html)
     refs += [m for name, (body, _) in files.items() if name.endswith(".js")
