@@ -61,7 +61,11 @@ def start_worker(tmp: Path, **extra: str) -> tuple[Worker, str, Path]:
     _TAGS.add(tag)  # its topics are deleted at the session's end, as the `unique` fixture's are
     root = tmp / "images"
     root.mkdir(parents=True)
-    worker = Worker(worker_env(tag, REID_IMAGE_ROOTS=str(root), **extra), tmp / "worker.log").start()
+    # The random-weight test model scores distinct patterns close to each other, so the default ambiguity margin
+    # (0.02, calibrated on real weights) could call the same crop on a second camera ambiguous whenever another
+    # entity was stored first, and make it a new entity: the site's joins depended on the partitions' order.
+    env = worker_env(tag, REID_IMAGE_ROOTS=str(root), REID_MATCH_MARGIN="0.0002", **extra)
+    worker = Worker(env, tmp / "worker.log").start()
     asyncio.run(worker.wait_ready())
     return worker, tag, root
 
