@@ -162,14 +162,16 @@ class Pipeline(mode.Service):
         only once Kafka has them, so a crash between the two publishes them again rather than never."""
         store = self.runtime.store
         for etype in sorted(entity_types):
-            raw = await retry_forever("reading entity updates", partial(store.pending_raw, etype), self.metrics)
-            if not raw:
-                continue
-            messages = update_messages(self.settings.topic_updates, raw)
-            await retry_forever("publishing entity updates", partial(self.publisher.publish, messages), self.metrics)
-            # By content, not count: the views publish operators' corrections from the same outbox.
-            await retry_forever("acknowledging entity updates", partial(store.ack_published, etype, raw),
-                                self.metrics)
+            async with self.runtime.outbox_lock:
+                raw = await retry_forever("reading entity updates", partial(store.pending_raw, etype), self.metrics)
+                if not raw:
+                    continue
+                messages = update_messages(self.settings.topic_updates, raw)
+                await retry_forever("publishing entity updates", partial(self.publisher.publish, messages),
+                                    self.metrics)
+                # By content, not count: another worker's views may publish from the same outbox.
+                await retry_forever("acknowledging entity updates", partial(store.ack_published, etype, raw),
+                                    self.metrics)
 
 
 class _Boot(BootStrategy):

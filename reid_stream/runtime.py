@@ -53,6 +53,10 @@ class Runtime:
     consumers: list[BatchConsumer] = field(default_factory=list)
     corrections: Corrections | None = None  # the operator's writes; made by the first one
     search: SearchService | None = None  # made by the first search request (web.py)
+    # Held while the outbox of entity updates is read, published and acknowledged: the views (an operator's
+    # correction) and the pipeline (its merges) both publish it, and reading the same head twice published
+    # an update twice.
+    outbox_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class ReidApp(faust.App):

@@ -47,6 +47,7 @@ MAX_LIMIT = 1000
 DEFAULT_LIMIT = 50
 MAX_ID = 256
 MAX_BODY = 256 * 1024  # a split of 1,000 ids of 256 characters fits
+OUTBOX_WAIT_S = 2.0  # an operator's correction waits this long for the pipeline to finish publishing the outbox
 B = TypeVar("B", bound=BaseModel)
 
 
@@ -207,12 +208,20 @@ class CorrectionView(ApiView):
         if rt.publisher is None:
             return
         try:
+            # Not longer than a request should wait: the pipeline may hold it through a Kafka outage.
+            await asyncio.wait_for(rt.outbox_lock.acquire(), OUTBOX_WAIT_S)
+        except TimeoutError:
+            log.warning("entity update left in the outbox for the pipeline: it is publishing")
+            return
+        try:
             raw = await rt.store.pending_raw(update.entity_type)
             if raw:
                 await rt.publisher.publish(update_messages(rt.settings.topic_updates, raw))
                 await rt.store.ack_published(update.entity_type, raw)
         except Exception as exc:  # Kafka or Redis: the pipeline publishes it with the next batch
             log.warning("entity update left in the outbox for the pipeline: %r", exc)
+        finally:
+            rt.outbox_lock.release()
 
     async def outcome(self, update: EntityUpdate, ids: list[str]) -> Response:
         await self.publish(update)
