@@ -23,11 +23,8 @@ from reid_stream.errors import DetectionError
 from reid_stream.events import ENTITY_TYPES, BBox, EntityType
 from reid_stream.images import decode_crop
 from reid_stream.matching import EntityEmbedding, VectorIndex
+from reid_stream.params import DEFAULT_LIMIT, ParamError, parse_list_params, time_param
 
-MAX_LIMIT = 1000
-DEFAULT_LIMIT = 50
-MAX_OFFSET = 10_000_000
-MAX_ID = 256
 MAX_TEXT_CHARS = 300  # CLIP reads at most 77 tokens; a longer text is refused rather than silently cut
 # A burst of searches (a user paging, a UI typing) reads a type's vectors from Redis once per 2 s instead of
 # once per request (every vector of the type, MBs at the default cap); 2 s of staleness is below what an
@@ -80,44 +77,16 @@ class Filters:
     offset: int = 0
 
 
-def _int(query: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
-    raw = query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise _param_error(name, f"{name} must be an integer") from None
-    if not lo <= value <= hi:
-        raise _param_error(name, f"{name} must be between {lo} and {hi}")
-    return value
-
-
-def _time(query: Mapping[str, str], name: str) -> float | None:
-    if not query.get(name):
-        return None
-    try:
-        when = datetime.fromisoformat(query[name])
-    except ValueError:
-        raise _param_error(name, f"{name} must be an ISO 8601 date-time") from None
-    if when.tzinfo is None:
-        raise _param_error(name, f"{name} must carry a time zone, e.g. 2026-01-01T00:00:00Z")
-    return when.timestamp()
-
-
 def parse_filters(query: Mapping[str, str]) -> Filters:
-    """The filters and paging of every search route, named as GET /api/entities names them, plus `until`."""
-    entity_type = query.get("entity_type") or None
-    if entity_type is not None and entity_type not in ENTITY_TYPES:
-        raise _param_error("entity_type", f"entity_type must be one of {', '.join(ENTITY_TYPES)}")
-    camera_id = query.get("camera_id") or None
-    if camera_id is not None and len(camera_id) > MAX_ID:
-        raise _param_error("camera_id", f"camera_id is longer than {MAX_ID} characters")
-    since, until = _time(query, "since"), _time(query, "until")
-    if since is not None and until is not None and until < since:
+    """The filters and paging of every search route: those of GET /api/entities, plus `until`."""
+    try:
+        f = parse_list_params(query)
+        until = time_param(query, "until")
+    except ParamError as err:
+        raise _param_error(err.param, err.message) from None
+    if f["since"] is not None and until is not None and until < f["since"]:
         raise _param_error("until", "until is before since")
-    return Filters(entity_type, camera_id, since, until, _int(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
-                   _int(query, "offset", 0, 0, MAX_OFFSET))
+    return Filters(f["entity_type"], f["camera_id"], f["since"], until, f["limit"], f["offset"])
 
 
 def check_text(text: str | None) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from functools import cache
 from typing import Any, TypeVar, cast
 
@@ -23,7 +22,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from reid_stream.corrections import CorrectionError, Corrections, update_messages
 from reid_stream.errors import DetectionError
 from reid_stream.events import (
-    ENTITY_TYPES,
     BBox,
     Correction,
     EntityDetail,
@@ -37,64 +35,16 @@ from reid_stream.events import (
 from reid_stream.images import fetch_url, read_path, thumbnail_jpeg
 from reid_stream.metrics import CONTENT_TYPE
 from reid_stream.openapi import build_openapi
+from reid_stream.params import MAX_ID, ParamError, parse_list_params
 from reid_stream.runtime import ReidApp, Runtime
 from reid_stream.search import Filters, SearchError, SearchResults, SearchService, parse_filters, read_upload
 from reid_stream.ui import UI_ROUTES
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-MAX_LIMIT = 1000
-DEFAULT_LIMIT = 50
-MAX_ID = 256
 MAX_BODY = 256 * 1024  # a split of 1,000 ids of 256 characters fits
 OUTBOX_WAIT_S = 2.0  # an operator's correction waits this long for the pipeline to finish publishing the outbox
 B = TypeVar("B", bound=BaseModel)
-
-
-class ParamError(ValueError):
-    def __init__(self, param: str, message: str) -> None:
-        super().__init__(message)
-        self.param = param
-        self.message = message
-
-
-def _int_param(query: Any, name: str, default: int, lo: int, hi: int | None) -> int:
-    raw = query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ParamError(name, f"{name} must be an integer") from None
-    if value < lo or (hi is not None and value > hi):
-        raise ParamError(name, f"{name} must be between {lo} and {hi}" if hi else f"{name} must be >= {lo}")
-    return value
-
-
-def parse_list_params(query: Any) -> dict[str, Any]:
-    """Validated query parameters of GET /api/entities; ParamError names the bad one."""
-    entity_type = query.get("entity_type") or None
-    if entity_type is not None and entity_type not in ENTITY_TYPES:
-        raise ParamError("entity_type", f"entity_type must be one of {', '.join(ENTITY_TYPES)}")
-    camera_id = query.get("camera_id") or None
-    if camera_id is not None and len(camera_id) > MAX_ID:
-        raise ParamError("camera_id", f"camera_id is longer than {MAX_ID} characters")
-    since = None
-    if query.get("since"):
-        try:
-            when = datetime.fromisoformat(query["since"])
-        except ValueError:
-            raise ParamError("since", "since must be an ISO 8601 date-time") from None
-        if when.tzinfo is None:
-            raise ParamError("since", "since must carry a time zone, e.g. 2026-01-01T00:00:00Z")
-        since = when.timestamp()
-    return {
-        "entity_type": entity_type,
-        "camera_id": camera_id,
-        "since": since,
-        "limit": _int_param(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
-        "offset": _int_param(query, "offset", 0, 0, 10_000_000),
-    }
 
 
 class ApiView(View):

@@ -1,6 +1,6 @@
 import pytest
 
-from reid_stream.web import ParamError, parse_list_params
+from reid_stream.params import ParamError, parse_list_params
 
 
 def test_defaults():
