@@ -1,7 +1,9 @@
 -- Stores a batch of detections (embedding, appearance, marker) atomically and idempotently, in one call.
 -- A compare-and-set on the per-(model, type) version makes assignment safe even if two writers
--- ever overlap (e.g. during a rebalance): detection i expects version expected + i, so once one is not
--- stored (a duplicate, or another writer moved the version) the rest answer 'conflict' and are re-matched.
+-- ever overlap (e.g. during a rebalance), or an operator's correction lands first: detection i expects
+-- version expected + i, and once one is not stored (a duplicate, or another writer moved the version) the
+-- rest answer 'conflict' and are re-matched. Explicitly: a foreign write that moved the version by one would
+-- otherwise make detection 1 match after detection 0 did not, and store it on a state it never saw.
 -- One call per batch, with what the batch shares passed once, and the detections packed into two
 -- arguments: per-detection calls, then per-field arguments, were most of this single-writer stage's cost
 -- (the client encodes and frames every argument, and parses every nested reply).
@@ -56,15 +58,21 @@ do
 end
 local stride, vectors = tonumber(ARGV[9]), ARGV[10]
 
+local stopped = false  -- a detection was not stored: none after it is
 local function commit(n, a)
   local det, day, cam, eid = F[a], F[a + 1], F[a + 4], F[a + 8]
+  local version = tonumber(redis.call('GET', KEYS[1]) or '0')
+  if stopped then
+    return 'conflict\n' .. tostring(version)
+  end
   local marker_key = P .. ':det:' .. det
   local marker = redis.call('GET', marker_key)
   if marker then
+    stopped = true
     return 'dup\n' .. marker
   end
-  local version = tonumber(redis.call('GET', KEYS[1]) or '0')
   if version ~= expected + n then
+    stopped = true
     return 'conflict\n' .. tostring(version)
   end
 

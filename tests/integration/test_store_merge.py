@@ -166,6 +166,26 @@ async def test_a_stale_version_conflicts_and_a_vanished_entity_is_gone(store):
         await store.merge(MODEL, TYPE, "a1", "a1", 1.0, version, at)
 
 
+async def test_a_batch_planned_before_a_merge_stores_none_of_it(store):
+    """A merge (one version step) lands between a batch's planning and its commit. Detection 1 of the batch
+    expects exactly the version the merge left, yet must not be stored: it was decided against the entity the
+    merge just removed (this once brought merged ids back to life as entities)."""
+    await two_entities(store)
+    planned_at = await store.version(MODEL, TYPE)
+    await merge(store, "a1", "b1")
+    results = await store.commit([write("x1", "a1", minutes=30), write("x2", "b1", minutes=31),
+                                  write("x3", "b1", minutes=32)], planned_at)
+    assert [r.status for r in results] == ["conflict"] * 3
+    assert await store.version(MODEL, TYPE) == planned_at + 1
+    assert not await store.redis.exists(store.keys.entity("b1"))
+    assert not await store.markers(["x1", "x2", "x3"])
+    # After a duplicate, too, the rest wait for the next round instead of landing on a moved count.
+    await put(store, write("y1", "a1", minutes=40))
+    version = await store.version(MODEL, TYPE)
+    results = await store.commit([write("y1", "a1", minutes=40), write("y2", "a1", minutes=41)], version - 1)
+    assert [r.status for r in results] == ["dup", "conflict"]
+
+
 async def test_outbox_keeps_updates_in_order_until_acknowledged(store):
     await put(store, write("p", "p"), write("q", "q"), write("r", "r"))
     await merge(store, "p", "q", 0.91)
