@@ -29,6 +29,7 @@ from reid_stream.errors import DetectionError
 from reid_stream.events import DeadLetter, MatchEvent
 from reid_stream.kafka_io import BatchConsumer, Publisher, raw_event
 from reid_stream.runtime import ReidApp, Runtime, retry_forever
+from reid_stream.watch import alert_messages
 from reid_stream.web import register_views
 from reid_stream.wire import EmbeddedRecord, Message, dead_letter, embedded_messages, letter_message, unpack
 
@@ -146,6 +147,7 @@ class Pipeline(mode.Service):
         self.metrics.stage("publish", time.perf_counter() - t0)
         self._count_letters(letters)
         await self._publish_updates({i.entity_type for i in items})
+        await self._publish_alerts({i.entity_type for i in items})
         now = time.time()
         sent_at = {i.detection_id: i.source.timestamp for i in items}
         m = self.metrics
@@ -172,6 +174,19 @@ class Pipeline(mode.Service):
                 # By content, not count: another worker's views may publish from the same outbox.
                 await retry_forever("acknowledging entity updates", partial(store.ack_published, etype, raw),
                                     self.metrics)
+
+
+    async def _publish_alerts(self, entity_types: set[str]) -> None:
+        """Watch list alerts wait in a Redis outbox written with their detection, and leave it once Kafka has
+        them: at least once, and once in practice (a crash between the two repeats them; alert_id tells)."""
+        store = self.runtime.store
+        for etype in sorted(entity_types):
+            raw = await retry_forever("reading alerts", partial(store.pending_alerts, etype), self.metrics)
+            if not raw:
+                continue
+            messages = alert_messages(self.settings.topic_alerts, raw)
+            await retry_forever("publishing alerts", partial(self.publisher.publish, messages), self.metrics)
+            await retry_forever("acknowledging alerts", partial(store.ack_alerts, etype, raw), self.metrics)
 
 
 class _Boot(BootStrategy):

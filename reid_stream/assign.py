@@ -31,6 +31,7 @@ from reid_stream.identity.topology import Topology
 from reid_stream.matching import Assignment, EntityEmbedding, VectorIndex, assign_entity, merge_matches
 from reid_stream.metrics import Metrics
 from reid_stream.store import PlannedWrite, ReidStore
+from reid_stream.watch import Enrolments, Watchlist, alert_for
 from reid_stream.wire import EmbeddedRecord, dead_letter
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,8 @@ class _TypeCache:
     version: int
     index: VectorIndex  # every stored row: the detection-level matches of each event
     gallery: Gallery  # the same rows as tracklets and entity prototypes: who each detection is
-    names: dict[str, Named] = field(default_factory=dict)  # operators' names and trust, for the match events
+    names: dict[str, Named] = field(default_factory=dict)  # operators' names, trust and watch labels
+    enrolments: Enrolments | None = None  # the watch list's enrolled looks
 
 
 def _row(e: EntityEmbedding) -> Row:
@@ -74,6 +76,7 @@ class Assigner:
         self.policy = policy_of(settings)
         self._caches: dict[tuple[str, str], _TypeCache] = {}
         self.corrections = Corrections(store)
+        self.watchlist = Watchlist(store, self.corrections)
         self._names: dict[str, Named] = {}  # of the (model, type) being planned: set by _cache
         self._json: dict[str, str] = {}  # the last batch's stored events as the marker holds them
 
@@ -99,12 +102,13 @@ class Assigner:
             gallery.apart = await self.corrections.apart(model, etype)
             gallery.pinned = await self.corrections.pinned(model, etype)
             names = await self.corrections.names(etype)
-            cache = self._caches[key] = _TypeCache(version, index, gallery, names)
+            enrolments = await self.watchlist.enrolments(model, etype, dim)
+            cache = self._caches[key] = _TypeCache(version, index, gallery, names, enrolments)
         self._names = cache.names
         return cache
 
     def _plan(self, item: EmbeddedRecord, matches: list[tuple[EntityEmbedding, float]], decision: Decision | None,
-              now: float, incoming: Incoming) -> PlannedWrite:
+              now: float, incoming: Incoming, enrolled: tuple[str, str, float] | None = None) -> PlannedWrite:
         # Built without validation (`complete`, model_construct without its per-field handling): every value
         # comes from a detection stage 1 validated, and building the models was a measurable share of this
         # single-writer stage.
@@ -128,19 +132,26 @@ class Assigner:
             extra["tracklet"] = complete(TrackletRef, key=incoming.track_key, detections=decision.track_rows,
                                          redecided_from=decision.redecided_from) if incoming.has_track else None
         named = self._names.get(assignment.entity_id)
+        processed_at = datetime.now(UTC)
         event = complete(
             MatchEvent,
             detection_id=item.detection_id, entity_id=assignment.entity_id, is_new_entity=assignment.is_new_entity,
             entity_type=item.entity_type, camera_id=item.camera_id, camera_name=item.camera_name,
             track_id=item.track_id, timestamp=item.timestamp, model=item.model, matches=refs,
-            processed_at=datetime.now(UTC), entity_name=named.name if named else None,
+            processed_at=processed_at, entity_name=named.name if named else None,
             trust=named.trust if named else None, **extra)
         appearance = complete(
             EntityAppearance,
             detection_id=item.detection_id, camera_id=item.camera_id, camera_name=item.camera_name or item.camera_id,
             timestamp=item.timestamp, similarity_score=similarity, attributes=item.attributes, thumbnail_url="")
+        alert = None
+        if enrolled is not None or (named is not None and named.watch):
+            alert = alert_for(named, enrolled, detection_id=item.detection_id, entity_id=assignment.entity_id,
+                              is_new=assignment.is_new_entity, similarity=similarity, entity_type=item.entity_type,
+                              camera_id=item.camera_id, camera_name=item.camera_name, timestamp=item.timestamp,
+                              model=item.model, now=processed_at)
         return PlannedWrite(event, item.vector, assignment, item.fingerprint, appearance, now, item.image_ref,
-                            incoming.track_key if incoming.has_track else "", incoming.quality)
+                            incoming.track_key if incoming.has_track else "", incoming.quality, alert)
 
     async def assign(self, batch: Sequence[EmbeddedRecord]) -> tuple[list[MatchEvent], list[DeadLetter]]:
         """Match events for every detection (stored ones re-emitted as stored) and dead letters.
@@ -199,13 +210,17 @@ class Assigner:
         decider = Decider(cache.gallery, self.policy) if self.settings.assignment == "entity" else None
         if decider is not None:
             decider.prime(vectors, [i.detection_id for i in items], gram=sims)
+        watched = cache.enrolments.best(vectors, self.settings.watch_min_similarity) if cache.enrolments else []
+        ens = cache.enrolments
         for n, (item, prior) in enumerate(zip(items, stored, strict=True)):
             in_batch = sorted(((entries[j], float(sims[n, j])) for j in earlier.get(n, ())), key=lambda m: -m[1])
             key, has_track = track_key(item.camera_id, item.track_id, item.detection_id)
             incoming = Incoming(item.detection_id, item.camera_id, item.timestamp.timestamp(), item.vector, key,
                                 quality(item.bbox), has_track)
             decision = decider.decide(incoming, primed=n) if decider is not None else None
-            plan = self._plan(item, merge_matches(prior, in_batch[:k], limit=k), decision, now, incoming)
+            hit = watched[n] if watched else None
+            enrolled = (ens.ids[hit[0]], ens.labels[hit[0]], hit[1]) if hit is not None and ens is not None else None
+            plan = self._plan(item, merge_matches(prior, in_batch[:k], limit=k), decision, now, incoming, enrolled)
             plans.append(plan)
             entry = EntityEmbedding(item.detection_id, item.camera_id, item.entity_type, item.timestamp, item.vector,
                                     entity_id=plan.assignment.entity_id, model=item.model, stored_at=now,
@@ -251,6 +266,8 @@ class Assigner:
             for item, plan, res in zip(pending, plans, results, strict=True):
                 if res.status == "ok":
                     cache.version = res.version or cache.version
+                    if res.alert:
+                        self.metrics.alerts.labels(res.alert).inc()
                     cache.index.remove(list(res.evicted))
                     cache.gallery.remove(list(res.evicted))  # the gallery holds exactly the stored rows
                     out.append(plan.event)

@@ -140,8 +140,8 @@ class Settings:
         "Lifetime of every Redis key: embeddings, entities, markers.")
     named_retention_seconds: int = setting(
         "REID_NAMED_RETENTION_SECONDS", 30 * 86400, _int(1, 10 * 365 * 86400),
-        "Lifetime of an entity given a name or a trust (and of its embeddings), counted from its latest change or "
-        "appearance; never shorter than REID_EMBEDDING_TTL_SECONDS.")
+        "Lifetime of an entity given a name, a trust or a watch label (and of its embeddings), counted from its "
+        "latest change or appearance, and of a watch list enrolment; never shorter than REID_EMBEDDING_TTL_SECONDS.")
     max_embeddings: int = setting(
         "REID_MAX_EMBEDDINGS", 1000, _int(1, 10_000_000),
         "Most embeddings kept per model and entity type; the oldest go first.")
@@ -237,6 +237,16 @@ class Settings:
     topic_updates: str = setting(
         "REID_TOPIC_UPDATES", "entity-updates", _nonempty, "Output topic of changes to entities (merges).")
     topic_dlq: str = setting("REID_TOPIC_DLQ", "detections-dlq", _nonempty, "Dead-letter topic.")
+    topic_alerts: str = setting(
+        "REID_TOPIC_ALERTS", "entity-alerts", _nonempty, "Output topic of watch list alerts.")
+    alert_cooldown_seconds: int = setting(
+        "REID_ALERT_COOLDOWN_SECONDS", 60, _int(0, 7 * 86400),
+        "Watch list alerts: at most one per watch entry and camera within this many seconds of detection time "
+        "(a tracklet of 30 frames raises one alert, not 30); 0 alerts on every detection.")
+    watch_threshold: float | None = setting(
+        "REID_WATCH_THRESHOLD", None, _float(-1.0, 1.0),
+        "Cosine similarity at or above which a detection matches an enrolled watch list image; unset: "
+        "REID_SIMILARITY_THRESHOLD.")
     topic_embedded: str = setting(
         "REID_TOPIC_EMBEDDED", "reid-embedded", _nonempty,
         "Internal topic keyed by entity type (single writer per type).")
@@ -308,6 +318,10 @@ class Settings:
         return f"/api/detections/{quote(detection_id, safe='')}/image"
 
     @property
+    def watch_min_similarity(self) -> float:
+        return self.similarity_threshold if self.watch_threshold is None else self.watch_threshold
+
+    @property
     def kafka_broker_url(self) -> str:
         return ";".join(f"kafka://{server}" for server in _list(self.kafka_bootstrap))
 
@@ -317,6 +331,9 @@ def describe() -> list[tuple[str, str, str]]:
     rows = []
     for f in fields(Settings):
         default = f.default
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
+        if default is None:
+            shown = "(unset)"
+        else:
+            shown = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
         rows.append((f.metadata["env"], shown or "(empty)", f.metadata["doc"]))
     return rows

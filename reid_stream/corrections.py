@@ -1,4 +1,4 @@
-"""The operator's corrections in Redis: names and trust (with their retention), merges and splits.
+"""The operator's corrections in Redis: names, trust and watching (with their retention), merges and splits.
 
 Every correction is a compare-and-set on the (model, type) version, like the single writer's own commits: it
 either lands on exactly the state it read or is retried on the new one, and moving the version makes the assign
@@ -35,12 +35,17 @@ class CorrectionError(Exception):
         self.status, self.code, self.detail = status, code, detail
 
 
+OPERATOR_FIELDS = ("name", "notes", "trust", "watch")
+
+
 @dataclass(frozen=True)
 class Named:
-    """What a match event says of its entity."""
+    """What the assign stage knows of an entity an operator touched: its match events' name and trust, and the
+    watch list label its appearances raise alerts under."""
 
     name: str | None
     trust: str | None
+    watch: str | None = None
 
 
 def update_messages(topic: str, raw: list[bytes]) -> list[tuple[str, bytes | None, bytes]]:
@@ -66,10 +71,10 @@ class Corrections:
         self._split = self.redis.register_script(SPLIT_LUA)
 
     def retention(self, fields: dict[str, Any]) -> int:
-        """Seconds a named, trusted or untrusted entity is kept from its latest change or appearance; 0 for the
-        others, which live by the embedding TTL. Untrusted counts too: marking somebody untrusted is precisely
-        so as to recognise them when they come back."""
-        if fields.get("name") or fields.get("trust") in ("trusted", "untrusted"):
+        """Seconds a named, trusted/untrusted or watched entity is kept from its latest change or appearance; 0
+        for the others, which live by the embedding TTL. Untrusted and watched count too: marking somebody so is
+        precisely so as to recognise them when they come back."""
+        if fields.get("name") or fields.get("watch") or fields.get("trust") in ("trusted", "untrusted"):
             return max(self.settings.named_retention_seconds, self.settings.embedding_ttl_seconds + 1)
         return 0
 
@@ -84,10 +89,10 @@ class Corrections:
     # --- names and trust ----------------------------------------------------------------------
 
     async def annotate(self, entity_id: str, patch: dict[str, Any]) -> str:
-        """Set name, notes and/or trust (a key given as null clears it); returns the live entity's id."""
+        """Set name, notes, trust and/or watch (a key given as null clears it); returns the live entity's id."""
         for _attempt in range(MAX_ATTEMPTS):
             target, h = await self._entity(entity_id)
-            fields = {f: h.get(f) for f in ("name", "notes", "trust")}
+            fields = {f: h.get(f) for f in OPERATOR_FIELDS}
             fields.update(patch)
             if fields.get("trust") == "unknown":
                 fields["trust"] = None  # the default: stored as absent
@@ -102,8 +107,8 @@ class Corrections:
         version = await self.store.version(model, etype)
         rows = await self.redis.zrange(k.order(target), 0, -1, withscores=True)
         retention = self.retention(fields)
-        entry = json.dumps({"name": fields.get("name"), "trust": fields.get("trust")}) \
-            if fields.get("name") or fields.get("trust") else ""
+        entry = json.dumps({"name": fields.get("name"), "trust": fields.get("trust"), "watch": fields.get("watch")}) \
+            if fields.get("name") or fields.get("trust") or fields.get("watch") else ""
         keys = [k.version(model, etype), k.entity(target), k.order(target), k.index(model, etype), k.named(etype),
                 k.by_type(etype)]
         args = [version, self.settings.embedding_ttl_seconds, retention, time.time(), self.settings.redis_prefix,
@@ -119,7 +124,7 @@ class Corrections:
         out = {}
         for eid, entry in raw.items():
             v = json.loads(entry)
-            out[eid.decode()] = Named(v.get("name"), v.get("trust"))
+            out[eid.decode()] = Named(v.get("name"), v.get("trust"), v.get("watch"))
         return out
 
     async def _track_keys(self, model: str, etype: str, entity_ids: list[str]) -> list[str]:

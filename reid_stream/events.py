@@ -219,9 +219,11 @@ class EntitySummary(BaseModel):
     name: str | None = Field(default=None, description="Set by an operator (PATCH); null if none.")
     notes: str | None = Field(default=None, description="Set by an operator (PATCH); null if none.")
     trust: Trust = Field(default="unknown", description="Set by an operator (PATCH).")
+    watch: str | None = Field(default=None, description="The watch list label when the entity is watched: its "
+                              "next appearances raise alerts on `entity-alerts`; null if not watched.")
     retained_until: datetime | None = Field(
-        default=None, description="A named or trusted/untrusted entity is kept (with its embeddings) until this "
-        "time, REID_NAMED_RETENTION_SECONDS after its latest change or appearance; null: the embedding TTL.")
+        default=None, description="A named, trusted/untrusted or watched entity is kept (with its embeddings) until "
+        "this time, REID_NAMED_RETENTION_SECONDS after its latest change or appearance; null: the embedding TTL.")
 
 
 class EntityDetail(EntitySummary):
@@ -231,6 +233,7 @@ class EntityDetail(EntitySummary):
 
 
 FreeText = Field(default=None, max_length=4096, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$")  # newlines and tabs allowed
+Label = Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
 
 
 class EntityPatch(BaseModel):
@@ -240,11 +243,13 @@ class EntityPatch(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
     notes: str | None = FreeText
     trust: Trust | None = Field(default=None, description="null sets it back to unknown.")
+    watch: str | None = Field(default=None, min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$",
+                              description="A watch list label: watched (alerts on entity-alerts); null: unwatched.")
 
     @model_validator(mode="after")
     def _something(self) -> EntityPatch:
         if not self.model_fields_set:
-            raise ValueError("give at least one of name, notes, trust")
+            raise ValueError("give at least one of name, notes, trust, watch")
         return self
 
 
@@ -268,6 +273,56 @@ class SplitRequest(BaseModel):
             if not 0 < len(d) <= 256 or any(ord(c) < 0x20 for c in d):
                 raise ValueError("each detection id has 1 to 256 characters and no control characters")
         return ids
+
+
+class WatchRequest(BaseModel):
+    """POST /api/watchlist with a JSON body: watch an existing entity (an image is enrolled with its raw body)."""
+
+    model_config = ConfigDict(extra="forbid")
+    entity_id: str = Ident
+    label: str = Label
+
+
+class WatchEntry(BaseModel):
+    """One watch list entry: a watched entity, or an image enrolled as a look to watch for."""
+
+    watch_id: str = Field(description="The entity's id (`kind` entity), or the enrolment's id (`kind` image); "
+                          "DELETE /api/watchlist/{watch_id} removes it.")
+    kind: Literal["entity", "image"]
+    label: str
+    entity_type: EntityType
+    entity_id: str | None = Field(default=None, description="The watched entity (`kind` entity).")
+    model: str | None = Field(default=None, description="Enrolments: the model whose vector space the image was "
+                              "embedded in; only detections embedded by it are compared.")
+    created_at: datetime | None = None
+    by: str | None = Field(default=None, description="The API token name of the operator who added it.")
+    retained_until: datetime | None = Field(default=None, description="When the entry ends unless renewed.")
+
+
+class WatchList(BaseModel):
+    entries: list[WatchEntry]
+    count: int
+
+
+class WatchAlert(BaseModel):
+    """A watched entity or an enrolled look seen again (topic `entity-alerts`, keyed by entity_id)."""
+
+    alert_id: str = Field(description="`{detection_id}/{watch_id}`: stable, so a consumer can drop a repeat.")
+    watch_id: str
+    kind: Literal["entity", "image"] = Field(description="`entity`: the detection joined a watched entity; "
+                                             "`image`: it looks like an enrolled image.")
+    label: str
+    entity_id: str = Field(description="The entity the detection was assigned to.")
+    entity_type: EntityType
+    entity_name: str | None = None
+    detection_id: str
+    camera_id: str
+    camera_name: str | None = None
+    timestamp: datetime = Field(description="When the detection was seen.")
+    similarity: float = Field(description="`entity`: to the entity, as its match event reports it; `image`: "
+                              "cosine similarity to the enrolled image. 6 decimals.")
+    model: str
+    raised_at: datetime
 
 
 class Correction(BaseModel):
@@ -353,4 +408,5 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         "entity-matches": MatchEvent.model_json_schema(),
         "detections-dlq": DeadLetter.model_json_schema(),
         "entity-updates": EntityUpdate.model_json_schema(),
+        "entity-alerts": WatchAlert.model_json_schema(),
     }

@@ -29,9 +29,9 @@ end
 local ttl = tonumber(ARGV[2])
 local survivor, merged = ARGV[3], ARGV[4]
 
--- Name, notes and trust: the survivor keeps its own and takes the merged one's where it has none; the longer
--- retention wins (see corrections.py).
-for _, f in ipairs({'name', 'notes', 'trust'}) do
+-- Name, notes, trust and watch: the survivor keeps its own and takes the merged one's where it has none; the
+-- longer retention wins (see corrections.py).
+for _, f in ipairs({'name', 'notes', 'trust', 'watch'}) do
   local v = redis.call('HGET', KEYS[7], f)
   if v and redis.call('HEXISTS', KEYS[2], f) == 0 then
     redis.call('HSET', KEYS[2], f, v)
@@ -43,10 +43,17 @@ for _, f in ipairs({'retention', 'keep_until'}) do
     redis.call('HSET', KEYS[2], f, theirs)
   end
 end
-local named = redis.call('HGET', KEYS[18], merged)
-if named then
-  redis.call('HDEL', KEYS[18], merged)
-  redis.call('HSETNX', KEYS[18], survivor, named)
+-- The survivor's entry in the names hash (what the assign stage reads) is made again from what it now holds.
+redis.call('HDEL', KEYS[18], merged)
+local entry, any = {}, false
+for _, f in ipairs({'name', 'trust', 'watch'}) do
+  local v = redis.call('HGET', KEYS[2], f)
+  if v then
+    entry[f], any = v, true
+  end
+end
+if any then
+  redis.call('HSET', KEYS[18], survivor, cjson.encode(entry))
 end
 local etl = math.max(ttl, math.ceil(tonumber(redis.call('HGET', KEYS[2], 'keep_until') or '0') - now))
 local function extend(key, secs)

@@ -41,6 +41,8 @@ class Metrics:
                                      "encode, match, store, publish); parse and decode_crop add up across "
                                      "the decode processes.",
                                      ["stage"], registry=r)
+        self.alerts = Counter("reid_watch_alerts", "Watch list matches: `raised` (published on entity-alerts) or "
+                              "`limited` (held back by REID_ALERT_COOLDOWN_SECONDS).", ["outcome"], registry=r)
         self.retries = Counter("reid_infra_retries", "Retried infrastructure steps (Redis or Kafka down).",
                                ["step"], registry=r)
 

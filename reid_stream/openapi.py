@@ -16,6 +16,9 @@ from reid_stream.events import (
     EntityPatch,
     MergeRequest,
     SplitRequest,
+    WatchEntry,
+    WatchList,
+    WatchRequest,
 )
 from reid_stream.search import MAX_TEXT_CHARS, UPLOAD_TYPES, SearchResults
 
@@ -46,8 +49,9 @@ CORRECTION_ERRORS = {
 
 
 def build_openapi() -> dict[str, Any]:
-    models = [(m, "serialization") for m in (EntityList, EntityDetail, EntityHistory, Correction, SearchResults)]
-    models += [(m, "validation") for m in (EntityPatch, MergeRequest, SplitRequest)]
+    models = [(m, "serialization") for m in (EntityList, EntityDetail, EntityHistory, Correction, SearchResults,
+                                             WatchList, WatchEntry)]
+    models += [(m, "validation") for m in (EntityPatch, MergeRequest, SplitRequest, WatchRequest)]
     _, defs = models_json_schema(models, ref_template=REF)
     schemas = defs["$defs"]
     schemas["Error"] = {"type": "object", "required": ["detail"],
@@ -91,10 +95,10 @@ def build_openapi() -> dict[str, Any]:
                            "events.", "parameters": [entity_id],
                            "responses": {"200": {"description": "erased"}, "404": _error("unknown entity"),
                                          **common}},
-                "patch": {"summary": "Set an entity's name, notes and trust",
-                          "description": "Fields given are set, null clears one, others stay. A named, trusted or "
-                          "untrusted entity and its embeddings are kept for REID_NAMED_RETENTION_SECONDS from its "
-                          "latest change or appearance. " + MERGED_ID, "parameters": [entity_id],
+                "patch": {"summary": "Set an entity's name, notes, trust and watch label",
+                          "description": "Fields given are set, null clears one, others stay. A named, watched, "
+                          "trusted or untrusted entity and its embeddings are kept for REID_NAMED_RETENTION_SECONDS "
+                          "from its latest change or appearance. " + MERGED_ID, "parameters": [entity_id],
                           "requestBody": _body("EntityPatch"),
                           "responses": {"200": _ok("EntityDetail"), "404": _error("unknown entity"),
                                         **CORRECTION_ERRORS, **common, **busy}},
@@ -169,6 +173,42 @@ def build_openapi() -> dict[str, Any]:
                               "415": _error("a Content-Type other than image/jpeg or image/png "
                                             "(unsupported_media_type), or bytes of another format "
                                             "(unsupported_image_format)"),
+                              **common},
+            }},
+            "/api/watchlist": {
+                "get": {"summary": "The watch list: watched entities and enrolled images",
+                        "responses": {"200": _ok("WatchList"), **common}},
+                "post": {
+                    "summary": "Watch an entity (JSON body), or enrol an image (raw body) as a look to watch for",
+                    "description": "Alerts go to entity-alerts, at most one per detection, rate-limited per entry "
+                    "and camera (REID_ALERT_COOLDOWN_SECONDS). An enrolled image is embedded by the worker's model "
+                    "and never stored; it is kept REID_NAMED_RETENTION_SECONDS.",
+                    "parameters": [
+                        {"name": "label", "in": "query", "description": "Images: what the alerts will say.",
+                         "schema": {"type": "string", "minLength": 1, "maxLength": 256}},
+                        {"name": "entity_type", "in": "query", "description": "Images: person (default) or vehicle.",
+                         "schema": {"type": "string", "enum": list(ENTITY_TYPES)}}],
+                    "requestBody": {"required": True, "content": {
+                        "application/json": {"schema": {"$ref": REF.format(model="WatchRequest")}},
+                        **{t: {"schema": {"type": "string", "format": "binary"}} for t in UPLOAD_TYPES}}},
+                    "responses": {
+                        "201": {"description": "added", "content": {"application/json": {
+                            "schema": {"$ref": REF.format(model="WatchEntry")}}}},
+                        "400": _error("empty image (empty_image) or bytes that do not decode (image_decode_failed)"),
+                        "404": _error("unknown entity (entity_not_found)"),
+                        "413": _error("over REID_MAX_IMAGE_BYTES or REID_MAX_IMAGE_PIXELS, or a JSON body over "
+                                      "256 KiB"),
+                        "415": _error("another Content-Type (unsupported_media_type) or image format "
+                                      "(unsupported_image_format)"),
+                        "422": _error("invalid JSON body (invalid_body), label (invalid_label) or entity_type "
+                                      "(invalid_entity_type)"),
+                        **common, **busy}},
+            },
+            "/api/watchlist/{watch_id}": {"delete": {
+                "summary": "Remove a watch list entry: delete an enrolment, or unwatch an entity (which stays)",
+                "parameters": [{**entity_id, "name": "watch_id"}],
+                "responses": {"200": {"description": "removed"},
+                              "404": _error("neither an enrolment nor a watched entity (watch_not_found)"),
                               **common},
             }},
         },

@@ -1,16 +1,16 @@
--- Sets an entity's name, notes and trust, and moves its retention in or out: a retained entity (named, or
--- with a trust other than unknown) keeps its rows in the 'kept' hashes, indexed at (retained until - ttl) so
--- that the embedding age expiry drops them when the retention ends and the REID_MAX_EMBEDDINGS cap pops them
--- after every ordinary row; its own keys, markers and aliases live as long. Back to unknown and nameless, its
--- rows return to their days' hashes for one more embedding TTL from now.
+-- Sets an entity's name, notes, trust and watch label, and moves its retention in or out: a retained entity
+-- (named, watched, or with a trust other than unknown) keeps its rows in the 'kept' hashes, indexed at
+-- (retained until - ttl) so that the embedding age expiry drops them when the retention ends and the
+-- REID_MAX_EMBEDDINGS cap pops them after every ordinary row; its own keys, markers and aliases live as long.
+-- Back to unknown, nameless and unwatched, its rows return to their days' hashes for one more embedding TTL.
 -- The same compare-and-set on the per-(model, type) version as every write: the rows listed are exactly the
 -- entity's, and the single writer reloads (and sees the name) at its next commit.
 --
 -- KEYS: 1 version, 2 entity (hash), 3 its order (zset), 4 embedding index (zset), 5 names of the type (hash),
 --       6 entities of the type (zset)
 -- ARGV: 1 expected version, 2 ttl seconds, 3 retention seconds (0: not retained), 4 now (epoch s),
---       5 key prefix, 6 model, 7 entity type, 8 entity id, 9 fields json {name, notes, trust} (null: removed),
---       10 names entry json ('' when neither named nor trusted), then per row of the entity: detection, day
+--       5 key prefix, 6 model, 7 entity type, 8 entity id, 9 fields json {name, notes, trust, watch} (null: removed),
+--       10 names entry json ('' when neither named, trusted nor watched), then per row of the entity: detection, day
 local version = tonumber(redis.call('GET', KEYS[1]) or '0')
 if version ~= tonumber(ARGV[1]) then
   return {'conflict', tostring(version)}
@@ -29,7 +29,7 @@ local function extend(key, secs)
 end
 
 local fields = cjson.decode(ARGV[9])
-for _, f in ipairs({'name', 'notes', 'trust'}) do
+for _, f in ipairs({'name', 'notes', 'trust', 'watch'}) do
   local v = fields[f]
   if v == nil or v == cjson.null then
     redis.call('HDEL', KEYS[2], f)

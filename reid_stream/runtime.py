@@ -28,6 +28,7 @@ from reid_stream.metrics import Metrics
 from reid_stream.prepare import process_pool
 from reid_stream.search import SearchService
 from reid_stream.store import ReidStore
+from reid_stream.watch import Watchlist
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -53,6 +54,7 @@ class Runtime:
     consumers: list[BatchConsumer] = field(default_factory=list)
     corrections: Corrections | None = None  # the operator's writes; made by the first one
     search: SearchService | None = None  # made by the first search request (web.py)
+    watchlist: Watchlist | None = None  # made by the first watch list request (web.py)
     # Held while the outbox of entity updates is read, published and acknowledged: the views (an operator's
     # correction) and the pipeline (its merges) both publish it, and reading the same head twice published
     # an update twice.

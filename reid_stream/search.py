@@ -230,7 +230,8 @@ class SearchService:
                               "was evicted (REID_MAX_EMBEDDINGS keeps the newest)")
         return await self.by_vector("detection", vector, f, self._types(f, [event["entity_type"]]), detection_id)
 
-    async def by_image(self, data: bytes, f: Filters) -> SearchResults:
+    async def embed_image(self, data: bytes) -> np.ndarray:
+        """An uploaded crop's vector (search by image, watch list enrolment)."""
         if not data:
             raise SearchError(400, "empty_image", "the request body is empty: send the JPEG or PNG bytes")
         try:
@@ -242,7 +243,10 @@ class SearchService:
         except DetectionError as err:
             raise image_error(err) from None
         vectors = await self._run_model(self.encoder.encode, crop[None])
-        return await self.by_vector("image", vectors[0], f, self._types(f))
+        return np.asarray(vectors[0], dtype=np.float32)
+
+    async def by_image(self, data: bytes, f: Filters) -> SearchResults:
+        return await self.by_vector("image", await self.embed_image(data), f, self._types(f))
 
     async def by_text(self, text: str | None, f: Filters) -> SearchResults:
         text = check_text(text)

@@ -15,9 +15,12 @@
 --       11 text fields, each ended by a newline (none holds a control character: ids are checked for it,
 --          JSON escapes it), per detection:
 --       detection id, day, metadata json, marker json, camera id, detection time (epoch s),
---       detection time (iso), appearance json, entity id, n, and the n other entities its event names
---       (erasure of one of them rewrites this detection's marker)
--- Reply: per detection one string, its lines 'ok', version, evicted ids... | 'dup', marker | 'conflict', version.
+--       detection time (iso), appearance json, entity id, n, the n other entities its event names
+--       (erasure of one of them rewrites this detection's marker), its watch list alert json ('' for none),
+--       and the alert's rate-limit field (watch id and camera id joined by \x1f)
+--       12 alert cooldown (seconds of detection time per watch entry and camera; 0: none)
+-- Reply: per detection one string, its lines 'ok', version, alert ('raised', 'limited' or ''), evicted ids...
+--        | 'dup', marker | 'conflict', version.
 -- Every other key is named here from the prefix exactly as store.Keys names it.
 local ttl = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
@@ -57,6 +60,8 @@ do
   end
 end
 local stride, vectors = tonumber(ARGV[9]), ARGV[10]
+local cooldown = tonumber(ARGV[12])
+local alerts, alert_last = P .. ':alerts:' .. etype, P .. ':alertlast:' .. etype
 
 local stopped = false  -- a detection was not stored: none after it is
 local function commit(n, a)
@@ -146,20 +151,37 @@ local function commit(n, a)
   end
 
   redis.call('SET', marker_key, F[a + 3], 'EX', etl)
-  for i = a + 10, a + 9 + tonumber(F[a + 9]) do
+  local n_named = tonumber(F[a + 9])
+  for i = a + 10, a + 9 + n_named do
     local refs = P .. ':refs:' .. F[i]
     redis.call('SADD', refs, det)
     redis.call('EXPIRE', refs, ttl)
   end
+  -- Its alert goes in the type's outbox with it, so it is published once it is stored, and never again for a
+  -- redelivery (a duplicate is answered above). The rate limit counts detection time, so a backlog replayed
+  -- later is limited as it was seen.
+  local alert, alert_state = F[a + 10 + n_named], ''
+  if alert ~= '' then
+    local last = tonumber(redis.call('HGET', alert_last, F[a + 11 + n_named]) or 'nil')
+    if cooldown > 0 and last and math.abs(ts - last) < cooldown then
+      alert_state = 'limited'
+    else
+      alert_state = 'raised'
+      redis.call('HSET', alert_last, F[a + 11 + n_named], F[a + 5])
+      redis.call('EXPIRE', alert_last, math.max(ttl, cooldown))
+      redis.call('RPUSH', alerts, alert)
+      redis.call('EXPIRE', alerts, ttl)
+    end
+  end
   redis.call('SET', KEYS[1], version + 1, 'EX', ttl)
   evicted[#evicted + 1] = ''
-  return 'ok\n' .. tostring(version + 1) .. '\n' .. table.concat(evicted, '\n')
+  return 'ok\n' .. tostring(version + 1) .. '\n' .. alert_state .. '\n' .. table.concat(evicted, '\n')
 end
 
 local out = {}
 local a = 1
 for n = 0, tonumber(ARGV[8]) - 1 do
   out[#out + 1] = commit(n, a)
-  a = a + 10 + tonumber(F[a + 9])
+  a = a + 12 + tonumber(F[a + 9])
 end
 return out

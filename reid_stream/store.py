@@ -23,6 +23,7 @@ from reid_stream.events import (
     EntitySummary,
     EntityUpdate,
     MatchEvent,
+    WatchAlert,
 )
 from reid_stream.matching import Assignment, EntityEmbedding, VectorIndex
 
@@ -124,9 +125,25 @@ class Keys:
         return f"{self.prefix}:pinned:{model}:{etype}"
 
     def named(self, etype: str) -> str:
-        """Entities of a type that have a name or a trust -> {name, trust}: what the assign stage reads to put
-        them in match events without reading every entity."""
+        """Entities of a type that have a name, a trust or a watch label -> {name, trust, watch}: what the assign
+        stage reads to put them in match events, and to raise alerts, without reading every entity."""
         return f"{self.prefix}:named:{etype}"
+
+    def enrolments(self, model: str, etype: str) -> str:
+        """Images enrolled on the watch list: enrolment id -> {label, by, at, until} (see watch.py)."""
+        return f"{self.prefix}:enrol:{model}:{etype}"
+
+    def enrolment_vectors(self, model: str, etype: str) -> str:
+        """Enrolment id -> its vector (float32 bytes); the image itself is never kept."""
+        return f"{self.prefix}:enrolvec:{model}:{etype}"
+
+    def alerts(self, etype: str) -> str:
+        """Watch list alerts not yet published to Kafka, oldest first (written with their detection)."""
+        return f"{self.prefix}:alerts:{etype}"
+
+    def alert_last(self, etype: str) -> str:
+        """(watch id, camera id), joined by PAIR_SEP -> detection time of its latest alert: the rate limit."""
+        return f"{self.prefix}:alertlast:{etype}"
 
     def refs_prefix(self) -> str:
         return f"{self.prefix}:refs:"
@@ -149,6 +166,7 @@ class PlannedWrite:
     image_ref: dict[str, Any] | None = None  # where a thumbnail can be cut again; no image bytes are stored
     track_key: str = ""  # its tracklet, "camera_id|track_id"; "" without a track_id
     quality: float = 1.0  # its weight in the tracklet's and the entity's mean
+    alert: WatchAlert | None = None  # raised with it, unless the rate limit holds it back (see store.lua)
     _json: str | None = field(default=None, repr=False)
 
     def event_json(self) -> str:
@@ -165,6 +183,7 @@ class CommitResult:
     version: int | None = None
     evicted: tuple[str, ...] = ()
     marker: dict[str, Any] | None = None
+    alert: str = ""  # a stored detection's alert: raised | limited (held back by the rate limit) | "" (none)
 
 
 def day_of(ts: datetime) -> str:
@@ -189,9 +208,9 @@ def pair_member(a: str, b: str) -> str:
 
 
 def operator_fields(h: Mapping[str, str]) -> dict[str, Any]:
-    """Name, notes, trust and retention of an entity hash (decoded), as the views show them."""
+    """Name, notes, trust, watch and retention of an entity hash (decoded), as the views show them."""
     until = float(h.get("keep_until", 0) or 0)
-    return {"name": h.get("name"), "notes": h.get("notes"), "trust": h.get("trust", "unknown"),
+    return {"name": h.get("name"), "notes": h.get("notes"), "trust": h.get("trust", "unknown"), "watch": h.get("watch"),
             "retained_until": datetime.fromtimestamp(until, UTC) if until > time.time() else None}
 
 
@@ -243,6 +262,8 @@ class _Erasure:
     unref: dict[str, list[str]] = field(default_factory=dict)  # other entities' refs key -> its detections
     rewrites: dict[str, str] = field(default_factory=dict)  # other detections' marker key -> scrubbed json
     apart: list[str] = field(default_factory=list)  # cannot-link pairs naming it
+    alert_fields: list[str] = field(default_factory=list)  # its rate-limit entries (watch id, camera)
+    alerts: list[bytes] = field(default_factory=list)  # its alerts not yet published
 
 
 def _sorted_ids(raw: Iterable[bytes]) -> list[str]:
@@ -330,8 +351,10 @@ class ReidStore:
         named = sorted(others_named(ev.entity_id, (m.entity_id for m in ev.matches),
                                     (c.entity_id for c in ev.candidates),
                                     ev.tracklet.redecided_from if ev.tracklet is not None else None))
+        alert = w.alert
         return [ev.detection_id, day_of(ev.timestamp), meta, marker, ev.camera_id, repr(ev.timestamp.timestamp()),
-                ev.timestamp.isoformat(), w.appearance.model_dump_json(), ev.entity_id, str(len(named)), *named]
+                ev.timestamp.isoformat(), w.appearance.model_dump_json(), ev.entity_id, str(len(named)), *named,
+                alert.model_dump_json() if alert else "", alert.watch_id + PAIR_SEP + alert.camera_id if alert else ""]
 
     async def commit(self, writes: list[PlannedWrite], expected_version: int) -> list[CommitResult]:
         """Store a batch of one (model, type) in one script call; write i expects version expected + i.
@@ -351,14 +374,15 @@ class ReidStore:
         fields.append("")  # every field ends with a newline
         args: list[Any] = [expected_version, s.embedding_ttl_seconds, s.max_embeddings,
                            max(w.stored_at for w in writes), etype, model, s.redis_prefix, len(writes),
-                           vectors.shape[1] * vectors.itemsize, vectors.tobytes(), "\n".join(fields)]
+                           vectors.shape[1] * vectors.itemsize, vectors.tobytes(), "\n".join(fields),
+                           s.alert_cooldown_seconds]
         replies = await self._commit_script(keys=keys, args=args)
         out = []
         for reply in replies:
             status, _, rest = reply.decode().partition("\n")
             if status == "ok":
-                version, _, evicted = rest.partition("\n")
-                out.append(CommitResult("ok", int(version), tuple(evicted.split("\n")[:-1])))
+                version, alert, *evicted = rest.split("\n")
+                out.append(CommitResult("ok", int(version), tuple(evicted[:-1]), alert=alert))
             elif status == "dup":
                 out.append(CommitResult("dup", marker=json.loads(rest)))
             else:
@@ -402,6 +426,14 @@ class ReidStore:
         an operator's correction at once while the pipeline may be publishing the same head, and a count
         would then drop an update neither published. Returns how many were dropped."""
         return int(await self._ack_script(keys=[self.keys.outbox(etype)], args=published))
+
+    async def pending_alerts(self, etype: str, limit: int = 500) -> list[bytes]:
+        """The oldest unpublished watch list alerts of a type as stored (JSON), oldest first."""
+        return list(await self.redis.lrange(self.keys.alerts(etype), 0, limit - 1))
+
+    async def ack_alerts(self, etype: str, published: list[bytes]) -> int:
+        """Drop published alerts from the head of their outbox (by content, as ack_published)."""
+        return int(await self._ack_script(keys=[self.keys.alerts(etype)], args=published))
 
     async def ack_updates(self, etype: str, count: int) -> None:
         """Drop the first `count` updates once Kafka has them: a crash before this publishes them again."""
@@ -588,6 +620,13 @@ class ReidStore:
         plan.aliases = set(plan.merged_ids) | {f.decode() for f, v in aliases.items() if v.decode() in erased}
         pairs = await pipe.zrange(k.apart(model, etype), 0, -1)
         plan.apart = [p.decode() for p in pairs if erased & set(p.decode().split(PAIR_SEP))]
+        # Watch list traces: its alerts' rate-limit entries, and alerts about it still waiting to be published.
+        await pipe.watch(k.alerts(etype))
+        plan.alert_fields = [f.decode() for f in await pipe.hkeys(k.alert_last(etype))
+                             if f.decode().partition(PAIR_SEP)[0] in erased]
+        own = {d for d, _ in plan.detections}
+        plan.alerts = [a for a in await pipe.lrange(k.alerts(etype), 0, -1)
+                       if (v := json.loads(a))["entity_id"] in erased or v["detection_id"] in own]
         await self._plan_unref(pipe, plan, erased)
         await self._plan_rewrites(pipe, plan, erased)
         return plan
@@ -640,6 +679,10 @@ class ReidStore:
         pipe.hdel(k.named(etype), eid, *plan.merged_ids)
         if plan.apart:
             pipe.zrem(k.apart(model, etype), *plan.apart)
+        if plan.alert_fields:
+            pipe.hdel(k.alert_last(etype), *plan.alert_fields)
+        for alert in plan.alerts:
+            pipe.lrem(k.alerts(etype), 0, alert)
         for refs_key, dets in plan.unref.items():
             pipe.srem(refs_key, *dets)
         for marker_key, marker in plan.rewrites.items():

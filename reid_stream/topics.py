@@ -25,6 +25,7 @@ def topic_specs(settings: Settings) -> list[dict[str, Any]]:
         "detections-dlq": settings.topic_dlq,
         "reid-embedded": settings.topic_embedded,
         "entity-updates": settings.topic_updates,
+        "entity-alerts": settings.topic_alerts,
     }
     specs = []
     for path in sorted(TOPICS_DIR.glob("*.json")):

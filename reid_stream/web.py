@@ -31,14 +31,25 @@ from reid_stream.events import (
     EntityUpdate,
     MergeRequest,
     SplitRequest,
+    WatchList,
+    WatchRequest,
 )
 from reid_stream.images import fetch_url, read_path, thumbnail_jpeg
 from reid_stream.metrics import CONTENT_TYPE
 from reid_stream.openapi import build_openapi
 from reid_stream.params import MAX_ID, ParamError, parse_list_params
 from reid_stream.runtime import ReidApp, Runtime
-from reid_stream.search import Filters, SearchError, SearchResults, SearchService, parse_filters, read_upload
+from reid_stream.search import (
+    UPLOAD_TYPES,
+    Filters,
+    SearchError,
+    SearchResults,
+    SearchService,
+    parse_filters,
+    read_upload,
+)
 from reid_stream.ui import UI_ROUTES
+from reid_stream.watch import WatchError, Watchlist, check_label, check_type
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -362,6 +373,77 @@ class ImageSearchView(SearchView):
         return await self.answer(request, params, run)
 
 
+def _watchlist(view: CorrectionView) -> Watchlist:
+    rt = view.runtime
+    if rt.watchlist is None:
+        rt.watchlist = Watchlist(rt.store, view.corrections)
+    return rt.watchlist
+
+
+class WatchlistView(CorrectionView, SearchView):
+    """GET the watch list; POST a JSON body to watch an entity, or an image (raw body) to enrol a look."""
+
+    @property
+    def watchlist(self) -> Watchlist:
+        return _watchlist(self)
+
+    async def get(self, request: Request) -> Response:
+        who, denied = self.guard(request)
+        if denied:
+            return denied
+        try:
+            entries = await self.watchlist.entries(self.runtime.encoder.model_id)
+            response = self.model(WatchList(entries=entries, count=len(entries)))
+        except (RedisError, OSError):
+            response = self.unavailable()
+        return self.done(request, who, {}, response)
+
+    async def post(self, request: Request) -> Response:
+        who, denied = self.guard(request)
+        if denied:
+            return denied
+        raw = cast(Any, request)
+        # The label is personal data (audit lines outlive erasure): the audit names the kind and the entity only.
+        params: dict[str, Any] = {"content_type": raw.content_type}
+        try:
+            if raw.content_type in UPLOAD_TYPES:
+                params["kind"] = "image"
+                label, etype = check_label(request.query.get("label")), check_type(request.query.get("entity_type"))
+                data = await read_upload(raw.content_type, raw.content_length, raw.content.readany,
+                                         self.runtime.settings.max_image_bytes)
+                vector = await self.searcher.embed_image(data)
+                entry = await self.watchlist.enrol(self.runtime.encoder.model_id, etype, vector, label, who)
+                log.info("image enrolled on the watch list as %s by %s", entry.watch_id, who)
+            elif raw.content_type in ("application/json", "application/octet-stream", ""):
+                body = await self.body(request, WatchRequest)
+                params.update(kind="entity", entity_id=body.entity_id)
+                entry = await self.watchlist.watch_entity(body.entity_id, body.label)
+                log.info("entity %s watched by %s", entry.watch_id, who)
+            else:
+                raise WatchError(415, "unsupported_media_type", "send JSON {\"entity_id\", \"label\"} to watch an "
+                                 "entity, or the raw image (image/jpeg or image/png) with ?label= to enrol one")
+            response = self.model(entry, status=201)
+        except BodyError as err:
+            response = err.response
+        except (CorrectionError, WatchError, SearchError) as err:
+            response = self.json({"detail": err.detail, "error_code": err.code}, status=err.status)
+        except (RedisError, OSError):
+            response = self.unavailable()
+        return self.done(request, who, params, response)
+
+
+class WatchEntryView(CorrectionView):
+    async def delete(self, request: Request, watch_id: str) -> Response:
+        async def remove(wid: str) -> Response:  # always an answer: its own 404 says which
+            try:
+                entry = await _watchlist(self).remove(self.runtime.encoder.model_id, wid)
+            except (CorrectionError, WatchError) as err:
+                return self.error(err.status, err.code, err.detail)
+            return self.json({"removed": entry.model_dump(mode="json")})
+
+        return await self.on_entity(request, watch_id, remove, lambda r: r, id_name="watch_id")
+
+
 @cache
 def _openapi() -> dict[str, Any]:
     return build_openapi()
@@ -416,6 +498,8 @@ ROUTES: dict[str, type[ApiView]] = {
     "/api/detections/{detection_id}/similar": SimilarDetectionView,
     "/api/search": TextSearchView,
     "/api/search/image": ImageSearchView,
+    "/api/watchlist": WatchlistView,
+    "/api/watchlist/{watch_id}": WatchEntryView,
     "/api/openapi.json": OpenApiView,
     "/health": HealthView,
     "/metrics": MetricsView,

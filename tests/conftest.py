@@ -107,6 +107,7 @@ def make_settings(tag: str, **overrides: object) -> Settings:
     base = dict(
         app_id=f"reid-test-{tag}", topic_detections=f"det-{tag}", topic_matches=f"matches-{tag}",
         topic_updates=f"updates-{tag}", topic_dlq=f"dlq-{tag}", topic_embedded=f"emb-{tag}",
+        topic_alerts=f"alerts-{tag}",
         redis_prefix=f"reidtest:{tag}",
         clip_model=TINY_MODEL, clip_pretrained="none", device="cpu", similarity_threshold=0.9995,
     )

@@ -35,7 +35,7 @@ def worker_env(tag: str, repo: Path = REPO, **extra: str) -> dict[str, str]:
         "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1",
         "REID_APP_ID": f"reid-e2e-{tag}", "REID_TOPIC_DETECTIONS": f"det-{tag}",
         "REID_TOPIC_MATCHES": f"matches-{tag}", "REID_TOPIC_UPDATES": f"updates-{tag}",
-        "REID_TOPIC_DLQ": f"dlq-{tag}", "REID_TOPIC_EMBEDDED": f"emb-{tag}",
+        "REID_TOPIC_DLQ": f"dlq-{tag}", "REID_TOPIC_EMBEDDED": f"emb-{tag}", "REID_TOPIC_ALERTS": f"alerts-{tag}",
         "REID_REDIS_PREFIX": f"reide2e:{tag}", "REID_CLIP_MODEL": "reid-tiny-vit", "REID_CLIP_PRETRAINED": "none",
         "REID_DEVICE": "cpu", "REID_SIMILARITY_THRESHOLD": "0.9995", "REID_BATCH_MAX_LATENCY_MS": "20",
         "REID_WEB_PORT": str(free_port()), "REID_API_TOKENS": f"tester:{TEST_TOKEN}",

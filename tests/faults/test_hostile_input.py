@@ -310,12 +310,15 @@ def search_requests(n: int) -> list[tuple[str, str, dict[str, Any]]]:
     junk = st.one_of(st.text(max_size=40), st.integers().map(str), st.sampled_from(
         ["-1", "0", "1001", "1e9", "NaN", "2026-01-01", "2026-13-01T00:00:00Z", "person", "cat", "\x00"]))
     params = st.one_of(st.just({}), st.dictionaries(  # often none: the body or text itself must be refused
-        st.sampled_from(["entity_type", "camera_id", "since", "until", "limit", "offset"]), junk, max_size=3))
-    upload = st.tuples(st.sampled_from(CONTENT_TYPES), st.one_of(
-        st.binary(max_size=2048), st.sampled_from([encode_png(pattern_image(3)), encode_jpeg(pattern_image(4)),
-                                                   encode_jpeg(pattern_image(5))[:300], b""])), params).map(
-        lambda t: ("POST", "/api/search/image", {"data": t[1], "headers": {"Content-Type": t[0]} if t[0] else {},
-                                                 "params": t[2]}))
+        st.sampled_from(["entity_type", "camera_id", "since", "until", "limit", "offset", "label"]), junk,
+        max_size=3))
+    # The same uploads to search by image and to watch list enrolment (which also takes a JSON body).
+    upload = st.tuples(st.sampled_from(["/api/search/image", "/api/watchlist"]), st.sampled_from(CONTENT_TYPES),
+                       st.one_of(st.binary(max_size=2048), st.sampled_from(
+                           [encode_png(pattern_image(3)), encode_jpeg(pattern_image(4)),
+                            encode_jpeg(pattern_image(5))[:300], b"", b'{"entity_id": "x", "label": "y"}',
+                            b'{"entity_id": "", "label": "\\u0000"}', b"[]"])), params).map(
+        lambda t: ("POST", t[0], {"data": t[2], "headers": {"Content-Type": t[1]} if t[1] else {}, "params": t[3]}))
     text = st.tuples(st.text(max_size=400), params).map(
         lambda t: ("GET", "/api/search", {"params": {**t[1], "text": t[0]}}))
     # Ids the router hands to the view (no "/", "." segments or URL syntax): the view checks their length.
@@ -323,10 +326,11 @@ def search_requests(n: int) -> list[tuple[str, str, dict[str, Any]]]:
                     min_size=1, max_size=300)
     similar = st.tuples(ident, params).map(
         lambda t: ("GET", f"/api/detections/{t[0]}/similar", {"params": t[1]}))
+    unwatch = ident.map(lambda i: ("DELETE", f"/api/watchlist/{i}", {}))
 
     @settings(max_examples=n, database=None, phases=[Phase.generate], deadline=None,
               suppress_health_check=list(HealthCheck))
-    @given(st.one_of(upload, text, similar))
+    @given(st.one_of(upload, text, similar, unwatch))
     def collect(request: tuple[str, str, dict[str, Any]]) -> None:
         out.append(request)
 
@@ -358,16 +362,19 @@ async def test_hostile_search_inputs_get_clear_4xx_codes(infra, unique, tmp_path
         await worker.wait_ready()
         async with aiohttp.ClientSession(headers=auth_headers()) as http:
             for kwargs, want_status, want_code in curated_cases:
-                async with http.post(f"{worker.base}/api/search/image", **kwargs) as resp:
-                    body = await resp.json()
-                    assert (resp.status, body.get("error_code")) == (want_status, want_code), body
+                for path, ok in (("/api/search/image", 200), ("/api/watchlist?label=curated", 201)):
+                    async with http.post(f"{worker.base}{path}", **kwargs) as resp:
+                        body = await resp.json()
+                        want = ok if want_status == 200 else want_status
+                        assert (resp.status, body.get("error_code")) == (want, want_code), (path, body)
             generated_requests = search_requests(600)
             for method, path, kwargs in generated_requests:
                 async with http.request(method, worker.base + path, **kwargs) as resp:
                     body = await resp.json(content_type=None)
                     statuses[resp.status] = statuses.get(resp.status, 0) + 1
-                    assert resp.status in (200, 400, 404, 413, 415, 422), (method, path, kwargs, resp.status, body)
-                    assert resp.status == 200 or (body["detail"] and (
+                    assert resp.status in (200, 201, 400, 404, 413, 415, 422), (method, path, kwargs, resp.status,
+                                                                               body)
+                    assert resp.status in (200, 201) or (body["detail"] and (
                         body.get("error_code") or resp.status in (404, 422))), (method, path, body)
             async with http.get(f"{worker.base}/ready") as resp:
                 assert resp.status == 200

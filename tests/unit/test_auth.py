@@ -49,9 +49,10 @@ def test_openapi_document_describes_every_route():
     assert set(doc["paths"]) == {"/api/entities", "/api/entities/{entity_id}", "/api/entities/{entity_id}/history",
                                  "/api/entities/{entity_id}/merge", "/api/entities/{entity_id}/split",
                                  "/api/detections/{detection_id}/image", "/api/detections/{detection_id}/similar",
-                                 "/api/search", "/api/search/image"}
+                                 "/api/search", "/api/search/image", "/api/watchlist", "/api/watchlist/{watch_id}"}
     assert {"EntityList", "EntityDetail", "EntityHistory", "EntitySummary", "EntityAppearance", "EntityPatch",
-            "MergeRequest", "SplitRequest", "Correction", "SearchResults", "SearchHit"} <= set(
+            "MergeRequest", "SplitRequest", "Correction", "SearchResults", "SearchHit", "WatchList", "WatchEntry",
+            "WatchRequest"} <= set(
         doc["components"]["schemas"])
     # Every method of every /api view is documented (and so reached by schemathesis), and nothing more.
     from reid_stream.web import ROUTES

@@ -14,7 +14,8 @@ def test_topic_schemas_match_the_code():
 
 def test_every_topic_has_settings():
     specs = {s["role"]: s for s in topic_specs(Settings.from_env({}))}
-    assert set(specs) == {"detections", "entity-matches", "detections-dlq", "reid-embedded", "entity-updates"}
+    assert set(specs) == {"detections", "entity-matches", "detections-dlq", "reid-embedded", "entity-updates",
+                          "entity-alerts"}
     assert all(s["partitions"] >= 1 and "cleanup.policy" in s["config"] for s in specs.values())
 
 
