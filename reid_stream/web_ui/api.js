@@ -82,7 +82,6 @@ export function features(spec) {
   const search = text && params(text).includes("text") ? { path: "/api/search", param: "text" } : null;
   const similar = op("/api/detections/{detection_id}/similar", "get") ? "/api/detections/{detection_id}/similar"
     : null;
-  const watch = ["post", "put"].map((m) => op("/api/entities/{entity_id}/watch", m) && m).find(Boolean);
   return {
     erase: Boolean(op("/api/entities/{entity_id}", "delete")),
     patch: Boolean(patch) && "name" in patchProps,
@@ -90,8 +89,8 @@ export function features(spec) {
     trust: patch && "trust" in patchProps ? trustChoices(patchProps.trust) : null,
     merge: Boolean(op("/api/entities/{entity_id}/merge", "post")),
     split: Boolean(op("/api/entities/{entity_id}/split", "post")),
-    watch: watch ? { method: watch.toUpperCase(), unwatch: Boolean(op("/api/entities/{entity_id}/watch", "delete")) }
-      : null,
+    // Watching is the PATCH's `watch` label (null unwatches); alerts go to entity-alerts.
+    watch: Boolean(patch) && "watch" in patchProps,
     similar,
     search,
     image: Boolean(op("/api/search/image", "post")),

@@ -17,7 +17,7 @@ function facts(e) {
     ["Cameras", (e.cameras_seen || []).join(", ")],
   ];
   if (e.notes) rows.push(["Notes", e.notes]);
-  if (e.watched !== undefined && e.watched !== null) rows.push(["Watched", e.watched ? "yes" : "no"]);
+  if (e.watch) rows.push(["Watch list", e.watch]);
   if ((e.merged_ids || []).length) rows.push(["Merged ids", e.merged_ids.join(", ")]);
   if (e.resolved_from) rows.push(["Asked for", `${e.resolved_from} (since merged into this entity)`]);
   if (e.retained_until) rows.push(["Kept until", when(e.retained_until)]);
@@ -81,7 +81,9 @@ export function renderEntity(e, feats) {
     $("trust-input").replaceChildren(...feats.trust.map((c, i) => h("option", { value: String(i), text: c.label,
       selected: c.value === trustLabel(e.trust) })));
   }
-  $("watch-button").textContent = e.watched ? "Stop watching" : "Watch";
+  $("watch-button").textContent = e.watch ? "Stop watching…" : "Watch…";
+  $("watch-input").value = e.watch || "";
+  $("watch-input").hidden = $("watch-input").labels[0].hidden = Boolean(e.watch);
   for (const form of document.querySelectorAll("#actions .act")) form.hidden = !feats[form.dataset.feature];
   $("actions").hidden = ![...document.querySelectorAll("#actions .act")].some((f) => !f.hidden);
 }
@@ -122,10 +124,14 @@ export function actionFor(form, e, feats) {
                done: `Split ${ids.length} appearance(s) off into a new entity.` };
     }
     case "act-watch": {
-      const stop = Boolean(e.watched) && feats.watch.unwatch;
-      return { ask: `${stop ? "Stop watching" : "Watch"} entity ${e.id}?`, method: stop ? "DELETE" : feats.watch.method,
-               path: `${path}/watch`, body: stop ? undefined : {}, verb: stop ? "stop watching" : "watch",
-               done: stop ? "No longer watched." : "Watched." };
+      if (e.watch) {
+        return { ask: `Stop watching entity ${e.id} ("${e.watch}")?`, method: "PATCH", path, body: { watch: null },
+                 verb: "stop watching", done: "No longer watched." };
+      }
+      const label = $("watch-input").value.trim();
+      if (!label) return { error: "Type a label: what the alerts will say." };
+      return { ask: `Watch entity ${e.id} as "${label}"? Its next appearances raise alerts on entity-alerts.`,
+               method: "PATCH", path, body: { watch: label }, verb: "watch", done: `Watched as "${label}".` };
     }
     case "act-erase":
       return { ask: `Erase entity ${e.id} with its ${e.appearance_count} appearance(s)? This cannot be undone.`,

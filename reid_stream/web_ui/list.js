@@ -16,7 +16,9 @@ export function card(e) {
       thumb(e.thumbnail_url, `latest picture of ${name}`)),
     h("div", { class: "card-body" },
       h("h3", { class: "card-title" }, h("a", { href, class: "card-link", text: name }),
-        trust !== "unknown" ? [" ", h("span", { class: `badge trust trust-${trust}`, text: trust })] : null),
+        trust !== "unknown" ? [" ", h("span", { class: `badge trust trust-${trust}`, text: trust })] : null,
+        e.watch ? [" ", h("span", { class: "badge watched", title: `watch list: ${e.watch}`, text: "watched" })]
+          : null),
       h("dl", { class: "facts" },
       e.name ? [h("dt", { text: "Id" }), h("dd", { class: "id", text: e.id })] : null,
       h("dt", { text: "Type" }), h("dd", { class: "type", text: e.entity_type || "?" }),

@@ -22,8 +22,8 @@ from tests.conftest import encode_png, pattern_image
 from tests.e2e.harness import TEST_TOKEN, free_port, start_redis, stop_redis
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
-# The worker's operator routes (PATCH, merge, split; erase) each have their control; watch has no route yet.
-ACTIONS = ("act-name", "act-trust", "act-merge", "act-split", "act-erase")
+# The worker's operator routes (PATCH: name, trust, watch; merge, split; erase) each have their control.
+ACTIONS = ("act-name", "act-trust", "act-merge", "act-split", "act-watch", "act-erase")
 NO_TEXT_TOWER = "This worker's encoder cannot search by text"
 
 
@@ -169,8 +169,8 @@ def test_operator_signs_in_browses_filters_opens_searches_and_erases(browser: We
     assert [x.get_attribute("data-camera") for x in css(d, "#lanes .lane")] == ["cam-1", "cam-2"]
     wait_for(lambda: (w := pictures_loaded(d, "#timeline img, #lanes img, #entity-thumb")) and len(w) == 5
              and all(x > 0 for x in w), "the entity's pictures to load")
-    # The actions this worker's API has, each shown: name, trust, merge, split, erase; watch (no route) is not.
-    assert all(visible(d, a) for a in ACTIONS) and not visible(d, "act-watch")
+    # The actions this worker's API has, each shown: name, trust, merge, split, watch, erase.
+    assert all(visible(d, a) for a in ACTIONS)
     assert [o.text for o in Select(d.find_element(By.ID, "trust-input")).options] == ["trusted", "untrusted",
                                                                                       "unknown"]
     assert Select(d.find_element(By.ID, "trust-input")).first_selected_option.text == "unknown"
@@ -258,6 +258,16 @@ def test_operator_names_trusts_finds_similar_searches_merges_and_splits(browser:
     wait_for(lambda: "invalid_body, HTTP 422" in d.find_element(By.ID, "entity-status").text, "the 422 text")
     assert d.find_element(By.ID, "entity-status").text.startswith("Could not save the name: name: ")
     assert api(worker.base, f"/api/entities/{alice}")[1]["name"] == "Alice Example"
+    # Watch her (after a confirmation): PATCH watch, shown in the facts, on her card and on the watch list.
+    d.find_element(By.ID, "watch-input").send_keys("front desk")
+    d.find_element(By.CSS_SELECTOR, "#act-watch button[type=submit]").click()
+    wait_for(lambda: visible(d, "confirm"), "the confirmation dialog")
+    assert "front desk" in d.find_element(By.ID, "confirm-text").text
+    d.find_element(By.ID, "confirm-ok").click()
+    wait_for(lambda: d.find_element(By.ID, "entity-status").text == 'Watched as "front desk".', "the watch set")
+    assert d.find_element(By.CSS_SELECTOR, "#entity-facts dd[data-fact='watch list']").text == "front desk"
+    assert d.find_element(By.ID, "watch-button").text == "Stop watching…"
+    assert [e["watch_id"] for e in api(worker.base, "/api/watchlist")[1]["entries"]] == [alice]
     d.refresh()
     wait_for(lambda: (w := pictures_loaded(d, "#timeline img, #lanes img, #entity-thumb")) and len(w) == 5
              and all(x > 0 for x in w), "alice's pictures")
@@ -371,18 +381,17 @@ def test_a_wrong_token_is_refused_with_a_clear_message(browser: WebDriver, demo:
 
 def test_feature_detection_follows_the_workers_openapi_document(browser: WebDriver, demo: dict[str, Any]):
     """The page shows a control only where the worker's /api/openapi.json has its route: checked in the browser
-    against the worker's real document, an empty one, and the real one plus a watch route (none exists yet)."""
+    against the worker's real document and an empty one."""
     d = browser
     sign_in(d, demo["worker"].base)
     wait_for(lambda: card_ids(d), "the list")
     spec = api(demo["worker"].base, "/api/openapi.json")[1]
-    watch = {**spec, "paths": {**spec["paths"], "/api/entities/{entity_id}/watch": {"post": {}, "delete": {}}}}
     out = d.execute_async_script("""
-        const [spec, watch, done] = arguments;
+        const [spec, done] = arguments;
         Promise.all([import('/ui/api.js'), import('/ui/entity.js')]).then(([api, ent]) => {
           const none = api.features({paths: {}});
           const real = api.features(spec);
-          const f = api.features(watch);
+          const f = real;
           const e = {id: 'e/1', entity_type: 'person', appearance_count: 2, cameras_seen: ['a'], trust: 'unknown',
             appearances: [{detection_id: 'd1', camera_id: 'a', camera_name: 'A', timestamp: '2026-01-01T00:00:00Z',
              similarity_score: 1}, {detection_id: 'd2', camera_id: 'a', timestamp: '2026-01-01T00:01:00Z'}]};
@@ -393,25 +402,27 @@ def test_feature_detection_follows_the_workers_openapi_document(browser: WebDriv
           document.getElementById('name-input').value = 'Front door courier';
           document.getElementById('notes-input').value = '';
           document.getElementById('trust-input').value = '1';
+          document.getElementById('watch-input').value = ' van driver ';
           document.querySelector('#timeline input[value=d2]').checked = true;
           const act = (id) => ent.actionFor(document.getElementById(id), e, f);
           const shown = [...document.querySelectorAll('#actions .act')].filter(x => !x.hidden).map(x => x.id);
           const name = act('act-name');
           document.getElementById('name-input').value = '';
           done({none, real, shownReal, shown, merge: act('act-merge'), split: act('act-split'), name,
-                cleared: act('act-name'), trust: act('act-trust'), watch: act('act-watch')});
+                cleared: act('act-name'), trust: act('act-trust'), watch: act('act-watch'),
+                unwatch: ent.actionFor(document.getElementById('act-watch'), {...e, watch: 'van driver'}, f)});
         }, (err) => done({error: String(err)}));
-    """, spec, watch)
+    """, spec)
     assert "error" not in out, out
     keys = ("erase", "patch", "notes", "trust", "merge", "split", "watch", "similar", "search", "image")
     assert not any(out["none"][k] for k in keys)
     real = out["real"]
-    assert all(real[k] for k in keys if k != "watch") and real["watch"] is None
+    assert all(real[k] for k in keys)
     assert real["trust"] == [{"label": t, "value": t} for t in ("trusted", "untrusted", "unknown")]
     assert real["similar"] == "/api/detections/{detection_id}/similar"
     assert real["search"] == {"path": "/api/search", "param": "text"}
     assert sorted(out["shownReal"]) == sorted(ACTIONS)
-    assert sorted(out["shown"]) == sorted([*ACTIONS, "act-watch"])
+    assert sorted(out["shown"]) == sorted(ACTIONS)
     assert {k: out["merge"][k] for k in ("method", "path", "body")} == {
         "method": "POST", "path": "/api/entities/e%2F1/merge", "body": {"other_id": "other-7"}}
     assert "ask" in out["merge"] and "ask" in out["split"]  # both after a confirmation
@@ -420,7 +431,9 @@ def test_feature_detection_follows_the_workers_openapi_document(browser: WebDriv
     assert out["name"]["method"] == "PATCH" and out["name"]["path"] == "/api/entities/e%2F1"
     assert out["name"]["body"] == {"name": "Front door courier", "notes": None}  # empty clears (null)
     assert out["cleared"]["body"] == {"name": None, "notes": None}
-    assert out["trust"]["body"] == {"trust": "untrusted"} and out["watch"]["method"] == "POST"
+    assert out["trust"]["body"] == {"trust": "untrusted"}
+    assert {k: out["watch"][k] for k in ("method", "body")} == {"method": "PATCH", "body": {"watch": "van driver"}}
+    assert out["unwatch"]["body"] == {"watch": None} and "ask" in out["watch"] and "ask" in out["unwatch"]
 
 
 def test_degraded_banner_while_redis_is_down(browser: WebDriver, infra, tmp_path: Path):
