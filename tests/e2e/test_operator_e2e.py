@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -240,8 +241,7 @@ async def test_correction_routes_need_a_token_and_refuse_bad_input(infra, unique
         eid = matches.items[0]["entity_id"]
         # Every route and method the OpenAPI document lists refuses a request without a valid token.
         status, spec, _ = await get_json(f"{base}/api/openapi.json")
-        routes = [(m.upper(), p.replace("{entity_id}", eid).replace("{detection_id}", eid))
-                  for p, ops in spec["paths"].items() for m in ops]
+        routes = [(m.upper(), re.sub(r"\{[^}]+\}", eid, p)) for p, ops in spec["paths"].items() for m in ops]
         assert {("PATCH", f"/api/entities/{eid}"), ("POST", f"/api/entities/{eid}/merge"),
                 ("POST", f"/api/entities/{eid}/split")} <= set(routes)
         for token in (None, "wrong-token-0123456789"):
