@@ -52,7 +52,7 @@ def _row(e: EntityEmbedding) -> Row:
     # A copy: the index's embeddings are views of its matrix, whose rows move when others are evicted, and the
     # gallery subtracts a row's vector when it leaves.
     return Row(e.detection_id, e.entity_id or e.detection_id, e.track_key or f"{SINGLE}{e.detection_id}", e.camera_id,
-               e.timestamp.timestamp(), np.array(e.embedding, dtype=np.float32), e.quality)
+               e.timestamp.timestamp(), np.array(e.embedding, dtype=np.float32), e.quality, e.plate)
 
 
 def policy_of(settings: Settings) -> Policy:
@@ -139,7 +139,7 @@ class Assigner:
             entity_type=item.entity_type, camera_id=item.camera_id, camera_name=item.camera_name,
             track_id=item.track_id, timestamp=item.timestamp, model=item.model, matches=refs,
             processed_at=processed_at, entity_name=named.name if named else None,
-            trust=named.trust if named else None, **extra)
+            trust=named.trust if named else None, plate=item.plate, **extra)
         appearance = complete(
             EntityAppearance,
             detection_id=item.detection_id, camera_id=item.camera_id, camera_name=item.camera_name or item.camera_id,
@@ -216,7 +216,7 @@ class Assigner:
             in_batch = sorted(((entries[j], float(sims[n, j])) for j in earlier.get(n, ())), key=lambda m: -m[1])
             key, has_track = track_key(item.camera_id, item.track_id, item.detection_id)
             incoming = Incoming(item.detection_id, item.camera_id, item.timestamp.timestamp(), item.vector, key,
-                                quality(item.bbox), has_track)
+                                quality(item.bbox), has_track, item.plate)
             decision = decider.decide(incoming, primed=n) if decider is not None else None
             hit = watched[n] if watched else None
             enrolled = (ens.ids[hit[0]], ens.labels[hit[0]], hit[1]) if hit is not None and ens is not None else None
@@ -224,14 +224,14 @@ class Assigner:
             plans.append(plan)
             entry = EntityEmbedding(item.detection_id, item.camera_id, item.entity_type, item.timestamp, item.vector,
                                     entity_id=plan.assignment.entity_id, model=item.model, stored_at=now,
-                                    track_key=plan.track_key, quality=plan.quality)
+                                    track_key=plan.track_key, quality=plan.quality, plate=item.plate)
             entries.append(entry)
             # Kept in the cache only if the commit succeeds (a failed one drops the cache).
             cache.index.add(entry)
             # The batch's own vector, not the index's view of it (rows move there on eviction); nothing
             # writes to it, so it needs no copy.
             cache.gallery.add(Row(item.detection_id, plan.assignment.entity_id, key, item.camera_id,
-                                  incoming.ts, item.vector, plan.quality))
+                                  incoming.ts, item.vector, plan.quality, item.plate))
             if decision is not None and decision.merge is not None:
                 merges.append(decision.merge)
                 self._merge_locally(cache, decision.merge)

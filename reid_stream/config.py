@@ -216,6 +216,15 @@ class Settings:
         "REID_CAMERA_TOPOLOGY", "", str,
         "A JSON file of the site's cameras: overlapping pairs and minimum transit seconds between cameras "
         "(see README). Without it, an entity still cannot be at two cameras at once.")
+    plate_ocr: bool = setting(
+        "REID_PLATE_OCR", False, _bool,
+        "Read the licence plate off each vehicle crop that carries no `attributes.plate`, with PP-OCR "
+        "(rapidocr-onnxruntime, models inside the package, CPU, in the decode processes): ~0.1-0.3 s of one core "
+        "per vehicle crop and ~250 MiB per decode process (see README, Licence plates).")
+    plate_min_confidence: float = setting(
+        "REID_PLATE_MIN_CONFIDENCE", 0.9, _float(0.0, 1.0),
+        "Lowest OCR confidence at which a read plate is used (a read must also look like a plate: 4 to 10 "
+        "letters and digits, one digit at least).")
     match_top_k: int = setting("REID_MATCH_TOP_K", 5, _int(1, 100), "Matches listed in each match event.")
     dlq_max_original_bytes: int = setting(
         "REID_DLQ_MAX_ORIGINAL_BYTES", 1 << 20, _int(1024, 8 << 20),

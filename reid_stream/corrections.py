@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from reid_stream.events import EntityUpdate
+from reid_stream.identity.gallery import plates_conflict
 from reid_stream.store import KEPT_DAY, PAIR_SEP, ReidStore, day_of, pair_member, resolve_alias
 
 log = logging.getLogger(__name__)
@@ -178,6 +179,11 @@ class Corrections:
                                       f"{h2['entity_type']} (or their embeddings are of different models)")
             at = datetime.now(UTC)
             version = await self.store.version(model, etype)
+            # Read after the version: a plate stored in between moves it, and the merge is tried again.
+            if plates_conflict(await self.store.plates(model, etype, survivor),
+                               await self.store.plates(model, etype, merged)):
+                raise CorrectionError(409, "plate_conflict", f"'{survivor}' and '{merged}' carry different licence "
+                                      "plates; split off or erase the appearances that are wrong first")
             pinned = await self._track_keys(model, etype, [survivor, merged])
             res = await self.store.merge(model, etype, survivor, merged, None, version, at, by=by, pinned=pinned)
             if res.status == "apart":

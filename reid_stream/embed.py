@@ -44,7 +44,8 @@ class Embedder:
         # An inline image at its size limit, base64-encoded, plus room for the other fields.
         max_event_bytes = settings.max_image_bytes * 4 // 3 + 64 * 1024
         self.preparer = Preparer(PrepareConfig(self.limits, encoder.input_size, max_event_bytes,
-                                               settings.max_future_skew_seconds), prepare_pool,
+                                               settings.max_future_skew_seconds, settings.plate_ocr,
+                                               settings.plate_min_confidence), prepare_pool,
                                  settings.decode_workers)
 
     async def _fetch(self, raw: RawEvent, want: NeedsFetch) -> Outcome:
@@ -67,6 +68,8 @@ class Embedder:
                 outcomes[j] = got
         self.metrics.stage("parse", self.preparer.parse_s - parse0)
         self.metrics.stage("decode_crop", self.preparer.image_s - image0)
+        if self.settings.plate_ocr:
+            self.metrics.stage("plate_ocr", sum(o.ocr_s for o in outcomes if isinstance(o, Ready)))
         return outcomes
 
     def _timed_encode(self, batch: np.ndarray) -> tuple[np.ndarray, float]:

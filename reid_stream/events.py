@@ -97,7 +97,8 @@ class Candidate(BaseModel):
     entity_id: str
     similarity: float = Field(description="Cosine similarity to the entity's prototype.")
     refused: str | None = Field(default=None, description="Why this entity could not be joined, e.g. "
-                                "`space_time`: it was seen elsewhere too recently to be here.")
+                                "`space_time`: it was seen elsewhere too recently to be here; `plate`: it "
+                                "carries another licence plate.")
 
 
 class TrackletRef(BaseModel):
@@ -124,10 +125,11 @@ class MatchEvent(BaseModel):
     model: str
     matches: list[MatchRef] = Field(description="Best matches, highest similarity first.")
     processed_at: datetime
-    decision: Literal["new", "joined", "tracklet", "merged"] = Field(
+    decision: Literal["new", "joined", "tracklet", "merged", "plate"] = Field(
         default="joined", description="`new`: founded an entity; `joined`: matched an entity's prototype; "
         "`tracklet`: followed the entity of its tracklet; `merged`: its tracklet's entity was merged into the "
-        "entity named here.")
+        "entity named here; `plate`: a vehicle whose licence plate an entity already carries, joined to it "
+        "before any likeness was weighed.")
     ambiguous: bool = Field(default=False, description="The best two candidate entities were within "
                             "REID_MATCH_MARGIN of each other; `candidates` lists them.")
     candidates: list[Candidate] = Field(default_factory=list,
@@ -137,6 +139,9 @@ class MatchEvent(BaseModel):
                                     "(PATCH /api/entities/{id}) before this detection was decided; null if none.")
     trust: Trust | None = Field(default=None, description="The entity's trust as an operator set it; null if "
                                 "never set.")
+    plate: str | None = Field(default=None, description="Vehicles: the licence plate, normalised (A-Z and "
+                              "digits), as given in `attributes.plate` or read off the crop (REID_PLATE_OCR); "
+                              "null when none.")
 
 
 class EntityUpdate(BaseModel):

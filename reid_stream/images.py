@@ -288,12 +288,18 @@ def read_local(det: Detection, limits: ImageLimits) -> bytes | None:
     return None
 
 
-def thumbnail_jpeg(data: bytes, bbox: BBox, max_side: int, max_pixels: int, quality: int = 85) -> bytes:
-    """The box's own pixels (no letterbox) as a JPEG whose longer side is at most max_side."""
+def box_region(data: bytes, bbox: BBox, max_side: int, max_pixels: int) -> Image.Image:
+    """The box's own pixels (no letterbox), RGB, longer side at most max_side (thumbnails, plate OCR)."""
     img = decode_image(data, max_pixels, (bbox, max_side))
     full = img.info.get("full_size", img.size)
     region = img.crop(_box_in_decoded(img, clamp_bbox(bbox, *full), full)).convert("RGB")
     region.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+    return region
+
+
+def thumbnail_jpeg(data: bytes, bbox: BBox, max_side: int, max_pixels: int, quality: int = 85) -> bytes:
+    """The box's own pixels (no letterbox) as a JPEG whose longer side is at most max_side."""
+    region = box_region(data, bbox, max_side, max_pixels)
     out = io.BytesIO()
     region.save(out, "JPEG", quality=quality)
     return out.getvalue()

@@ -32,6 +32,7 @@ class EntityEmbedding:
     stored_at: float = 0.0
     track_key: str = ""  # "camera_id|track_id" of its tracklet; "" when the detection had no track_id
     quality: float = 1.0  # its weight in its tracklet's and entity's mean
+    plate: str | None = None  # a vehicle's normalised licence plate
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -52,6 +53,8 @@ class EntityEmbedding:
             out["track_key"] = self.track_key
         if self.quality != 1.0:
             out["quality"] = self.quality
+        if self.plate:
+            out["plate"] = self.plate
         return out
 
     @classmethod
@@ -73,6 +76,7 @@ class EntityEmbedding:
             stored_at=float(data.get("stored_at") or 0.0),
             track_key=data.get("track_key") or "",
             quality=float(data.get("quality", 1.0)),
+            plate=data.get("plate") or None,
         )
 
 

@@ -24,7 +24,8 @@ class Metrics:
                               registry=r)
         self.ambiguous = Counter("reid_ambiguous", "Detections whose best two candidate entities were within "
                                  "REID_MATCH_MARGIN.", registry=r)
-        self.refused = Counter("reid_refused_candidates", "Candidate entities refused by the space-time gate.",
+        self.refused = Counter("reid_refused_candidates", "Candidate entities refused by the space-time gate or "
+                               "for carrying another licence plate.",
                                registry=r)
         self.dead_lettered = Counter("reid_dead_lettered", "Events sent to the dead-letter topic.",
                                      ["error_code"], registry=r)
@@ -38,8 +39,8 @@ class Metrics:
         self.lag = Gauge("reid_consumer_lag", "Messages behind the log end, per assigned partition.",
                          ["topic", "partition"], registry=r)
         self.stage_seconds = Counter("reid_stage_seconds", "Time spent per pipeline stage (parse, decode_crop, "
-                                     "encode, match, store, publish); parse and decode_crop add up across "
-                                     "the decode processes.",
+                                     "plate_ocr, encode, match, store, publish); parse, decode_crop and "
+                                     "plate_ocr add up across the decode processes.",
                                      ["stage"], registry=r)
         self.alerts = Counter("reid_watch_alerts", "Watch list matches: `raised` (published on entity-alerts) or "
                               "`limited` (held back by REID_ALERT_COOLDOWN_SECONDS).", ["outcome"], registry=r)

@@ -41,7 +41,8 @@ def _body(model: str) -> dict[str, Any]:
 
 
 CORRECTION_ERRORS = {
-    "409": _error("the correction contradicts another: same_entity, entity_type_mismatch, entities_split_apart"),
+    "409": _error("the correction contradicts another: same_entity, entity_type_mismatch, entities_split_apart, "
+                  "plate_conflict"),
     "413": _error("the body is too large (body_too_large)"),
     "422": _error("the body is invalid (invalid_body), or a detection is not the entity's "
                   "(detection_not_in_entity), or a split would take every appearance (split_takes_everything)"),

@@ -327,7 +327,8 @@ class ReidStore:
                     index.add(EntityEmbedding(
                         detection_id=det, entity_id=resolve_alias(aliases, m["e"]), entity_type=etype, camera_id=m["c"],
                         timestamp=datetime.fromisoformat(m["t"]), embedding=stored_vector(vec, dim),
-                        model=model, stored_at=score, track_key=m.get("k", ""), quality=m.get("q", 1.0)))
+                        model=model, stored_at=score, track_key=m.get("k", ""), quality=m.get("q", 1.0),
+                        plate=m.get("p")))
             if await self.version(model, etype) == before:
                 if ann:  # built once, in the background, from all rows
                     index.enable_ann(self.settings.ann_min_size)
@@ -339,12 +340,23 @@ class ReidStore:
         raw = await self.redis.mget([self.keys.marker(d) for d in detection_ids])
         return {d: json.loads(r) for d, r in zip(detection_ids, raw, strict=True) if r is not None}
 
+    async def plates(self, model: str, etype: str, entity_id: str) -> set[str]:
+        """The licence plates on an entity's stored rows: a plate is forgotten with its rows (TTL, erasure)."""
+        k = self.keys
+        rows = await self.redis.zrange(k.order(entity_id), 0, -1, withscores=True)
+        pipe = self.redis.pipeline(transaction=False)
+        for det, ts in rows:
+            pipe.hget(k.meta_prefix(model, etype) + day_of(datetime.fromtimestamp(ts, UTC)), det)
+            pipe.hget(k.meta_prefix(model, etype) + KEPT_DAY, det)  # a retained entity's rows
+        metas = await pipe.execute() if rows else []
+        return {p for m in metas if m is not None and (p := json.loads(m).get("p"))}
+
     @staticmethod
     def _commit_fields(w: PlannedWrite) -> list[str]:
         """One detection's text fields in the batch commit (see store.lua); none holds a newline."""
         ev = w.event
         meta = json.dumps({"e": ev.entity_id, "c": ev.camera_id, "t": ev.timestamp.isoformat(), "k": w.track_key,
-                           "q": w.quality})
+                           "q": w.quality, **({"p": ev.plate} if ev.plate else {})})  # a plate lives with its row
         # The event is serialised once, straight into the marker's JSON text.
         marker = (f'{{"fp": {json.dumps(w.fingerprint)}, "event": {w.event_json()}, '
                   f'"ref": {json.dumps(w.image_ref)}}}')

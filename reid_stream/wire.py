@@ -20,6 +20,7 @@ import numpy as np
 
 from reid_stream.errors import DetectionError
 from reid_stream.events import DeadLetter, Detection, fingerprint
+from reid_stream.plates import given_plate, with_plate
 
 WIRE_MAGIC = b"RSE1"
 ORIGINAL_CARRIED = 64 * 1024  # bytes of the original event that travel with an embedding to stage 2
@@ -80,6 +81,7 @@ class EmbeddedRecord:
     attributes: dict[str, Any] | None = None
     image_path: str | None = None
     image_url: str | None = None
+    plate: str | None = None  # a vehicle's normalised licence plate, given or read by OCR (plates.py)
 
     @classmethod
     def from_header(cls, det: dict[str, Any], vector: np.ndarray, model: str, fingerprint: str,
@@ -93,13 +95,17 @@ class EmbeddedRecord:
             vector=vector, model=model, fingerprint=fingerprint, source=source,
             camera_name=det.get("camera_name"), track_id=det.get("track_id"),
             attributes=det.get("attributes") or None,
-            image_path=det.get("image_path"), image_url=det.get("image_url"))
+            image_path=det.get("image_path"), image_url=det.get("image_url"), plate=det.get("plate"))
 
     @classmethod
     def of(cls, det: Detection, vector: np.ndarray, model: str, source: RawEvent | None = None) -> EmbeddedRecord:
-        """From a Detection object (tests, benchmarks, replays); stage 1 builds from its dumped header."""
-        return cls.from_header(det.model_dump(mode="json", exclude={"image_b64"}), vector, model, fingerprint(det),
-                               source or RawEvent(b""))
+        """From a Detection object (tests, benchmarks, replays), with its given plate; stage 1 builds from its
+        dumped header."""
+        header = det.model_dump(mode="json", exclude={"image_b64"})
+        plate = given_plate(det)
+        if plate is not None:
+            header = with_plate(header, plate)
+        return cls.from_header(header, vector, model, fingerprint(det), source or RawEvent(b""))
 
     def header(self) -> dict[str, Any]:
         x1, y1, x2, y2 = self.bbox
@@ -107,7 +113,7 @@ class EmbeddedRecord:
             "detection_id": self.detection_id, "camera_id": self.camera_id, "entity_type": self.entity_type,
             "timestamp": self.timestamp.isoformat(), "bbox": {"x1": x1, "y1": y1, "x2": x2, "y2": y2},
             "camera_name": self.camera_name, "track_id": self.track_id, "attributes": self.attributes,
-            "image_path": self.image_path, "image_url": self.image_url,
+            "image_path": self.image_path, "image_url": self.image_url, "plate": self.plate,
         }
 
     @property

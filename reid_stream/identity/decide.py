@@ -9,6 +9,9 @@ The rules, in the order they apply:
 - Anything else (a new tracklet, a detection with no track_id) is compared with entity prototypes. An entity
   that could not have been here (the space-time gate) is refused; the best remaining one at or above the
   threshold is joined, unless the runner-up is within the margin (ambiguous), where the policy decides.
+- Licence plates (vehicles), before likeness: an entity carrying the detection's plate is joined whatever the
+  look (the gate still applies); an entity carrying only other plates is refused; a tracklet whose plate
+  contradicts its entity's other tracklets is decided again. A detection without a plate meets none of this.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from reid_stream.identity.gallery import SINGLE, Gallery, Track, norm, unit
+from reid_stream.identity.gallery import SINGLE, Gallery, Track, norm, plates_conflict, unit
 from reid_stream.identity.topology import Topology, gap_conflict, impossible
 
 REDECIDE_MIN_ROWS = 3  # a tracklet contradicts its entity only on more than a frame or two of evidence
 MIN_BOX_HEIGHT_FULL_WEIGHT = 128.0  # px; smaller crops are blurrier, so they count for less
+PLATE_REFUSAL = "plate: carries another licence plate"  # the plates themselves stay out of other entities' events
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class Incoming(NamedTuple):  # immutable, and several times cheaper to build tha
     track_key: str
     quality: float
     has_track: bool
+    plate: str | None = None  # a vehicle's normalised licence plate
 
 
 class Candidate(NamedTuple):
@@ -60,7 +65,7 @@ class Merge(NamedTuple):
 
 class Decision(NamedTuple):
     entity_id: str
-    kind: str  # new | joined | tracklet | merged
+    kind: str  # new | joined | tracklet | merged | plate
     ambiguous: bool = False
     candidates: tuple[Candidate, ...] = ()
     redecided_from: str | None = None
@@ -211,12 +216,20 @@ class Decider:
                     return f"space_time: {why}"
         return None
 
+    def _refusal(self, entity_id: str, camera_id: str, t0: float, t1: float, own_key: str,
+                 plates: set[str]) -> str | None:
+        if plates and plates_conflict(plates, self.gallery.plates_of(entity_id)):
+            return PLATE_REFUSAL
+        return self._gate(entity_id, camera_id, t0, t1, own_key)
+
     def _choose(self, query: np.ndarray, camera_id: str, t0: float, t1: float, own_key: str,
-                exclude: set[str], primed: int | None = None) -> tuple[Candidate | None, bool, tuple[Candidate, ...]]:
-        """The entity to join (None: nobody), whether it was ambiguous, and the candidates considered."""
+                exclude: set[str], primed: int | None = None,
+                plates: set[str] | None = None) -> tuple[Candidate | None, bool, tuple[Candidate, ...]]:
+        """The entity to join (None: nobody), whether it was ambiguous, and the candidates considered; `plates`
+        are the sighting's licence plates (an entity carrying only others is refused)."""
         p = self.policy
         near = self._ranked(query, exclude, primed, floor=self._floor)
-        cands = tuple(Candidate(e, round(s, 6), self._gate(e, camera_id, t0, t1, own_key))
+        cands = tuple(Candidate(e, round(s, 6), self._refusal(e, camera_id, t0, t1, own_key, plates or set()))
                       for e, s in near[:p.max_candidates])
         eligible = [c for c in cands if c.refused is None]
         if not eligible or eligible[0].similarity < p.threshold:
@@ -236,11 +249,37 @@ class Decider:
         track = self.gallery.tracks.get(item.track_key) if item.has_track else None
         if track is not None and track.entity_id in self.gallery.entities:
             return self._follow(track, item)
-        best, ambiguous, cands = self._choose(item.vector, item.camera_id, item.ts, item.ts, item.track_key, set(),
-                                              primed)
+        return self._fresh(item.vector, item, item.ts, item.ts, set(), {item.plate} if item.plate else set(),
+                           primed)
+
+    def _by_plate(self, query: np.ndarray, item: Incoming, t0: float, t1: float,
+                  exclude: set[str]) -> tuple[Candidate | None, list[Candidate]]:
+        """The entity carrying the sighting's plate (the likeliest, if an operator's split left two) and every
+        one that does, with the gate's refusals: a plate seen at two places at once is not trusted."""
+        holders = self.gallery.holders.get(item.plate or "", set()) - exclude
+        cands = sorted((Candidate(e, round(self.gallery.score(query, e), 6),
+                                  self._gate(e, item.camera_id, t0, t1, item.track_key)) for e in holders),
+                       key=lambda c: (-c.similarity, c.entity_id))
+        return next((c for c in cands if c.refused is None), None), cands
+
+    def _fresh(self, query: np.ndarray, item: Incoming, t0: float, t1: float, exclude: set[str],
+               plates: set[str], primed: int | None = None, redecided_from: str | None = None,
+               rows: int = 1) -> Decision:
+        """A detection, or a tracklet decided again, from scratch: the entity carrying its plate, else by
+        likeness (with `plates` refusing the entities that carry others), else a new entity."""
+        best, ambiguous, cands = self._choose(query, item.camera_id, t0, t1, item.track_key, exclude, primed, plates)
+        if item.plate:
+            owner, by_plate = self._by_plate(query, item, t0, t1, exclude)
+            listed = {c.entity_id for c in by_plate}
+            cands = (*by_plate, *(c for c in cands if c.entity_id not in listed))
+            if owner is not None:  # listed first: it decided, whatever its likeness
+                cands = (owner, *(c for c in cands if c.entity_id != owner.entity_id))
+                return Decision(owner.entity_id, "plate", False, cands, redecided_from=redecided_from,
+                                track_rows=rows)
         if best is None:
-            return Decision(item.detection_id, "new", ambiguous, cands)
-        return Decision(best.entity_id, "joined", ambiguous, cands)
+            return Decision(item.detection_id, "new", ambiguous, cands, redecided_from=redecided_from,
+                            track_rows=rows)
+        return Decision(best.entity_id, "joined", ambiguous, cands, redecided_from=redecided_from, track_rows=rows)
 
     def _follow(self, track: Track, item: Incoming) -> Decision:
         g, p = self.gallery, self.policy
@@ -250,23 +289,38 @@ class Decider:
         t0, t1 = min(track.agg.first, item.ts), max(track.agg.last, item.ts)
         segments = set(g.entities[current].segments)
         apart = g.apart_from(current) if g.apart else set()  # an operator's split is never undone here
+        # The tracklet's plates, this detection's included: a tracker's one vehicle, even if OCR misread a frame.
+        plates = set(track.plates) | ({item.plate} if item.plate else set())
+        held = g.plates_of(current) if plates else set()
+        if item.plate and track.key not in g.pinned:  # an operator's merge said its tracklets are one vehicle
+            if plates_conflict(plates, g.plates_of(current, without=track.key)):
+                # Joined by likeness to a vehicle whose other sightings carry another plate: decided again.
+                return self._fresh(agg, item, t0, t1, {current} | apart, plates, redecided_from=current, rows=rows)
+            if not held:  # the plate, first read now, may name a vehicle seen before
+                owner, by_plate = self._by_plate(agg, item, t0, t1, {current} | apart)
+                if owner is not None and segments == {track.key}:
+                    return Decision(owner.entity_id, "plate", False, tuple(by_plate), track_rows=rows,
+                                    merge=Merge(owner.entity_id, current, owner.similarity))
+                if owner is not None:
+                    return Decision(owner.entity_id, "plate", False, tuple(by_plate), redecided_from=current,
+                                    track_rows=rows)
         if segments == {track.key}:
             # The entity is this tracklet alone: with more evidence, is it somebody seen before?
-            best, ambiguous, cands = self._choose(agg, item.camera_id, t0, t1, track.key, {current} | apart)
+            best, ambiguous, cands = self._choose(agg, item.camera_id, t0, t1, track.key, {current} | apart,
+                                                  plates=held | plates)
             if best is not None and not ambiguous:
                 return Decision(best.entity_id, "merged", False, cands, merge=Merge(best.entity_id, current,
                                 best.similarity), track_rows=rows)
-        else:
+        elif not (item.plate and item.plate in held):  # the plate confirms the entity, whatever the look
             rest = g.score_without(agg, current, track.key)
             if (rows >= REDECIDE_MIN_ROWS and rest is not None and rest < p.threshold - p.contradiction
                     and track.key not in g.pinned):  # an operator said it belongs here
-                best, ambiguous, cands = self._choose(agg, item.camera_id, t0, t1, track.key, {current} | apart)
-                entity = best.entity_id if best is not None else item.detection_id
-                return Decision(entity, "joined" if best else "new", ambiguous, cands, redecided_from=current,
-                                track_rows=rows)
+                return self._fresh(agg, item, t0, t1, {current} | apart, plates, redecided_from=current, rows=rows)
         behind = g.left_behind(track)
         if behind in apart:  # split off by an operator: the tracklet's earlier rows stay where they were put
             behind = None
+        if behind and g.holders and plates_conflict(g.plates_of(behind), g.plates_of(current) | plates):
+            behind = None  # the tracklet left it for a vehicle with another plate: not the same one
         merge = Merge(current, behind, round(g.score(g.entities[behind].agg.mean(), current), 6)) if behind else None
         own = Candidate(current, round(g.score(agg, current), 6))
         return Decision(current, "tracklet", False, (own,), merge=merge, track_rows=rows)
@@ -299,6 +353,8 @@ class Decider:
                     continue
                 if g.apart and frozenset((eid, other)) in g.apart:
                     continue
+                if g.holders and plates_conflict(g.plates_of(eid), g.plates_of(other)):
+                    continue  # two vehicles with different plates, however alike they look
                 mean_sim = float(g.entities[other].agg.mean() @ mean)
                 if mean_sim >= p.merge_threshold and not self._entities_conflict(eid, other):
                     eligible.append((mean_sim, other))

@@ -1,8 +1,8 @@
 """Tracklets and entity prototypes, kept up to date row by row, with one matrix to search entities.
 
-Everything here is derived from the stored rows (vector, entity, tracklet key, camera, time, quality), so a
-reload rebuilds exactly what the writer had: no prototype is stored on its own, and none can drift from its
-rows across crashes.
+Everything here is derived from the stored rows (vector, entity, tracklet key, camera, time, quality, plate), so
+a reload rebuilds exactly what the writer had: no prototype or plate index is stored on its own, and none can
+drift from its rows across crashes, or outlive them.
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ def norm(v: np.ndarray) -> float:
 
 def unit(v: np.ndarray) -> np.ndarray:
     return v / max(norm(v), 1e-12)
+
+
+def plates_conflict(a: set[str], b: set[str]) -> bool:
+    """Two sides that both carry licence plates, none of them shared: two different vehicles."""
+    return bool(a) and bool(b) and a.isdisjoint(b)
 
 
 @dataclass
@@ -96,6 +101,7 @@ class Track:
     agg: Agg
     entity_id: str = ""  # the entity of its latest row: where its next detection goes
     latest: float = float("-inf")
+    plates: dict[str, int] = field(default_factory=dict)  # plate -> its rows carrying it
 
 
 class Sightings:
@@ -144,6 +150,7 @@ class Entity:
     slot: int = -1  # its row in the means matrix
     block: int = -1  # its block of EXEMPLARS rows in the exemplar matrix, while it has exemplars
     averaged: int = 0  # segments of at least EXEMPLAR_MIN_ROWS detections: its possible exemplars
+    plates: dict[str, dict[str, int]] = field(default_factory=dict)  # plate -> tracklet key -> rows carrying it
     _by_camera: dict[str, Sightings] = field(default_factory=dict)
 
     def exemplars(self) -> list[Agg]:
@@ -180,6 +187,7 @@ class Row(NamedTuple):  # immutable; built for every detection, where a frozen d
     ts: float
     vector: np.ndarray
     quality: float
+    plate: str | None = None  # a vehicle's normalised licence plate
 
 
 class Gallery:
@@ -213,6 +221,7 @@ class Gallery:
         self.apart: set[frozenset[str]] = set()
         # Tracklets an operator merged into one entity: never decided again for contradicting each other.
         self.pinned: set[str] = set()
+        self.holders: dict[str, set[str]] = {}  # licence plate -> the entities with a row carrying it
 
     # --- rows in and out ----------------------------------------------------------------------
 
@@ -223,6 +232,7 @@ class Gallery:
         if row.detection_id in self.rows:
             return
         self.rows[row.detection_id] = row
+        track: Track | None = None
         if not row.track_key.startswith(SINGLE):  # a detection without a track id is no tracklet to follow
             track = self.tracks.get(row.track_key)
             if track is None:
@@ -233,6 +243,8 @@ class Gallery:
         ent = self.entities.get(row.entity_id)
         if ent is None:
             ent = self.entities[row.entity_id] = Entity(row.entity_id, Agg(row.camera_id, self._zeros()))
+        if row.plate:
+            self._count_plate(row, ent, track, 1)
         ent.agg.add(row.detection_id, row.vector, row.quality, row.ts)
         seg = ent.segments.get(row.track_key)
         if seg is None:
@@ -251,6 +263,8 @@ class Gallery:
             if row is None:
                 continue
             track = self.tracks.get(row.track_key)
+            if row.plate:
+                self._count_plate(row, self.entities[row.entity_id], track, -1)
             if track is not None:
                 track.agg.drop(det, row.vector, row.quality)
                 if not track.agg.rows:
@@ -276,12 +290,42 @@ class Gallery:
         rows = [self.rows[d] for d in ent.agg.rows]
         self.remove(list(ent.agg.rows))
         for r in rows:
-            self.add(Row(r.detection_id, survivor, r.track_key, r.camera_id, r.ts, r.vector, r.quality))
+            self.add(r._replace(entity_id=survivor))
         for track in self.tracks.values():
             if track.entity_id == merged:
                 track.entity_id = survivor
         if any(merged in pair for pair in self.apart):  # the survivor is who the merged one was kept apart from
             self.apart = {frozenset(survivor if e == merged else e for e in pair) for pair in self.apart}
+
+    def _count_plate(self, row: Row, ent: Entity, track: Track | None, step: int) -> None:
+        """A row carrying a plate came (+1) or went (-1): its tracklet's, its entity's and the holders' counts."""
+        plate = row.plate
+        assert plate is not None
+        if track is not None:
+            if n := track.plates.get(plate, 0) + step:
+                track.plates[plate] = n
+            else:
+                del track.plates[plate]
+        by_key = ent.plates.setdefault(plate, {})
+        if n := by_key.get(row.track_key, 0) + step:
+            by_key[row.track_key] = n
+        else:
+            del by_key[row.track_key]
+        if by_key:
+            self.holders.setdefault(plate, set()).add(ent.entity_id)
+            return
+        del ent.plates[plate]
+        holders = self.holders[plate]
+        holders.discard(ent.entity_id)
+        if not holders:
+            del self.holders[plate]
+
+    def plates_of(self, entity_id: str, without: str | None = None) -> set[str]:
+        """The plates an entity's rows carry (those of tracklet `without` left out)."""
+        ent = self.entities.get(entity_id)
+        if ent is None:
+            return set()
+        return {p for p, keys in ent.plates.items() if without is None or any(k != without for k in keys)}
 
     def apart_from(self, entity_id: str) -> set[str]:
         """The entities an operator split this one apart from."""

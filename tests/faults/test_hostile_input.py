@@ -81,6 +81,10 @@ def curated(root: Path, url_base: str) -> list[tuple[bytes, str]]:
         (j(base_event("c-redirect", image_b64=..., image_url=f"{url_base}/escape")), "url_not_allowed"),
         (j(base_event("c-future", timestamp="9999-12-31T23:59:59+00:00")), "timestamp_out_of_range"),
         (j(base_event("c-b64", image_b64="***")), "invalid_base64"),
+        (j(base_event("c-plate-type", entity_type="vehicle", attributes={"plate": 1234567})), "plate_invalid"),
+        (j(base_event("c-plate-junk", entity_type="vehicle", attributes={"plate": "N/A"})), "plate_invalid"),
+        (j(base_event("c-plate-long", entity_type="vehicle", attributes={"plate": "AB1" * 1000})), "plate_invalid"),
+        (j(base_event("c-plate-obj", entity_type="vehicle", attributes={"plate": {"$ne": ""}})), "plate_invalid"),
     ]
     return cases
 
