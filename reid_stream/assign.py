@@ -5,11 +5,14 @@ The only stage that creates entities: its input is keyed by entity type, so each
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import numpy as np
 
@@ -36,6 +39,7 @@ from reid_stream.wire import EmbeddedRecord, dead_letter
 
 log = logging.getLogger(__name__)
 MAX_CONFLICT_RETRIES = 20
+THREADED_PRODUCTS_MIN = 64  # smaller batches (a paced stream) compute their products inline: no thread hand-off
 SIMILARITY_DIGITS = 6
 
 
@@ -62,6 +66,13 @@ def policy_of(settings: Settings) -> Policy:
                   min(1.0, settings.similarity_threshold + settings.merge_margin), topology, settings.match_top_k)
 
 
+class _Products(NamedTuple):
+    vectors: np.ndarray  # the batch, a row per detection
+    stored: list[list[tuple[EntityEmbedding, float]]]  # per detection, its best stored rows
+    gram: np.ndarray  # the batch against itself
+    entities: np.ndarray | None  # the batch against every entity slot (the entity rule's Gallery.scores)
+
+
 class Assigner:
     """Stage 2: match each embedded detection, decide its entity and store it. The single writer of a type.
 
@@ -79,6 +90,7 @@ class Assigner:
         self.watchlist = Watchlist(store, self.corrections)
         self._names: dict[str, Named] = {}  # of the (model, type) being planned: set by _cache
         self._json: dict[str, str] = {}  # the last batch's stored events as the marker holds them
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="reid-assign")  # the batch's matrix products
 
     def event_json(self, event: MatchEvent) -> str:
         """The event's JSON: the text stored with it when this batch stored it (serialised once), else fresh."""
@@ -193,14 +205,31 @@ class Assigner:
                 events.append(by_id[det_id])
         return events, letters
 
-    def _plan_batch(self, items: list[EmbeddedRecord], cache: _TypeCache,
-                    now: float) -> tuple[list[PlannedWrite], list[Merge]]:
-        """Match a batch in order: against the stored vectors, and against the batch's earlier items
-        (each with the entity it was just given), both from one matrix product; then decide who each is."""
+    async def _products(self, items: list[EmbeddedRecord], cache: _TypeCache) -> _Products:
+        """A batch's matrix products: against the stored rows, the entities' prototypes, and itself. Large
+        batches compute them in threads: BLAS lets go of the GIL, so the event loop (stage 1, the views) runs
+        meanwhile, and this single-writer stage holds the loop for its Python work only."""
         k, threshold = self.settings.match_top_k, self.settings.similarity_threshold
         vectors = np.stack([i.vector for i in items])
-        stored = cache.index.search_many(vectors, k, threshold)
-        sims = vectors @ vectors.T
+        decided = self.settings.assignment == "entity"
+        if decided:
+            cache.gallery.reserve(len(items))  # what Decider.prime does first: the slots stay put from here
+            cache.gallery.refresh()
+        if len(items) < THREADED_PRODUCTS_MIN:
+            return _Products(vectors, cache.index.search_many(vectors, k, threshold), vectors @ vectors.T,
+                             cache.gallery.scores(vectors, refresh=False) if decided else None)
+        loop = asyncio.get_running_loop()
+        stored = loop.run_in_executor(self._pool, cache.index.search_many, vectors, k, threshold)
+        entities = loop.run_in_executor(self._pool, cache.gallery.scores, vectors, False) if decided else None
+        gram = vectors @ vectors.T
+        return _Products(vectors, await stored, gram, await entities if entities is not None else None)
+
+    def _plan_batch(self, items: list[EmbeddedRecord], cache: _TypeCache, now: float,
+                    products: _Products) -> tuple[list[PlannedWrite], list[Merge]]:
+        """Match a batch in order: against the stored vectors, and against the batch's earlier items
+        (each with the entity it was just given), both from the products; then decide who each is."""
+        k, threshold = self.settings.match_top_k, self.settings.similarity_threshold
+        vectors, stored, sims = products.vectors, products.stored, products.gram
         earlier: dict[int, list[int]] = {}
         for i, j in zip(*np.nonzero(np.tril(sims >= threshold, k=-1)), strict=True):
             earlier.setdefault(int(i), []).append(int(j))
@@ -209,7 +238,7 @@ class Assigner:
         merges: list[Merge] = []
         decider = Decider(cache.gallery, self.policy) if self.settings.assignment == "entity" else None
         if decider is not None:
-            decider.prime(vectors, [i.detection_id for i in items], gram=sims)
+            decider.prime(vectors, [i.detection_id for i in items], gram=sims, scores=products.entities)
         watched = cache.enrolments.best(vectors, self.settings.watch_min_similarity) if cache.enrolments else []
         ens = cache.enrolments
         for n, (item, prior) in enumerate(zip(items, stored, strict=True)):
@@ -257,7 +286,8 @@ class Assigner:
             cache = await self._cache(model, etype, pending[0].vector.shape[0])
             now = time.time()
             cache.gallery.remove(cache.index.expire(now - self.settings.embedding_ttl_seconds))
-            plans, merges = self._plan_batch(pending, cache, now)
+            products = await self._products(pending, cache)
+            plans, merges = self._plan_batch(pending, cache, now, products)
             t1 = time.perf_counter()
             results = await self.store.commit(plans, cache.version)
             self.metrics.stage("match", t1 - t0)

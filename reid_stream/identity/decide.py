@@ -115,14 +115,15 @@ class Decider:
         self._bounded = np.zeros(0, dtype=bool)
 
     def prime(self, queries: np.ndarray, detection_ids: list[str] | None = None,
-              gram: np.ndarray | None = None) -> None:
+              gram: np.ndarray | None = None, scores: np.ndarray | None = None) -> None:
         """Score a batch against every entity at once. With the batch's detection ids, an entity founded by one
         of them is scored from the batch's own similarities (one product for all) instead of one per entity.
-        `gram` is the batch's own similarity matrix, if the caller has it already."""
+        `gram` is the batch's own similarity matrix, and `scores` its `Gallery.scores`, if the caller has them
+        already (computed after `Gallery.reserve` for the batch, with nothing changed since)."""
         g = self.gallery
         g.reserve(len(queries))  # slots do not move while the batch's scores are indexed by them
         self._queries = np.asarray(queries, dtype=np.float32)
-        self._primed = g.scores(self._queries)
+        self._primed = g.scores(self._queries) if scores is None else scores
         self._suffix = _suffix_max(self._primed)
         self._position = {d: n for n, d in enumerate(detection_ids or [])}
         if detection_ids:

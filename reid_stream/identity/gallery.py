@@ -397,9 +397,11 @@ class Gallery:
         self.changed.update(changed)
         return changed
 
-    def scores(self, queries: np.ndarray) -> np.ndarray:
-        """Each query's score against every entity slot (the best of its prototype rows); free slots -inf."""
-        self.refresh()
+    def scores(self, queries: np.ndarray, refresh: bool = True) -> np.ndarray:
+        """Each query's score against every entity slot (the best of its prototype rows); free slots -inf.
+        Without `refresh` it only reads the matrices, so it may run in another thread (after a refresh)."""
+        if refresh:
+            self.refresh()
         q = np.asarray(queries, dtype=np.float32)
         out = np.full((len(q), len(self.owner)), -np.inf, dtype=np.float32)
         high = self.high
