@@ -33,12 +33,13 @@ from reid_stream.identity.gallery import SINGLE, Gallery, Row
 from reid_stream.identity.topology import Topology
 from reid_stream.matching import Assignment, EntityEmbedding, VectorIndex, assign_entity, merge_matches
 from reid_stream.metrics import Metrics
-from reid_stream.store import PlannedWrite, ReidStore
+from reid_stream.store import CommitResult, PlannedWrite, ReidStore
 from reid_stream.watch import Enrolments, Watchlist, alert_for
 from reid_stream.wire import EmbeddedRecord, dead_letter
 
 log = logging.getLogger(__name__)
 MAX_CONFLICT_RETRIES = 20
+COMMIT_CHUNK = 256  # detections per commit: the next chunk is planned while Redis stores this one
 THREADED_PRODUCTS_MIN = 64  # smaller batches (a paced stream) compute their products inline: no thread hand-off
 SIMILARITY_DIGITS = 6
 
@@ -278,6 +279,10 @@ class Assigner:
 
     async def _assign_group(self, model: str, etype: str,
                             items: list[EmbeddedRecord]) -> tuple[list[MatchEvent], list[DeadLetter]]:
+        """Plan and store a group in chunks, pipelined: chunk i+1 is planned while Redis runs chunk i's
+        commit. Chunk i+1 expects the version chunk i leaves, and is sent only once chunk i was stored whole,
+        so the chain is exactly one batch's compare-and-set; at the first detection not stored, the local
+        copy is dropped and everything not stored is planned again on a fresh one."""
         out: list[MatchEvent] = []
         letters: list[DeadLetter] = []
         pending = items
@@ -286,34 +291,30 @@ class Assigner:
             cache = await self._cache(model, etype, pending[0].vector.shape[0])
             now = time.time()
             cache.gallery.remove(cache.index.expire(now - self.settings.embedding_ttl_seconds))
-            products = await self._products(pending, cache)
-            plans, merges = self._plan_batch(pending, cache, now, products)
-            t1 = time.perf_counter()
-            results = await self.store.commit(plans, cache.version)
-            self.metrics.stage("match", t1 - t0)
-            self.metrics.stage("store", time.perf_counter() - t1)
+            chunks = [pending[i:i + COMMIT_CHUNK] for i in range(0, len(pending), COMMIT_CHUNK)]
+            expected = cache.version
+            merges: list[Merge] = []
+            inflight: tuple[list[EmbeddedRecord], list[PlannedWrite], asyncio.Future[list[CommitResult]]] | None = None
             redo: list[EmbeddedRecord] = []
-            for item, plan, res in zip(pending, plans, results, strict=True):
-                if res.status == "ok":
-                    cache.version = res.version or cache.version
-                    if res.alert:
-                        self.metrics.alerts.labels(res.alert).inc()
-                    cache.index.remove(list(res.evicted))
-                    cache.gallery.remove(list(res.evicted))  # the gallery holds exactly the stored rows
-                    out.append(plan.event)
-                    self._json[item.detection_id] = plan.event_json()
-                elif res.status == "dup" and res.marker is not None:
-                    # Stored meanwhile by another writer: same content re-emits, different content is a conflict.
-                    if res.marker["fp"] == item.fingerprint:
-                        out.append(MatchEvent.model_validate(res.marker["event"]))
-                    else:
-                        letters.append(dead_letter(item.source, DetectionError(
-                            "detection_id_conflict",
-                            "a different detection with this detection_id was already processed", "store"),
-                            item.detection_id))
-                else:
-                    redo.append(item)
-            if any(res.status != "ok" for res in results):
+            whole = True
+            for n, chunk in enumerate(chunks):
+                products = await self._products(chunk, cache)  # threads: the previous commit goes out meanwhile
+                plans, chunk_merges = self._plan_batch(chunk, cache, now, products)
+                merges += chunk_merges
+                self.metrics.stage("match", time.perf_counter() - t0)
+                if inflight is not None:
+                    redo, whole = await self._stored(cache, *inflight, out, letters)
+                    if not whole:  # not stored whole: this chunk and the rest are planned again on a fresh copy
+                        redo += [item for later in chunks[n:] for item in later]
+                        break
+                t0 = time.perf_counter()
+                inflight = (chunk, plans, asyncio.ensure_future(self.store.commit(plans, expected)))
+                expected += len(plans)
+                await asyncio.sleep(0)  # let the commit go out before the next chunk holds the loop
+            else:
+                assert inflight is not None
+                redo, whole = await self._stored(cache, *inflight, out, letters)
+            if not whole:
                 # The local copy holds tentative rows that were not stored: reload it.
                 self._caches.pop((model, etype), None)
             elif merges:
@@ -323,6 +324,38 @@ class Assigner:
             log.info("assignment conflict on %s/%s: %d detections re-matched", model, etype, len(redo))
             pending = redo
         raise RuntimeError(f"gave up after {MAX_CONFLICT_RETRIES} assignment conflicts on {model}/{etype}")
+
+    async def _stored(self, cache: _TypeCache, chunk: list[EmbeddedRecord], plans: list[PlannedWrite],
+                      commit: asyncio.Future[list[CommitResult]], out: list[MatchEvent],
+                      letters: list[DeadLetter]) -> tuple[list[EmbeddedRecord], bool]:
+        """A chunk's commit, awaited and applied to the local copy: its detections to plan again, and whether
+        it was stored whole (else the copy holds tentative rows that are not in Redis)."""
+        t0 = time.perf_counter()
+        results = await commit
+        self.metrics.stage("store", time.perf_counter() - t0)
+        redo: list[EmbeddedRecord] = []
+        for item, plan, res in zip(chunk, plans, results, strict=True):
+            if res.status == "ok":
+                cache.version = res.version or cache.version
+                if res.alert:
+                    self.metrics.alerts.labels(res.alert).inc()
+                if res.evicted:
+                    cache.index.remove(list(res.evicted))
+                    cache.gallery.remove(list(res.evicted))  # the gallery holds exactly the stored rows
+                out.append(plan.event)
+                self._json[item.detection_id] = plan.event_json()
+            elif res.status == "dup" and res.marker is not None:
+                # Stored meanwhile by another writer: same content re-emits, different content is a conflict.
+                if res.marker["fp"] == item.fingerprint:
+                    out.append(MatchEvent.model_validate(res.marker["event"]))
+                else:
+                    letters.append(dead_letter(item.source, DetectionError(
+                        "detection_id_conflict",
+                        "a different detection with this detection_id was already processed", "store"),
+                        item.detection_id))
+            else:
+                redo.append(item)
+        return redo, all(res.status == "ok" for res in results)
 
     async def _commit_merges(self, model: str, etype: str, cache: _TypeCache, merges: list[Merge]) -> None:
         """After the batch's detections are stored. A merge that cannot be stored (another writer, an entity

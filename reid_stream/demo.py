@@ -85,7 +85,8 @@ def _line(ev: dict[str, Any], truth: dict[str, Any]) -> str:
     name = ev["entity_id"].rpartition("-")[2] + earlier
     score = next((c["similarity"] for c in ev.get("candidates", []) if c["entity_id"] == ev["entity_id"]),
                  ev["matches"][0]["similarity"] if ev["matches"] else float("nan"))
-    verb = {"tracklet": "follows its tracklet in", "merged": "tracklet recognised: merged into"}.get(decision, "joins")
+    verb = {"tracklet": "follows its tracklet in", "merged": "tracklet recognised: merged into",
+            "plate": "joins, by its licence plate,"}.get(decision, "joins")
     return (f"  {ev['timestamp'][11:19]} {ev['camera_id']:6} {who}  {verb} {name} (similarity {score:.3f})  "
             f"{right}{notes}")
 
