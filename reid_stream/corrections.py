@@ -36,7 +36,7 @@ class CorrectionError(Exception):
         self.status, self.code, self.detail = status, code, detail
 
 
-OPERATOR_FIELDS = ("name", "notes", "trust", "watch")
+OPERATOR_FIELDS = ("name", "notes", "trust", "watch", "watch_by", "watch_at")
 
 
 @dataclass(frozen=True)
@@ -89,12 +89,17 @@ class Corrections:
 
     # --- names and trust ----------------------------------------------------------------------
 
-    async def annotate(self, entity_id: str, patch: dict[str, Any]) -> str:
-        """Set name, notes, trust and/or watch (a key given as null clears it); returns the live entity's id."""
+    async def annotate(self, entity_id: str, patch: dict[str, Any], by: str | None = None) -> str:
+        """Set name, notes, trust and/or watch (a key given as null clears it); returns the live entity's id.
+        A watch label changed or cleared records who did it and when (the watch list shows them)."""
         for _attempt in range(MAX_ATTEMPTS):
             target, h = await self._entity(entity_id)
             fields = {f: h.get(f) for f in OPERATOR_FIELDS}
             fields.update(patch)
+            if "watch" in patch and patch["watch"] != h.get("watch"):
+                watched = patch["watch"] is not None
+                fields["watch_by"] = by if watched else None
+                fields["watch_at"] = repr(time.time()) if watched else None
             if fields.get("trust") == "unknown":
                 fields["trust"] = None  # the default: stored as absent
             status = await self._apply(target, h, fields)

@@ -31,7 +31,7 @@ local survivor, merged = ARGV[3], ARGV[4]
 
 -- Name, notes, trust and watch: the survivor keeps its own and takes the merged one's where it has none; the
 -- longer retention wins (see corrections.py).
-for _, f in ipairs({'name', 'notes', 'trust', 'watch'}) do
+for _, f in ipairs({'name', 'notes', 'trust', 'watch', 'watch_by', 'watch_at'}) do
   local v = redis.call('HGET', KEYS[7], f)
   if v and redis.call('HEXISTS', KEYS[2], f) == 0 then
     redis.call('HSET', KEYS[2], f, v)

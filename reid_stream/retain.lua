@@ -9,7 +9,7 @@
 -- KEYS: 1 version, 2 entity (hash), 3 its order (zset), 4 embedding index (zset), 5 names of the type (hash),
 --       6 entities of the type (zset)
 -- ARGV: 1 expected version, 2 ttl seconds, 3 retention seconds (0: not retained), 4 now (epoch s),
---       5 key prefix, 6 model, 7 entity type, 8 entity id, 9 fields json {name, notes, trust, watch} (null: removed),
+--       5 key prefix, 6 model, 7 entity type, 8 entity id, 9 fields json {name, notes, trust, watch, watch_by, watch_at} (null: removed),
 --       10 names entry json ('' when neither named, trusted nor watched), then per row of the entity: detection, day
 local version = tonumber(redis.call('GET', KEYS[1]) or '0')
 if version ~= tonumber(ARGV[1]) then
@@ -29,7 +29,7 @@ local function extend(key, secs)
 end
 
 local fields = cjson.decode(ARGV[9])
-for _, f in ipairs({'name', 'notes', 'trust', 'watch'}) do
+for _, f in ipairs({'name', 'notes', 'trust', 'watch', 'watch_by', 'watch_at'}) do
   local v = fields[f]
   if v == nil or v == cjson.null then
     redis.call('HDEL', KEYS[2], f)

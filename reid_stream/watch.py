@@ -107,8 +107,8 @@ class Watchlist:
         """An enrolment lasts as long as a named entity: it is there to recognise somebody who comes back."""
         return max(self.settings.named_retention_seconds, self.settings.embedding_ttl_seconds)
 
-    async def watch_entity(self, entity_id: str, label: str) -> WatchEntry:
-        target = await self.corrections.annotate(entity_id, {"watch": label})
+    async def watch_entity(self, entity_id: str, label: str, by: str | None = None) -> WatchEntry:
+        target = await self.corrections.annotate(entity_id, {"watch": label}, by)
         entry = await self._entity_entry(target)
         if entry is None:  # erased in between
             raise WatchError(404, "entity_not_found", f"Entity with id '{entity_id}' not found")
@@ -190,9 +190,10 @@ class Watchlist:
         d = {key.decode(): v.decode() for key, v in h.items()}
         if not d.get("watch") or target is None:
             return None
-        until = float(d.get("keep_until", 0) or 0)
+        until, at = float(d.get("keep_until", 0) or 0), float(d.get("watch_at", 0) or 0)
         return WatchEntry(watch_id=target, kind="entity", label=d["watch"], entity_type=d["entity_type"],
-                          entity_id=target, retained_until=datetime.fromtimestamp(until, UTC) if until else None)
+                          entity_id=target, created_at=datetime.fromtimestamp(at, UTC) if at else None,
+                          by=d.get("watch_by"), retained_until=datetime.fromtimestamp(until, UTC) if until else None)
 
 
 def _enrolment_entry(enrol_id: str, etype: str, model: str, meta: dict[str, Any]) -> WatchEntry:

@@ -219,7 +219,7 @@ class EntityDetailView(CorrectionView):
 
     async def patch(self, request: Request, entity_id: str) -> Response:
         async def annotate(who: str | None, patch: EntityPatch) -> Response:
-            target = await self.corrections.annotate(entity_id, patch.model_dump(include=patch.model_fields_set))
+            target = await self.corrections.annotate(entity_id, patch.model_dump(include=patch.model_fields_set), who)
             log.info("entity %s annotated by %s: %s", target, who, sorted(patch.model_fields_set))
             detail = await self.runtime.store.get_entity(target)
             if detail is None:  # erased or expired in between
@@ -417,7 +417,7 @@ class WatchlistView(CorrectionView, SearchView):
             elif raw.content_type in ("application/json", "application/octet-stream", ""):
                 body = await self.body(request, WatchRequest)
                 params.update(kind="entity", entity_id=body.entity_id)
-                entry = await self.watchlist.watch_entity(body.entity_id, body.label)
+                entry = await self.watchlist.watch_entity(body.entity_id, body.label, who)
                 log.info("entity %s watched by %s", entry.watch_id, who)
             else:
                 raise WatchError(415, "unsupported_media_type", "send JSON {\"entity_id\", \"label\"} to watch an "

@@ -45,8 +45,9 @@ async def test_watched_entity_and_enrolled_image_alert_once_on_entity_alerts(inf
             # Watch her; enrol a look nobody has shown yet.
             status, entry = await send_json(f"{base}/api/watchlist", "POST", {"entity_id": ann, "label": "Ann's ex"})
             assert status == 201, entry
-            assert (entry["kind"], entry["watch_id"], entry["entity_id"], entry["label"]) == (
-                "entity", ann, ann, "Ann's ex")
+            assert (entry["kind"], entry["watch_id"], entry["entity_id"], entry["label"], entry["by"]) == (
+                "entity", ann, ann, "Ann's ex", "tester")
+            assert entry["created_at"] is not None
             status, enrolled = await post_image(f"{base}/api/watchlist?label=van%20driver&entity_type=person",
                                                 (root / "b.png").read_bytes())
             assert status == 201, enrolled

@@ -4,6 +4,7 @@ redelivery, following merges, and gone with erasure."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 
 import numpy as np
@@ -57,9 +58,13 @@ async def test_a_watched_entity_alerts_once_per_camera_and_cooldown_and_never_fo
     assert await alerts(store) == []  # not watched yet
 
     watch = Watchlist(store, Corrections(store))
-    entry = await watch.watch_entity(entity, "Ann's ex")
-    assert (entry.kind, entry.watch_id, entry.label, entry.retained_until is not None) == (
-        "entity", entity, "Ann's ex", True)
+    entry = await watch.watch_entity(entity, "Ann's ex", by="ops")
+    assert (entry.kind, entry.watch_id, entry.label, entry.retained_until is not None, entry.by) == (
+        "entity", entity, "Ann's ex", True, "ops")
+    assert entry.created_at is not None and abs(entry.created_at.timestamp() - time.time()) < 60
+    # Renaming the entity leaves who watched it and when; watching it again under another label records anew.
+    await Corrections(store).annotate(entity, {"name": "Ex"}, by="someone else")
+    assert (await watch.entries(MODEL))[0].by == "ops"
 
     # Three frames on the gate within the cooldown: one alert. The same on the yard: one more.
     events, _ = await assigner.assign([rec(f"g{n}", ann, "gate", 10 + n, track="7") for n in range(3)])
