@@ -10,7 +10,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,21 @@ class Worker:
             self.proc.kill()
             self.proc.wait()
             raise AssertionError(f"worker ignored SIGTERM for {timeout}s:\n{self.log_tail()}") from None
+
+
+@asynccontextmanager
+async def running_worker(env: dict[str, str], log: Path) -> AsyncIterator[Worker]:
+    """A worker started and ready; stopped on the way out, and required to exit cleanly (code 0) unless the
+    body failed (its own error then says more)."""
+    worker = Worker(env, log).start()
+    failed = True
+    try:
+        await worker.wait_ready()
+        yield worker
+        failed = False
+    finally:
+        code = worker.stop()
+    assert failed or code == 0, f"the worker exited with {code}:\n{worker.log_tail()}"
 
 
 def start_redis(port: int, workdir: Path) -> None:

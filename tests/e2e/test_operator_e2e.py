@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from PIL import Image
 
-from tests.e2e.harness import Collector, Worker, auth_headers, get_json, worker_env
+from tests.e2e.harness import Collector, auth_headers, get_json, running_worker, worker_env
 
 pytestmark = pytest.mark.e2e
 BOOTSTRAP = "127.0.0.1:9092"
@@ -85,10 +85,8 @@ async def test_name_and_trust_survive_the_embedding_ttl_and_erasure_removes_them
     ttl = 15
     env = worker_env(unique, REID_ENCODER="null", REID_IMAGE_ROOTS=str(root), REID_SIMILARITY_THRESHOLD="0.9",
                      REID_EMBEDDING_TTL_SECONDS=str(ttl), REID_NAMED_RETENTION_SECONDS="600")
-    worker = Worker(env, tmp_path / "worker.log").start()
-    base = worker.base
-    try:
-        await worker.wait_ready()
+    async with running_worker(env, tmp_path / "worker.log") as worker:
+        base = worker.base
         async with Collector(BOOTSTRAP, env["REID_TOPIC_MATCHES"]) as matches, Stream(
                 env["REID_TOPIC_DETECTIONS"]) as stream:
             await stream.send([detection(unique, root, "y", "porch", n, "1") for n in range(3)]
@@ -150,9 +148,6 @@ async def test_name_and_trust_survive_the_embedding_ttl_and_erasure_removes_them
         finally:
             await r.aclose()
         assert found == []
-    finally:
-        code = worker.stop()
-    assert code == 0, worker.log_tail()
 
 
 async def test_merge_and_split_under_concurrent_detections_lose_and_double_nothing(infra, unique, tmp_path: Path):
@@ -161,10 +156,8 @@ async def test_merge_and_split_under_concurrent_detections_lose_and_double_nothi
     looks(root, "sabc")
     env = worker_env(unique, REID_ENCODER="null", REID_IMAGE_ROOTS=str(root), REID_SIMILARITY_THRESHOLD="0.9",
                      REID_BATCH_SIZE="8")
-    worker = Worker(env, tmp_path / "worker.log").start()
-    base = worker.base
-    try:
-        await worker.wait_ready()
+    async with running_worker(env, tmp_path / "worker.log") as worker:
+        base = worker.base
         async with Collector(BOOTSTRAP, env["REID_TOPIC_MATCHES"]) as matches, \
                 Collector(BOOTSTRAP, env["REID_TOPIC_UPDATES"]) as updates, \
                 Stream(env["REID_TOPIC_DETECTIONS"]) as stream:
@@ -219,9 +212,6 @@ async def test_merge_and_split_under_concurrent_detections_lose_and_double_nothi
         assert sorted(seen) == sorted(stream.sent)
         counts = {e["id"]: e["appearance_count"] for e in listing["entities"]}
         assert counts == {ent["s"]: 5, created: 15, ent["a"]: 122, ent["c"]: 61}
-    finally:
-        code = worker.stop()
-    assert code == 0, worker.log_tail()
 
 
 async def test_correction_routes_need_a_token_and_refuse_bad_input(infra, unique, tmp_path: Path):
@@ -230,10 +220,8 @@ async def test_correction_routes_need_a_token_and_refuse_bad_input(infra, unique
     looks(root, "y")
     env = worker_env(unique, REID_ENCODER="null", REID_IMAGE_ROOTS=str(root), REID_AUDIT_LOG="true",
                      REID_AUDIT_LOG_FILE=str(tmp_path / "audit.log"))
-    worker = Worker(env, tmp_path / "worker.log").start()
-    base = worker.base
-    try:
-        await worker.wait_ready()
+    async with running_worker(env, tmp_path / "worker.log") as worker:
+        base = worker.base
         async with Collector(BOOTSTRAP, env["REID_TOPIC_MATCHES"]) as matches, Stream(
                 env["REID_TOPIC_DETECTIONS"]) as stream:
             await stream.send([detection(unique, root, "y", "porch", n, "1") for n in range(2)])
@@ -276,9 +264,6 @@ async def test_correction_routes_need_a_token_and_refuse_bad_input(infra, unique
                 assert r.status == 413 and (await r.json())["error_code"] == "body_too_large"
         status, detail, _ = await get_json(f"{base}/api/entities/{eid}")
         assert status == 200 and detail["name"] is None and detail["appearance_count"] == 2
-    finally:
-        code = worker.stop()
-    assert code == 0, worker.log_tail()
     lines = [json.loads(x) for x in (tmp_path / "audit.log").read_text().splitlines()]
     # Every correction attempt with a token is audited with its outcome; a name is never written there.
     corrections = [x for x in lines if x["method"] in ("PATCH", "POST")]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.e2e.harness import Collector, Worker, get_json, produce, worker_env
+from tests.e2e.harness import Collector, get_json, produce, running_worker, worker_env
 from tests.e2e.test_operator_e2e import send_json
 from tests.plate_images import frame_jpeg
 
@@ -37,9 +37,7 @@ async def test_a_vehicle_with_the_same_plate_joins_its_entity_even_when_its_look
     (root / "rear.jpg").write_bytes(data)
     env = worker_env(unique, REID_ENCODER="null", REID_IMAGE_ROOTS=str(root), REID_SIMILARITY_THRESHOLD="0.9",
                      REID_PLATE_OCR="true")
-    worker = Worker(env, tmp_path / "worker.log").start()
-    try:
-        await worker.wait_ready()
+    async with running_worker(env, tmp_path / "worker.log") as worker:
         async with Collector(BOOTSTRAP, env["REID_TOPIC_MATCHES"]) as matches, \
                 Collector(BOOTSTRAP, env["REID_TOPIC_DLQ"]) as dlq:
 
@@ -103,6 +101,3 @@ async def test_a_vehicle_with_the_same_plate_joins_its_entity_even_when_its_look
         status, refused_merge = await send_json(f"{worker.base}/api/entities/{entity}/merge", "POST",
                                                 {"other_id": x1["entity_id"]})
         assert status == 409 and refused_merge["error_code"] == "plate_conflict"
-    finally:
-        code = worker.stop()
-    assert code == 0, worker.log_tail()

@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.e2e.harness import Collector, Worker, auth_headers, get_json, worker_env
+from tests.e2e.harness import Collector, auth_headers, get_json, running_worker, worker_env
 from tests.e2e.test_operator_e2e import BOOTSTRAP, Stream, detection, event_of, looks, send_json
 
 pytestmark = pytest.mark.e2e
@@ -32,10 +32,8 @@ async def test_watched_entity_and_enrolled_image_alert_once_on_entity_alerts(inf
     looks(root, "abc")
     env = worker_env(unique, REID_ENCODER="null", REID_IMAGE_ROOTS=str(root), REID_SIMILARITY_THRESHOLD="0.9",
                      REID_ALERT_COOLDOWN_SECONDS="60")
-    worker = Worker(env, tmp_path / "worker.log").start()
-    base = worker.base
-    try:
-        await worker.wait_ready()
+    async with running_worker(env, tmp_path / "worker.log") as worker:
+        base = worker.base
         async with Collector(BOOTSTRAP, env["REID_TOPIC_MATCHES"]) as matches, Collector(
                 BOOTSTRAP, env["REID_TOPIC_ALERTS"]) as alerts, Stream(env["REID_TOPIC_DETECTIONS"]) as stream:
             await stream.send([detection(unique, root, "a", "porch", n, "1") for n in range(3)])
@@ -115,5 +113,3 @@ async def test_watched_entity_and_enrolled_image_alert_once_on_entity_alerts(inf
                                                                          **kwargs) as r:
                     body = await r.json()
                     assert (r.status, body.get("error_code")) == (want, code), (method, path, body)
-    finally:
-        worker.stop()
