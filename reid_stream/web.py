@@ -199,8 +199,8 @@ class EntityListView(ApiView):
             params = parse_list_params(request.query)
         except ParamError as err:
             return self.done(request, who, query, self.json(
-                {"detail": [{"loc": ["query", err.param], "msg": err.message, "type": "value_error"}]},
-                status=422))
+                {"error_code": "invalid_parameter",
+                 "detail": [{"loc": ["query", err.param], "msg": err.message, "type": "value_error"}]}, status=422))
         try:
             entities, total = await self.runtime.store.list_entities(**params)
         except (RedisError, OSError) as exc:
