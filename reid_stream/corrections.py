@@ -14,17 +14,15 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from reid_stream.events import EntityUpdate
 from reid_stream.identity.gallery import plates_conflict
-from reid_stream.store import KEPT_DAY, PAIR_SEP, ReidStore, day_of, pair_member, resolve_alias
+from reid_stream.store import KEPT_DAY, PAIR_SEP, ReidStore, day_of, lua_script, pair_member, resolve_alias
 
 log = logging.getLogger(__name__)
-HERE = Path(__file__).resolve().parent
-RETAIN_LUA = (HERE / "retain.lua").read_text()
-SPLIT_LUA = (HERE / "split.lua").read_text()
+RETAIN_LUA = lua_script("retain.lua")
+SPLIT_LUA = lua_script("split.lua")
 MAX_ATTEMPTS = 50  # each attempt loses only to a commit that landed in between: a few at most under load
 
 

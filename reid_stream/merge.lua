@@ -3,6 +3,7 @@
 -- The same compare-and-set on the per-(model, type) version as store.lua: a writer that matched against
 -- an older state gets 'conflict' and decides again.
 --
+-- (`extend` comes from prelude.lua.)
 -- KEYS: 1 version, 2 survivor (hash), 3 survivor cameras (set), 4 survivor appearances (hash),
 --       5 survivor appearance order (zset), 6 survivor merged ids (set), 7 merged (hash), 8 merged cameras,
 --       9 merged appearances, 10 merged order, 11 merged's merged ids, 12 entities of the type (zset),
@@ -56,12 +57,6 @@ if any then
   redis.call('HSET', KEYS[18], survivor, cjson.encode(entry))
 end
 local etl = math.max(ttl, math.ceil(tonumber(redis.call('HGET', KEYS[2], 'keep_until') or '0') - now))
-local function extend(key, secs)
-  if redis.call('TTL', key) < secs then
-    redis.call('EXPIRE', key, secs)
-  end
-end
-
 -- Appearances and their order, one by one: Lua cannot unpack more than a few thousand values at once.
 local apps = redis.call('HGETALL', KEYS[9])
 for i = 1, #apps, 2 do

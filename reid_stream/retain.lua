@@ -6,6 +6,7 @@
 -- The same compare-and-set on the per-(model, type) version as every write: the rows listed are exactly the
 -- entity's, and the single writer reloads (and sees the name) at its next commit.
 --
+-- (`extend` comes from prelude.lua.)
 -- KEYS: 1 version, 2 entity (hash), 3 its order (zset), 4 embedding index (zset), 5 names of the type (hash),
 --       6 entities of the type (zset)
 -- ARGV: 1 expected version, 2 ttl seconds, 3 retention seconds (0: not retained), 4 now (epoch s),
@@ -22,12 +23,6 @@ local ttl, retention, now = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[
 local P, model, etype, eid = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local vec_prefix = P .. ':entity_embeddings:' .. model .. ':' .. etype .. ':'
 local meta_prefix = P .. ':entity_meta:' .. model .. ':' .. etype .. ':'
-local function extend(key, secs)
-  if redis.call('TTL', key) < secs then
-    redis.call('EXPIRE', key, secs)
-  end
-end
-
 local fields = cjson.decode(ARGV[9])
 for _, f in ipairs({'name', 'notes', 'trust', 'watch', 'watch_by', 'watch_at'}) do
   local v = fields[f]

@@ -4,6 +4,7 @@
 -- automatic or HTTP merge may join them again) and the update is queued in the type's outbox.
 -- The same compare-and-set on the per-(model, type) version as every write.
 --
+-- (`extend` comes from prelude.lua.)
 -- KEYS: 1 version, 2 embedding index (zset), 3 entities of the type (zset), 4 cannot-link pairs (zset),
 --       5 outbox of the type (list)
 -- ARGV: 1 expected version, 2 ttl seconds, 3 now (epoch s), 4 key prefix, 5 model, 6 entity type,
@@ -33,12 +34,6 @@ if moving >= redis.call('HLEN', src .. ':apps') then
 end
 local vec_prefix = P .. ':entity_embeddings:' .. model .. ':' .. etype .. ':'
 local meta_prefix = P .. ':entity_meta:' .. model .. ':' .. etype .. ':'
-local function extend(key, secs)
-  if redis.call('TTL', key) < secs then
-    redis.call('EXPIRE', key, secs)
-  end
-end
-
 for i = 11, #ARGV, 2 do
   local det, day = ARGV[i], ARGV[i + 1]
   redis.call('HSET', new .. ':apps', det, redis.call('HGET', src .. ':apps', det))

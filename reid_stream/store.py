@@ -27,8 +27,15 @@ from reid_stream.events import (
 )
 from reid_stream.matching import Assignment, EntityEmbedding, VectorIndex
 
+
+def lua_script(name: str) -> str:
+    """A correction script with the helpers they share (prelude.lua) in front."""
+    here = Path(__file__).resolve().parent
+    return (here / "prelude.lua").read_text() + (here / name).read_text()
+
+
 COMMIT_LUA = (Path(__file__).resolve().parent / "store.lua").read_text()
-MERGE_LUA = (Path(__file__).resolve().parent / "merge.lua").read_text()
+MERGE_LUA = lua_script("merge.lua")
 # Pops the outbox's head while it is the next update published (by content: see ack_published).
 ACK_LUA = """
 local n = 0
