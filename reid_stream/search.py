@@ -51,6 +51,7 @@ def _param_error(name: str, message: str) -> SearchError:
 class SearchHit(BaseModel):
     detection_id: str
     entity_id: str = Field(description="The entity the appearance belongs to now (merged entities resolved).")
+    entity_name: str | None = Field(default=None, description="That entity's name, as an operator set it now.")
     entity_type: EntityType
     camera_id: str
     timestamp: datetime
@@ -159,6 +160,8 @@ class SearchStore(Protocol):
     async def detection_vector(self, detection_id: str,
                                dim: int) -> tuple[dict[str, Any], np.ndarray | None] | None: ...
 
+    async def entity_names(self, entity_ids: list[str]) -> dict[str, str]: ...
+
 
 class SearchService:
     """Loads snapshots (cached per type for SNAPSHOT_TTL_S, one load at a time), encodes queries on the
@@ -205,7 +208,10 @@ class SearchService:
         snapshots = [await self.snapshot(t) for t in types]
         page, total = rank(snapshots, np.asarray(query, dtype=np.float32), f, exclude)
         live = await self.store.markers([snap.detection_ids[i] for snap, i, _ in page])
+        # Read per page, not kept with the snapshot: a name an operator just gave shows at once.
+        names = await self.store.entity_names(sorted({snap.entity_ids[i] for snap, i, _ in page}))
         hits = [SearchHit(detection_id=(det := snap.detection_ids[i]), entity_id=snap.entity_ids[i],
+                          entity_name=names.get(snap.entity_ids[i]),
                           entity_type=snap.entity_type, camera_id=str(snap.cameras[i]),
                           timestamp=datetime.fromtimestamp(float(snap.times[i]), UTC), score=round(score, 6),
                           thumbnail_url=self.settings.thumbnail_url(str(snap.cameras[i]), det))

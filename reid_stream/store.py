@@ -568,6 +568,15 @@ class ReidStore:
                             thumbnail_url=self._entity_thumbnail(entity_id, h), merged_ids=_sorted_ids(merged),
                             **operator_fields(h))
 
+    async def entity_names(self, entity_ids: list[str]) -> dict[str, str]:
+        """The names operators gave these entities (those without one are left out), in one round trip."""
+        if not entity_ids:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for eid in entity_ids:
+            pipe.hget(self.keys.entity(eid), "name")
+        return {eid: n.decode() for eid, n in zip(entity_ids, await pipe.execute(), strict=True) if n is not None}
+
     async def image_ref(self, detection_id: str) -> dict[str, Any] | None:
         """Where a stored detection's crop can be cut again: {"bbox": [...], "path" or "url": ...}.
 

@@ -1,6 +1,6 @@
 // Appearance search: like a stored detection (find similar), like an uploaded image, like a text. Each answers
-// {query, model, results: [{detection_id, entity_id, entity_type, camera_id, timestamp, score, thumbnail_url}],
-// count, limit, offset}, best first.
+// {query, model, results: [{detection_id, entity_id, entity_name, entity_type, camera_id, timestamp, score,
+// thumbnail_url}], count, limit, offset}, best first.
 
 import { api } from "./api.js";
 import { $, h, thumb, when } from "./dom.js";
@@ -29,8 +29,8 @@ export function hitCard(hit, feats) {
     h("a", { href, tabindex: "-1", "aria-hidden": "true", class: "card-thumb" },
       thumb(hit.thumbnail_url, `appearance on ${label}`)),
     h("div", { class: "card-body" },
-      h("h3", { class: "card-title" }, h("a", { href, class: "card-link", text: hit.entity_id,
-        "aria-label": `entity ${hit.entity_id}` })),
+      h("h3", { class: "card-title" }, h("a", { href, class: "card-link", text: hit.entity_name || hit.entity_id,
+        "aria-label": `entity ${hit.entity_name ? `${hit.entity_name} (${hit.entity_id})` : hit.entity_id}` })),
       h("dl", { class: "facts" },
         h("dt", { text: "Score" }), h("dd", { class: "score", text: hit.score.toFixed(3) }),
         h("dt", { text: "Type" }), h("dd", { class: "type", text: hit.entity_type }),

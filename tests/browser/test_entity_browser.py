@@ -280,6 +280,7 @@ def test_operator_names_trusts_finds_similar_searches_merges_and_splits(browser:
     hits = css(d, "#search-results li.hit")
     assert hits[0].get_attribute("data-detection") == ids["alice2"] and hits[0].get_attribute("data-entity") == alice
     assert float(hits[0].find_element(By.CSS_SELECTOR, ".score").text) >= 0.999
+    assert hits[0].find_element(By.CSS_SELECTOR, "a.card-link").text == "Alice Example"  # her name, as it is now
     assert alice not in [x.get_attribute("data-detection") for x in hits]  # itself left out
     assert {x.find_element(By.CSS_SELECTOR, ".type").text for x in hits} == {"person"}  # its own type only
     assert f"/#/similar/{alice}" in d.current_url

@@ -80,6 +80,7 @@ class StubStore:
         self.rows = appearances()
         self.loads = 0
         self.erased: set[str] = set()
+        self.names: dict[str, str] = {}
 
     async def load_index(self, model: str, etype: str, dim: int, ann: bool = True) -> tuple[int, VectorIndex]:
         self.loads += 1
@@ -91,6 +92,9 @@ class StubStore:
 
     async def markers(self, detection_ids: list[str]) -> dict[str, dict[str, Any]]:
         return {d: {} for d in detection_ids if d not in self.erased}
+
+    async def entity_names(self, entity_ids: list[str]) -> dict[str, str]:
+        return {e: self.names[e] for e in entity_ids if e in self.names}
 
     async def detection_vector(self, detection_id: str, dim: int) -> tuple[dict[str, Any], np.ndarray | None] | None:
         for etype, rows in self.rows.items():
@@ -145,6 +149,15 @@ async def test_filters_and_paging(service):
     ids = [h.detection_id for p in pages for h in p.results]
     assert len(ids) == len(set(ids)) == 12
     assert (await svc.by_text("a white van", Filters(entity_type="vehicle"))).count == 4
+
+
+async def test_hits_carry_their_entitys_name_as_it_is_now(service):
+    svc, _ = service
+    before = await svc.similar("blue-jacket-0", Filters(limit=1))
+    assert before.results[0].entity_name is None
+    svc.store.names["ent-blue-jacket"] = "Ann"  # named after the snapshot was cached: shown at once
+    after = await svc.similar("blue-jacket-0", Filters(limit=1))
+    assert (after.results[0].entity_id, after.results[0].entity_name) == ("ent-blue-jacket", "Ann")
 
 
 async def test_an_erased_detection_never_shows_even_from_a_cached_snapshot(service):
