@@ -192,3 +192,44 @@ async def drain_matches(bootstrap: str, topic: str, expected: int, timeout: floa
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+async def passthrough_drain(bootstrap: str, n: int, crops: list[bytes], partitions: int = 6) -> dict[str, Any]:
+    """The same backlog the pipeline drains, moved by bare aiokafka: consume in batches (getmany), produce each
+    message's value to another topic, wait for the acknowledgements, commit; as the pipeline's stages do, without
+    their work. Its rate is what Kafka and this client allow one process: the pipeline's ceiling."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    tag = uuid.uuid4().hex[:8]
+    source, sink = f"bench-pt-in-{tag}", f"bench-pt-out-{tag}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(t, partitions, 1) for t in (source, sink)])
+        await produce_fast(bootstrap, source, (detection_message(i, crops[i % len(crops)], tag) for i in range(n)))
+        consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                    group_id=f"bench-pt-{tag}", enable_auto_commit=False, max_poll_records=2000)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, enable_idempotence=True)
+        await consumer.start()
+        await producer.start()
+        stamps: list[int] = []
+        try:
+            moved = 0
+            while moved < n:
+                batch = await consumer.getmany(timeout_ms=200, max_records=2000)
+                futures = [await producer.send(sink, r.value, key=r.key) for rs in batch.values() for r in rs]
+                for meta in await asyncio.gather(*futures):
+                    stamps.append(meta.timestamp)
+                moved += len(futures)
+                if futures:
+                    await consumer.commit()
+        finally:
+            await consumer.stop()
+            await producer.stop()
+    finally:
+        try:
+            await admin.delete_topics([source, sink])
+        finally:
+            await admin.close()
+    return {"per_s": (n - 1) / max(1e-9, (max(stamps) - min(stamps)) / 1000), "n": n}
