@@ -233,6 +233,8 @@ class EntitySummary(BaseModel):
 
 class EntityDetail(EntitySummary):
     appearances: list[EntityAppearance]
+    plates: list[str] = Field(default_factory=list, description="Vehicles: the licence plates its appearances "
+                              "carry (attributes.plate), most often seen first.")
     resolved_from: str | None = Field(default=None, description="The id asked for, when it named an entity "
                                       "since merged into this one.")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -560,12 +561,18 @@ class ReidStore:
             return None
         h = {key.decode(): v.decode() for key, v in h.items()}
         appearances = [EntityAppearance.model_validate_json(apps[d]) for d in order if d in apps]
+        plates: Counter[str] = Counter()
         for app in appearances:  # filled on read, so a changed REID_THUMBNAIL_URL_TEMPLATE applies at once
             app.thumbnail_url = self.settings.thumbnail_url(app.camera_id, app.detection_id)
+            # Only a vehicle's plate is a plate (normalised in stage 1); on a person it is any attribute.
+            if h["entity_type"] == "vehicle" and app.attributes and isinstance(plate := app.attributes.get("plate"),
+                                                                               str):
+                plates[plate] += 1
         return EntityDetail(id=entity_id, entity_id=entity_id, entity_type=h["entity_type"],
                             first_seen=h["first_seen"], last_seen=h["last_seen"], appearance_count=len(apps),
                             cameras_seen=sorted(c.decode() for c in cams), appearances=appearances,
                             thumbnail_url=self._entity_thumbnail(entity_id, h), merged_ids=_sorted_ids(merged),
+                            plates=[p for p, _ in sorted(plates.items(), key=lambda kv: (-kv[1], kv[0]))],
                             **operator_fields(h))
 
     async def entity_names(self, entity_ids: list[str]) -> dict[str, str]:

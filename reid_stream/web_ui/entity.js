@@ -18,6 +18,7 @@ function facts(e) {
   ];
   if (e.notes) rows.push(["Notes", e.notes]);
   if (e.watch) rows.push(["Watch list", e.watch]);
+  if ((e.plates || []).length) rows.push(["Plates", e.plates.join(", ")]);
   if ((e.merged_ids || []).length) rows.push(["Merged ids", e.merged_ids.join(", ")]);
   if (e.resolved_from) rows.push(["Asked for", `${e.resolved_from} (since merged into this entity)`]);
   if (e.retained_until) rows.push(["Kept until", when(e.retained_until)]);

@@ -96,6 +96,7 @@ async def test_a_vehicle_with_the_same_plate_joins_its_entity_even_when_its_look
         assert {a["attributes"]["plate"] for a in apps.values()} == {"AB123CD"}
         assert apps["v2"]["attributes"] == {"colour": "silver", "plate": "AB123CD"}
         assert apps["ocr"]["attributes"]["plate_source"] == "ocr"
+        assert detail["plates"] == ["AB123CD"]  # the entity's plates at a glance
 
         # An operator cannot merge two vehicles with different plates.
         status, refused_merge = await send_json(f"{worker.base}/api/entities/{entity}/merge", "POST",
