@@ -6,6 +6,7 @@ The only stage that creates entities: its input is keyed by entity type, so each
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Sequence
@@ -229,6 +230,20 @@ class Assigner:
                     products: _Products) -> tuple[list[PlannedWrite], list[Merge]]:
         """Match a batch in order: against the stored vectors, and against the batch's earlier items
         (each with the entity it was just given), both from the products; then decide who each is."""
+        # The cyclic collector waits while a chunk is planned (synchronous: nothing else runs on the loop
+        # meanwhile) and runs once after it: planning allocates thousands of short-lived objects, and a
+        # collection every few hundred of them re-traversed the survivors over and over (~10% of its CPU).
+        # Memory is freed by reference counts as before; only cycles wait the few milliseconds.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return self._plan_chunk(items, cache, now, products)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _plan_chunk(self, items: list[EmbeddedRecord], cache: _TypeCache, now: float,
+                    products: _Products) -> tuple[list[PlannedWrite], list[Merge]]:
         k, threshold = self.settings.match_top_k, self.settings.similarity_threshold
         vectors, stored, sims = products.vectors, products.stored, products.gram
         earlier: dict[int, list[int]] = {}
@@ -243,7 +258,8 @@ class Assigner:
         watched = cache.enrolments.best(vectors, self.settings.watch_min_similarity) if cache.enrolments else []
         ens = cache.enrolments
         for n, (item, prior) in enumerate(zip(items, stored, strict=True)):
-            in_batch = sorted(((entries[j], float(sims[n, j])) for j in earlier.get(n, ())), key=lambda m: -m[1])
+            near = earlier.get(n)  # most detections match none of the batch's earlier ones
+            in_batch = sorted(((entries[j], float(sims[n, j])) for j in near), key=lambda m: -m[1]) if near else []
             key, has_track = track_key(item.camera_id, item.track_id, item.detection_id)
             incoming = Incoming(item.detection_id, item.camera_id, item.timestamp.timestamp(), item.vector, key,
                                 quality(item.bbox), has_track, item.plate)

@@ -227,11 +227,20 @@ class VectorIndex:
         # Most queries match nothing: find the hits of the whole batch at once, rank only those.
         out: list[list[tuple[EntityEmbedding, float]]] = [[] for _ in range(scores.shape[1])]
         rows, cols = np.nonzero(scores >= min_similarity)
-        for col in np.unique(cols):
-            hit_rows = rows[cols == col]
+        # Grouped by query with one stable sort (each group's rows stay ascending, as nonzero gave them)
+        # instead of a mask over every hit per query.
+        order = np.argsort(cols, kind="stable")
+        rows, cols = rows[order], cols[order]
+        edges = np.flatnonzero(cols[1:] != cols[:-1]) + 1
+        items = self._items
+        for start, end in zip([0, *edges.tolist()], [*edges.tolist(), len(cols)], strict=True):
+            if start == end:
+                continue
+            col = int(cols[start])
+            hit_rows = rows[start:end]
             hit_scores = scores[hit_rows, col]
             best = np.argsort(-hit_scores, kind="stable")[:limit]
-            out[int(col)] = [(self._items[int(hit_rows[b])], float(hit_scores[b])) for b in best]
+            out[col] = [(items[r], s) for r, s in zip(hit_rows[best].tolist(), hit_scores[best].tolist(), strict=True)]
         return out
 
     def _approximate(self, queries: np.ndarray, limit: int,

@@ -16,6 +16,7 @@ The rules, in the order they apply:
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -26,6 +27,7 @@ from reid_stream.identity.topology import Topology, gap_conflict, impossible
 
 REDECIDE_MIN_ROWS = 3  # a tracklet contradicts its entity only on more than a frame or two of evidence
 MIN_BOX_HEIGHT_FULL_WEIGHT = 128.0  # px; smaller crops are blurrier, so they count for less
+_NONE: frozenset[str] = frozenset()  # read-only "no entities" / "no plates"
 PLATE_REFUSAL = "plate: carries another licence plate"  # the plates themselves stay out of other entities' events
 
 
@@ -73,6 +75,10 @@ class Decision(NamedTuple):
     track_rows: int = 1
 
 
+def _rank(c: tuple[str, float]) -> tuple[float, str]:
+    return -c[1], c[0]
+
+
 def _suffix_max(scores: np.ndarray) -> np.ndarray:
     """Row r: the maximum of rows r and after, per column."""
     return np.maximum.accumulate(scores[::-1], axis=0)[::-1]
@@ -111,8 +117,8 @@ class Decider:
         self._cursor = -1
         self._floor = policy.threshold - policy.margin  # the lowest score a decision looks at
         self._basis = np.zeros((0, gallery.dim), dtype=np.float32)
-        self._strayed = np.zeros(0)
-        self._bounded = np.zeros(0, dtype=bool)
+        self._strayed: list[float] = []  # lists, not arrays: read and written one slot at a time
+        self._bounded: list[bool] = []
 
     def prime(self, queries: np.ndarray, detection_ids: list[str] | None = None,
               gram: np.ndarray | None = None, scores: np.ndarray | None = None) -> None:
@@ -133,8 +139,8 @@ class Decider:
         # Per slot: the mean its kept scores were computed against, how far the mean has strayed from it at
         # most since, and whether the entity is a mean alone (exemplars make the score a max: no simple bound).
         self._basis = g.means.copy()
-        self._strayed = np.zeros(len(self._basis))
-        self._bounded = g.mean_only()
+        self._strayed = [0.0] * len(self._basis)
+        self._bounded = g.mean_only().tolist()
         g.released.clear()
         g.changed.clear()
         self._cursor = 0
@@ -152,18 +158,22 @@ class Decider:
             return
         g.refresh()
         rest = slice(max(self._cursor, 0), None)  # the detection being decided and those after it
+        bounded, strayed = self._bounded, self._strayed
         for slot in g.released:
             self._primed[rest, slot] = -np.inf
-            self._bounded[slot] = False
+            bounded[slot] = False
         for eid in g.changed:
             ent = g.entities.get(eid)
             if ent is None:
                 continue
             slot = ent.slot
-            if self._bounded[slot] and ent.block < 0:
-                moved = norm(g.means[slot] - self._basis[slot])
-                bound = moved + self._strayed[slot] + 1e-6  # rows rescored earlier were exact at a mean this near
-                self._strayed[slot] = max(self._strayed[slot], moved)
+            if bounded[slot] and ent.block < 0:
+                # Its cached mean: the very values refresh just wrote to its row of the means matrix.
+                moved = norm(ent.agg.mean() - self._basis[slot])
+                was = strayed[slot]
+                bound = moved + was + 1e-6  # rows rescored earlier were exact at a mean this near
+                if moved > was:
+                    strayed[slot] = moved
                 # The scores against the basis bound every later one by the same `bound`: if even the best
                 # remaining one stays under the floor, so do they all (most changes end here, with one read).
                 if self._suffix[rest.start, slot] + bound < self._floor:
@@ -179,14 +189,14 @@ class Decider:
                 self._primed[rest, slot] = (self._queries[rest] @ g.prototype(eid).T).max(axis=1)
             self._suffix[:, slot] = _suffix_max(self._primed[:, slot])
             self._basis[slot] = g.means[slot]  # every kept score is now exact against this mean
-            self._strayed[slot] = 0.0
-            self._bounded[slot] = ent.block < 0
+            strayed[slot] = 0.0
+            bounded[slot] = ent.block < 0
         g.released.clear()
         g.changed.clear()
 
     # --- comparing with entities --------------------------------------------------------------
 
-    def _ranked(self, query: np.ndarray, exclude: set[str], primed: int | None = None,
+    def _ranked(self, query: np.ndarray, exclude: AbstractSet[str], primed: int | None = None,
                 floor: float = -np.inf) -> list[tuple[str, float]]:
         """Entities scoring at least `floor`, best first: from the batch's primed row when the query is that
         detection, else from a product of its own."""
@@ -197,17 +207,33 @@ class Decider:
         else:
             row = g.scores(query[None, :])[0, :g.high]
         hits = np.nonzero(row >= floor)[0]  # most detections are near nobody: nothing to rank
+        if not hits.size:
+            return []
         k = self.policy.max_candidates + len(exclude)
         if hits.size > k:
             hits = hits[np.argpartition(-row[hits], k - 1)[:k]]
-        out = [(g.owner[i], float(row[i])) for i in hits.tolist()]
-        return sorted(((e, s) for e, s in out if e is not None and e not in exclude), key=lambda c: (-c[1], c[0]))
+        owner = g.owner
+        out = [(e, s) for e, s in zip([owner[i] for i in hits.tolist()], row[hits].tolist(), strict=True)
+               if e is not None and e not in exclude]
+        if len(out) > 1:
+            out.sort(key=_rank)
+        return out
 
     def _gate(self, entity_id: str, camera_id: str, t0: float, t1: float, own_key: str) -> str | None:
         """Why the entity cannot be this sighting, or None. Vectorised per camera: an entity seen without
         tracks has a segment per detection, hundreds of them."""
         topo = self.policy.topology
         for cam, seen in self.gallery.sightings(entity_id).items():
+            # No segment's gap is below this one, from the spans' outer bounds: if it is possible, all are
+            # (most entities were last seen a while ago), and the arrays need not be read.
+            least = max(t0 - seen.hi, seen.lo - t1)
+            if cam == camera_id:
+                if least >= 0:
+                    continue
+            else:
+                need = topo.min_transit(camera_id, cam)
+                if need is None or (least >= need and least > 0):
+                    continue
             bad = impossible(topo, camera_id, cam, np.maximum(t0 - seen.last, seen.first - t1))
             if bad is None:
                 continue
@@ -218,20 +244,23 @@ class Decider:
         return None
 
     def _refusal(self, entity_id: str, camera_id: str, t0: float, t1: float, own_key: str,
-                 plates: set[str]) -> str | None:
+                 plates: AbstractSet[str]) -> str | None:
         if plates and plates_conflict(plates, self.gallery.plates_of(entity_id)):
             return PLATE_REFUSAL
         return self._gate(entity_id, camera_id, t0, t1, own_key)
 
     def _choose(self, query: np.ndarray, camera_id: str, t0: float, t1: float, own_key: str,
-                exclude: set[str], primed: int | None = None,
-                plates: set[str] | None = None) -> tuple[Candidate | None, bool, tuple[Candidate, ...]]:
+                exclude: AbstractSet[str], primed: int | None = None,
+                plates: AbstractSet[str] | None = None) -> tuple[Candidate | None, bool, tuple[Candidate, ...]]:
         """The entity to join (None: nobody), whether it was ambiguous, and the candidates considered; `plates`
         are the sighting's licence plates (an entity carrying only others is refused)."""
         p = self.policy
         near = self._ranked(query, exclude, primed, floor=self._floor)
-        cands = tuple(Candidate(e, round(s, 6), self._refusal(e, camera_id, t0, t1, own_key, plates or set()))
-                      for e, s in near[:p.max_candidates])
+        if not near:  # most detections: nobody near
+            return None, False, ()
+        plates = plates or _NONE
+        cands = tuple([Candidate(e, round(s, 6), self._refusal(e, camera_id, t0, t1, own_key, plates))
+                       for e, s in near[:p.max_candidates]])
         eligible = [c for c in cands if c.refused is None]
         if not eligible or eligible[0].similarity < p.threshold:
             return None, False, cands
@@ -250,11 +279,10 @@ class Decider:
         track = self.gallery.tracks.get(item.track_key) if item.has_track else None
         if track is not None and track.entity_id in self.gallery.entities:
             return self._follow(track, item)
-        return self._fresh(item.vector, item, item.ts, item.ts, set(), {item.plate} if item.plate else set(),
-                           primed)
+        return self._fresh(item.vector, item, item.ts, item.ts, _NONE, {item.plate} if item.plate else _NONE, primed)
 
     def _by_plate(self, query: np.ndarray, item: Incoming, t0: float, t1: float,
-                  exclude: set[str]) -> tuple[Candidate | None, list[Candidate]]:
+                  exclude: AbstractSet[str]) -> tuple[Candidate | None, list[Candidate]]:
         """The entity carrying the sighting's plate (the likeliest, if an operator's split left two) and every
         one that does, with the gate's refusals: a plate seen at two places at once is not trusted."""
         holders = self.gallery.holders.get(item.plate or "", set()) - exclude
@@ -263,8 +291,8 @@ class Decider:
                        key=lambda c: (-c.similarity, c.entity_id))
         return next((c for c in cands if c.refused is None), None), cands
 
-    def _fresh(self, query: np.ndarray, item: Incoming, t0: float, t1: float, exclude: set[str],
-               plates: set[str], primed: int | None = None, redecided_from: str | None = None,
+    def _fresh(self, query: np.ndarray, item: Incoming, t0: float, t1: float, exclude: AbstractSet[str],
+               plates: AbstractSet[str], primed: int | None = None, redecided_from: str | None = None,
                rows: int = 1) -> Decision:
         """A detection, or a tracklet decided again, from scratch: the entity carrying its plate, else by
         likeness (with `plates` refusing the entities that carry others), else a new entity."""
@@ -337,10 +365,12 @@ class Decider:
         ids = sorted(e for e in entity_ids if e in g.entities and len(g.entities[e].agg.rows) > 1)
         if not ids:
             return []
-        means = np.stack([g.entities[e].agg.mean() for e in ids]).astype(np.float32)
+        g.refresh()  # each entity's row of the means matrix is then its (cached) mean: gathered in one step
+        slots = [g.entities[e].slot for e in ids]
+        means = g.means[slots]
         scores = g.scores(means)  # one product for all of them
         hits = scores >= p.merge_threshold
-        hits[np.arange(len(ids)), [g.entities[e].slot for e in ids]] = False  # each matches itself
+        hits[np.arange(len(ids)), slots] = False  # each matches itself
         out: list[Merge] = []
         taken: set[str] = set()
         for i in np.nonzero(hits.any(axis=1))[0].tolist():  # most entities are near nobody else

@@ -8,6 +8,7 @@ drift from its rows across crashes, or outlive them.
 from __future__ import annotations
 
 import math
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -28,7 +29,7 @@ def unit(v: np.ndarray) -> np.ndarray:
     return v / max(norm(v), 1e-12)
 
 
-def plates_conflict(a: set[str], b: set[str]) -> bool:
+def plates_conflict(a: AbstractSet[str], b: AbstractSet[str]) -> bool:
     """Two sides that both carry licence plates, none of them shared: two different vehicles."""
     return bool(a) and bool(b) and a.isdisjoint(b)
 
@@ -66,7 +67,10 @@ class Agg:
 
     def drop(self, det: str, vec: np.ndarray, q: float) -> None:
         if self.vsum is not None:
-            self.vsum -= q * vec
+            if q == 1.0:  # as in add: the same values, without a temporary
+                self.vsum -= vec
+            else:
+                self.vsum -= q * vec
         self.weight -= q
         self.rows.pop(det, None)
         self._mean = self._span = None
@@ -113,6 +117,9 @@ class Sightings:
         self._index: dict[str, int] = {}
         self._first = np.empty(4)
         self._last = np.empty(4)
+        # Bounds on every first and last (widened by put, left as they are by drop): the gate's fast path.
+        self.lo = math.inf
+        self.hi = -math.inf
 
     @property
     def first(self) -> np.ndarray:
@@ -131,6 +138,10 @@ class Sightings:
                 self._first = np.concatenate([self._first, np.empty(i)])
                 self._last = np.concatenate([self._last, np.empty(i)])
         self._first[i], self._last[i] = first, last
+        if first < self.lo:
+            self.lo = first
+        if last > self.hi:
+            self.hi = last
 
     def drop(self, key: str) -> None:
         i = self._index.pop(key)
@@ -382,7 +393,7 @@ class Gallery:
                 self.high = max(self.high, ent.slot + 1)
             self._means[ent.slot] = ent.agg.mean()
             self._valid[ent.slot] = True
-            heaviest = ent.exemplars()
+            heaviest = ent.exemplars() if ent.averaged else None  # most entities: no exemplars to look for
             if heaviest:
                 if ent.block < 0:
                     self._take_block(ent)
@@ -391,7 +402,7 @@ class Gallery:
                 for j, seg in enumerate(heaviest):
                     self._ex[base + j] = seg.mean()
                     self._ex_valid[base + j] = True
-            else:
+            elif ent.block >= 0:
                 self._drop_block(ent)
         self.dirty.clear()
         self.changed.update(changed)

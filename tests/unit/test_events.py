@@ -103,6 +103,7 @@ def test_complete_builds_what_model_construct_builds():
     for cls, values in ((MatchRef, ref), (Candidate, cand), (TrackletRef, track), (MatchEvent, event),
                         (EntityAppearance, app)):
         assert set(values) == set(cls.model_fields), f"{cls.__name__}: give every field"
+        assert cls.__new__ is object.__new__, f"{cls.__name__}: complete builds it with object.__new__"
         built, constructed = complete(cls, **values), cls.model_construct(**values)
         assert built == constructed and built.model_dump_json() == constructed.model_dump_json()
         assert built.model_fields_set == constructed.model_fields_set
