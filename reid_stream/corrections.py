@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from reid_stream.errors import ApiError
 from reid_stream.events import EntityUpdate
 from reid_stream.identity.gallery import plates_conflict
 from reid_stream.store import KEPT_DAY, PAIR_SEP, ReidStore, day_of, lua_script, pair_member, resolve_alias
@@ -26,12 +27,8 @@ SPLIT_LUA = lua_script("split.lua")
 MAX_ATTEMPTS = 50  # each attempt loses only to a commit that landed in between: a few at most under load
 
 
-class CorrectionError(Exception):
-    """A correction that cannot be made, with the HTTP status and machine-readable code the views answer."""
-
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.code, self.detail = status, code, detail
+class CorrectionError(ApiError):
+    """A correction that cannot be made."""
 
 
 OPERATOR_FIELDS = ("name", "notes", "trust", "watch", "watch_by", "watch_at")

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from reid_stream.config import Settings
 from reid_stream.encoders import Encoder
-from reid_stream.errors import DetectionError
+from reid_stream.errors import ApiError, DetectionError
 from reid_stream.events import ENTITY_TYPES, BBox, EntityType
 from reid_stream.images import decode_crop
 from reid_stream.matching import EntityEmbedding, VectorIndex
@@ -34,14 +34,8 @@ UPLOAD_TYPES = ("image/jpeg", "image/png")
 WHOLE_IMAGE = BBox(x1=0, y1=0, x2=1e9, y2=1e9)  # clamped to the image: the upload is the crop
 
 
-class SearchError(Exception):
-    """An answer other than 200: HTTP status, a stable error code, and a detail for people."""
-
-    def __init__(self, status: int, code: str, detail: Any) -> None:
-        super().__init__(f"{code}: {detail}")
-        self.status = status
-        self.code = code
-        self.detail = detail
+class SearchError(ApiError):
+    """A search that cannot be answered."""
 
 
 def _param_error(name: str, message: str) -> SearchError:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from reid_stream.corrections import Corrections, Named
+from reid_stream.errors import ApiError
 from reid_stream.events import ENTITY_TYPES, WatchAlert, WatchEntry
 from reid_stream.store import ReidStore, stored_vector
 
@@ -42,12 +43,8 @@ def check_type(etype: str | None) -> str:
     return etype
 
 
-class WatchError(Exception):
-    """A watch list request that cannot be done: HTTP status, stable error code, detail."""
-
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.code, self.detail = status, code, detail
+class WatchError(ApiError):
+    """A watch list request that cannot be done."""
 
 
 @dataclass(frozen=True)

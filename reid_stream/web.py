@@ -19,8 +19,8 @@ from pydantic import BaseModel, ValidationError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from reid_stream.corrections import CorrectionError, Corrections, update_messages
-from reid_stream.errors import DetectionError
+from reid_stream.corrections import Corrections, update_messages
+from reid_stream.errors import ApiError, DetectionError
 from reid_stream.events import (
     BBox,
     Correction,
@@ -42,7 +42,6 @@ from reid_stream.runtime import ReidApp, Runtime
 from reid_stream.search import (
     UPLOAD_TYPES,
     Filters,
-    SearchError,
     SearchResults,
     SearchService,
     parse_filters,
@@ -84,8 +83,11 @@ class ApiView(View):
         return self.bytes(body.model_dump_json().encode(), status=status,
                           headers={"Content-Type": "application/json"})
 
-    def error(self, status: int, code: str, detail: str) -> Response:
+    def error(self, status: int, code: str, detail: Any) -> Response:
         return self.json({"detail": detail, "error_code": code}, status=status)
+
+    def refused(self, err: ApiError) -> Response:
+        return self.error(err.status, err.code, err.detail)
 
     def unavailable(self) -> Response:
         return self.json({"detail": "storage unavailable (Redis); retry later"}, status=503)
@@ -157,8 +159,8 @@ class CorrectionView(ApiView):
             response = await act(who, body)
         except BodyError as err:
             response = err.response
-        except CorrectionError as err:
-            response = self.error(err.status, err.code, err.detail)
+        except ApiError as err:  # a CorrectionError
+            response = self.refused(err)
         except (RedisError, OSError):
             response = self.unavailable()
         return self.done(request, who, params, response)
@@ -336,8 +338,8 @@ class SearchView(ApiView):
             return denied
         try:
             response = self.model(await run(parse_filters(request.query)))
-        except SearchError as err:
-            response = self.json({"detail": err.detail, "error_code": err.code}, status=err.status)
+        except ApiError as err:  # a SearchError
+            response = self.refused(err)
         except (RedisError, OSError):
             response = self.unavailable()
         return self.done(request, who, params, response)
@@ -425,8 +427,8 @@ class WatchlistView(CorrectionView, SearchView):
             response = self.model(entry, status=201)
         except BodyError as err:
             response = err.response
-        except (CorrectionError, WatchError, SearchError) as err:
-            response = self.json({"detail": err.detail, "error_code": err.code}, status=err.status)
+        except ApiError as err:  # the watch list's, the corrections' (an unknown entity) or the upload's
+            response = self.refused(err)
         except (RedisError, OSError):
             response = self.unavailable()
         return self.done(request, who, params, response)
@@ -437,8 +439,8 @@ class WatchEntryView(CorrectionView):
         async def remove(wid: str) -> Response:  # always an answer: its own 404 says which
             try:
                 entry = await _watchlist(self).remove(self.runtime.encoder.model_id, wid)
-            except (CorrectionError, WatchError) as err:
-                return self.error(err.status, err.code, err.detail)
+            except ApiError as err:
+                return self.refused(err)
             return self.json({"removed": entry.model_dump(mode="json")})
 
         return await self.on_entity(request, watch_id, remove, lambda r: r, id_name="watch_id")
