@@ -116,7 +116,7 @@ async def populate(settings: Any, n: int, model: str) -> None:
     from reid_stream.store import Keys, day_of
 
     client = aioredis.Redis.from_url(settings.redis_url)
-    keys = Keys(settings.redis_prefix)
+    keys = Keys.of(settings.redis_prefix)
     rng = np.random.default_rng(1)
     now = datetime.now(UTC)
     day = day_of(now)

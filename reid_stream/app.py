@@ -146,47 +146,43 @@ class Pipeline(mode.Service):
         await retry_forever("publishing match events", lambda: self.publisher.publish(messages), self.metrics)
         self.metrics.stage("publish", time.perf_counter() - t0)
         self._count_letters(letters)
-        await self._publish_updates({i.entity_type for i in items})
-        await self._publish_alerts({i.entity_type for i in items})
+        shards = {(i.site_id, i.entity_type) for i in items}
+        await self._publish_outboxes(shards)
         now = time.time()
-        sent_at = {i.detection_id: i.source.timestamp for i in items}
+        sent_at = {(i.site_id, i.detection_id): i.source.timestamp for i in items}
         m = self.metrics
         for ev in out:
             m.processed.inc()
             (m.new_entities if ev.is_new_entity else m.matched).inc()
             m.ambiguous.inc(ev.ambiguous)
             m.refused.inc(sum(c.refused is not None for c in ev.candidates))
-            if sent_at.get(ev.detection_id):
-                m.latency.observe(max(0.0, now - sent_at[ev.detection_id]))
+            if sent := sent_at.get((ev.site_id, ev.detection_id)):
+                m.latency.observe(max(0.0, now - sent))
 
-    async def _publish_updates(self, entity_types: set[str]) -> None:
-        """Entity updates (merges) wait in a Redis outbox written with the merge itself; they are acknowledged
-        only once Kafka has them, so a crash between the two publishes them again rather than never."""
-        store = self.runtime.store
-        for etype in sorted(entity_types):
-            async with self.runtime.outbox_lock:
-                raw = await retry_forever("reading entity updates", partial(store.pending_raw, etype), self.metrics)
-                if not raw:
-                    continue
-                messages = update_messages(self.settings.topic_updates, raw)
-                await retry_forever("publishing entity updates", partial(self.publisher.publish, messages),
-                                    self.metrics)
-                # By content, not count: another worker's views may publish from the same outbox.
-                await retry_forever("acknowledging entity updates", partial(store.ack_published, etype, raw),
-                                    self.metrics)
-
-
-    async def _publish_alerts(self, entity_types: set[str]) -> None:
-        """Watch list alerts wait in a Redis outbox written with their detection, and leave it once Kafka has
-        them: at least once, and once in practice (a crash between the two repeats them; alert_id tells)."""
-        store = self.runtime.store
-        for etype in sorted(entity_types):
-            raw = await retry_forever("reading alerts", partial(store.pending_alerts, etype), self.metrics)
-            if not raw:
-                continue
-            messages = alert_messages(self.settings.topic_alerts, raw)
-            await retry_forever("publishing alerts", partial(self.publisher.publish, messages), self.metrics)
-            await retry_forever("acknowledging alerts", partial(store.ack_alerts, etype, raw), self.metrics)
+    async def _publish_outboxes(self, shards: set[tuple[str, str]]) -> None:
+        """Entity updates (merges) and watch list alerts wait in Redis outboxes, written by the same scripts as
+        the merge or the detection; they leave only once Kafka has them, so a crash in between publishes them
+        again rather than never (alert_id and the update's content tell a repeat). Every outbox of the batch's
+        (site, type)s is read in one round trip: most batches find them all empty."""
+        rt = self.runtime
+        # Held from the read to the acknowledgement: an operator's correction publishes the same outbox.
+        async with rt.outbox_lock:
+            found = await retry_forever("reading the outboxes", partial(rt.store.pending_outboxes, sorted(shards)),
+                                        self.metrics)
+            for (site, etype), (updates, alerts) in found.items():
+                store = rt.store.for_site(site)
+                if updates:
+                    messages = update_messages(self.settings.topic_updates, updates)
+                    await retry_forever("publishing entity updates", partial(self.publisher.publish, messages),
+                                        self.metrics)
+                    # By content, not count: another worker's views may publish from the same outbox.
+                    await retry_forever("acknowledging entity updates", partial(store.ack_published, etype, updates),
+                                        self.metrics)
+                if alerts:
+                    messages = alert_messages(self.settings.topic_alerts, alerts)
+                    await retry_forever("publishing alerts", partial(self.publisher.publish, messages), self.metrics)
+                    await retry_forever("acknowledging alerts", partial(store.ack_alerts, etype, alerts),
+                                        self.metrics)
 
 
 class _Boot(BootStrategy):

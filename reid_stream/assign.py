@@ -1,6 +1,7 @@
 """Stage 2, free of Kafka: match each embedded detection, decide its entity, store it.
 
-The only stage that creates entities: its input is keyed by entity type, so each type has one writer.
+The only stage that creates entities: its input is keyed by site and entity type, so each (site, type) has
+one writer.
 """
 
 from __future__ import annotations
@@ -54,6 +55,15 @@ class _TypeCache:
     enrolments: Enrolments | None = None  # the watch list's enrolled looks
 
 
+@dataclass
+class _Site:
+    """One site's store and the operators' state read with it."""
+
+    store: ReidStore
+    corrections: Corrections
+    watchlist: Watchlist
+
+
 def _row(e: EntityEmbedding) -> Row:
     # A copy: the index's embeddings are views of its matrix, whose rows move when others are evicted, and the
     # gallery subtracts a row's vector when it leaves.
@@ -87,36 +97,44 @@ class Assigner:
         self.store = store
         self.metrics = metrics or Metrics()
         self.policy = policy_of(settings)
-        self._caches: dict[tuple[str, str], _TypeCache] = {}
-        self.corrections = Corrections(store)
-        self.watchlist = Watchlist(store, self.corrections)
-        self._names: dict[str, Named] = {}  # of the (model, type) being planned: set by _cache
-        self._json: dict[str, str] = {}  # the last batch's stored events as the marker holds them
+        self._caches: dict[tuple[str, str, str], _TypeCache] = {}  # by (model, site, type)
+        self._sites: dict[str, _Site] = {}
+        self._names: dict[str, Named] = {}  # of the (model, site, type) being planned: set by _cache
+        # The last batch's stored events as the marker holds them, by (site, detection id).
+        self._json: dict[tuple[str, str], str] = {}
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="reid-assign")  # the batch's matrix products
 
     def event_json(self, event: MatchEvent) -> str:
         """The event's JSON: the text stored with it when this batch stored it (serialised once), else fresh."""
-        text = self._json.get(event.detection_id)
+        text = self._json.get((event.site_id, event.detection_id))
         return text if text is not None else event.model_dump_json()
 
     def invalidate(self) -> None:
         self._caches.clear()
 
-    async def _cache(self, model: str, etype: str, dim: int) -> _TypeCache:
-        key = (model, etype)
+    def _site(self, site_id: str) -> _Site:
+        site = self._sites.get(site_id)
+        if site is None:
+            store = self.store.for_site(site_id)
+            corrections = Corrections(store)
+            site = self._sites[site_id] = _Site(store, corrections, Watchlist(store, corrections))
+        return site
+
+    async def _cache(self, site: _Site, model: str, etype: str, dim: int) -> _TypeCache:
+        key = (model, site.store.site, etype)
         cache = self._caches.get(key)
-        current = await self.store.version(model, etype)
+        current = await site.store.version(model, etype)
         if cache is None or cache.version != current or cache.index.dim != dim:
-            version, index = await self.store.load_index(model, etype, dim)
+            version, index = await site.store.load_index(model, etype, dim)
             gallery = Gallery(dim)
             for row in index.items():
                 gallery.add(_row(row))
             # Read after the rows: a correction in between moved the version, so this copy's next commit
             # conflicts and it is read again: names and pairs are never older than the rows.
-            gallery.apart = await self.corrections.apart(model, etype)
-            gallery.pinned = await self.corrections.pinned(model, etype)
-            names = await self.corrections.names(etype)
-            enrolments = await self.watchlist.enrolments(model, etype, dim)
+            gallery.apart = await site.corrections.apart(model, etype)
+            gallery.pinned = await site.corrections.pinned(model, etype)
+            names = await site.corrections.names(etype)
+            enrolments = await site.watchlist.enrolments(model, etype, dim)
             cache = self._caches[key] = _TypeCache(version, index, gallery, names, enrolments)
         self._names = cache.names
         return cache
@@ -150,9 +168,9 @@ class Assigner:
         event = complete(
             MatchEvent,
             detection_id=item.detection_id, entity_id=assignment.entity_id, is_new_entity=assignment.is_new_entity,
-            entity_type=item.entity_type, camera_id=item.camera_id, camera_name=item.camera_name,
-            track_id=item.track_id, timestamp=item.timestamp, model=item.model, matches=refs,
-            processed_at=processed_at, entity_name=named.name if named else None,
+            entity_type=item.entity_type, site_id=item.site_id, camera_id=item.camera_id,
+            camera_name=item.camera_name, track_id=item.track_id, timestamp=item.timestamp, model=item.model,
+            matches=refs, processed_at=processed_at, entity_name=named.name if named else None,
             trust=named.trust if named else None, plate=item.plate, **extra)
         appearance = complete(
             EntityAppearance,
@@ -163,7 +181,7 @@ class Assigner:
             alert = alert_for(named, enrolled, detection_id=item.detection_id, entity_id=assignment.entity_id,
                               is_new=assignment.is_new_entity, similarity=similarity, entity_type=item.entity_type,
                               camera_id=item.camera_id, camera_name=item.camera_name, timestamp=item.timestamp,
-                              model=item.model, now=processed_at)
+                              model=item.model, now=processed_at, site_id=item.site_id)
         return PlannedWrite(event, item.vector, assignment, item.fingerprint, appearance, now, item.image_ref,
                             incoming.track_key if incoming.has_track else "", incoming.quality, alert)
 
@@ -172,10 +190,23 @@ class Assigner:
 
         Raises only on infrastructure errors (Redis down); the caller retries the whole batch.
         """
+        self._json.clear()
+        by_site: dict[str, list[EmbeddedRecord]] = {}
+        for item in batch:
+            by_site.setdefault(item.site_id, []).append(item)
         events: list[MatchEvent] = []
         letters: list[DeadLetter] = []
-        self._json.clear()
-        markers = await self.store.markers(list({e.detection_id for e in batch}))
+        for site_id, items in by_site.items():  # detection ids are unique within a site only
+            site_events, site_letters = await self._assign_site(self._site(site_id), items)
+            events += site_events
+            letters += site_letters
+        return events, letters
+
+    async def _assign_site(self, site: _Site,
+                           batch: Sequence[EmbeddedRecord]) -> tuple[list[MatchEvent], list[DeadLetter]]:
+        events: list[MatchEvent] = []
+        letters: list[DeadLetter] = []
+        markers = await site.store.markers(list({e.detection_id for e in batch}))
         seen: dict[str, str] = {}
         fresh: list[EmbeddedRecord] = []
         for item in batch:
@@ -194,7 +225,7 @@ class Assigner:
         for item in fresh:
             groups.setdefault((item.model, item.entity_type), []).append(item)
         for (model, etype), items in groups.items():
-            group_events, group_letters = await self._assign_group(model, etype, items)
+            group_events, group_letters = await self._assign_group(site, model, etype, items)
             events.extend(group_events)
             letters.extend(group_letters)
         # Exact in-batch repeats follow their first copy's outcome.
@@ -293,7 +324,7 @@ class Assigner:
         cache.gallery.merge(merge.survivor, merge.merged)
         cache.index.rename_entity(merge.merged, merge.survivor)
 
-    async def _assign_group(self, model: str, etype: str,
+    async def _assign_group(self, site: _Site, model: str, etype: str,
                             items: list[EmbeddedRecord]) -> tuple[list[MatchEvent], list[DeadLetter]]:
         """Plan and store a group in chunks, pipelined: chunk i+1 is planned while Redis runs chunk i's
         commit. Chunk i+1 expects the version chunk i leaves, and is sent only once chunk i was stored whole,
@@ -304,7 +335,7 @@ class Assigner:
         pending = items
         for _attempt in range(MAX_CONFLICT_RETRIES):
             t0 = time.perf_counter()
-            cache = await self._cache(model, etype, pending[0].vector.shape[0])
+            cache = await self._cache(site, model, etype, pending[0].vector.shape[0])
             now = time.time()
             cache.gallery.remove(cache.index.expire(now - self.settings.embedding_ttl_seconds))
             chunks = [pending[i:i + COMMIT_CHUNK] for i in range(0, len(pending), COMMIT_CHUNK)]
@@ -324,7 +355,7 @@ class Assigner:
                         redo += [item for later in chunks[n:] for item in later]
                         break
                 t0 = time.perf_counter()
-                inflight = (chunk, plans, asyncio.ensure_future(self.store.commit(plans, expected)))
+                inflight = (chunk, plans, asyncio.ensure_future(site.store.commit(plans, expected)))
                 expected += len(plans)
                 await asyncio.sleep(0)  # let the commit go out before the next chunk holds the loop
             else:
@@ -332,9 +363,9 @@ class Assigner:
                 redo, whole = await self._stored(cache, *inflight, out, letters)
             if not whole:
                 # The local copy holds tentative rows that were not stored: reload it.
-                self._caches.pop((model, etype), None)
+                self._caches.pop((model, site.store.site, etype), None)
             elif merges:
-                await self._commit_merges(model, etype, cache, merges)
+                await self._commit_merges(site, model, etype, cache, merges)
             if not redo:
                 return out, letters
             log.info("assignment conflict on %s/%s: %d detections re-matched", model, etype, len(redo))
@@ -359,7 +390,7 @@ class Assigner:
                     cache.index.remove(list(res.evicted))
                     cache.gallery.remove(list(res.evicted))  # the gallery holds exactly the stored rows
                 out.append(plan.event)
-                self._json[item.detection_id] = plan.event_json()
+                self._json[item.site_id, item.detection_id] = plan.event_json()
             elif res.status == "dup" and res.marker is not None:
                 # Stored meanwhile by another writer: same content re-emits, different content is a conflict.
                 if res.marker["fp"] == item.fingerprint:
@@ -373,15 +404,16 @@ class Assigner:
                 redo.append(item)
         return redo, all(res.status == "ok" for res in results)
 
-    async def _commit_merges(self, model: str, etype: str, cache: _TypeCache, merges: list[Merge]) -> None:
+    async def _commit_merges(self, site: _Site, model: str, etype: str, cache: _TypeCache,
+                             merges: list[Merge]) -> None:
         """After the batch's detections are stored. A merge that cannot be stored (another writer, an entity
         erased meanwhile) is dropped with the cache: a later detection finds it again if it still holds."""
         for merge in merges:
-            res = await self.store.merge(model, etype, merge.survivor, merge.merged, merge.similarity,
+            res = await site.store.merge(model, etype, merge.survivor, merge.merged, merge.similarity,
                                          cache.version, datetime.now(UTC))
             if res.status != "ok":
                 log.info("merge %s into %s not stored (%s)", merge.merged, merge.survivor, res.status)
-                self._caches.pop((model, etype), None)
+                self._caches.pop((model, site.store.site, etype), None)
                 return
             cache.version = res.version or cache.version
             self.metrics.merges.inc()

@@ -58,8 +58,12 @@ def _bootstrap(raw: str) -> str:
 
 
 def _redis_url(raw: str) -> str:
-    if urlparse(raw).scheme not in ("redis", "rediss", "unix"):
-        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    scheme = urlparse(raw).scheme
+    if scheme not in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL, or redis+cluster:// (rediss+cluster://) "
+                         "naming one node of a Redis Cluster")
+    if scheme.endswith("+cluster") and urlparse(raw).path not in ("", "/", "/0"):
+        raise ValueError("a Redis Cluster has database 0 only")
     return raw
 
 
@@ -150,7 +154,9 @@ class Settings:
         "Above this many embeddings of a type, an HNSW index (hnswlib) answers searches; below, search is exact.")
     kafka_bootstrap: str = setting(
         "REID_KAFKA_BOOTSTRAP", "127.0.0.1:9092", _bootstrap, "Kafka bootstrap servers, comma-separated host:port.")
-    redis_url: str = setting("REID_REDIS_URL", "redis://127.0.0.1:6379/0", _redis_url, "Redis URL.")
+    redis_url: str = setting("REID_REDIS_URL", "redis://127.0.0.1:6379/0", _redis_url,
+                             "Redis URL; `redis+cluster://host:port` for a Redis Cluster (any one node: the others "
+                             "are discovered).")
     web_host: str = setting("REID_WEB_HOST", "127.0.0.1", _nonempty, "Address the HTTP views bind to.")
     web_port: int = setting("REID_WEB_PORT", 6066, _int(1, 65535), "Port of the HTTP views.")
     clip_model: str = setting("REID_CLIP_MODEL", "ViT-L-14", _nonempty, "open_clip model name.")

@@ -112,7 +112,7 @@ class Corrections:
             if fields.get("name") or fields.get("trust") or fields.get("watch") else ""
         keys = [k.version(model, etype), k.entity(target), k.order(target), k.index(model, etype), k.named(etype),
                 k.by_type(etype)]
-        args = [version, self.settings.embedding_ttl_seconds, retention, time.time(), self.settings.redis_prefix,
+        args = [version, self.settings.embedding_ttl_seconds, retention, time.time(), self.keys.prefix,
                 model, etype, target, json.dumps(fields), entry, *_days(rows)]
         status, _ = await self._retain(keys=keys, args=args)
         if status.decode() == "gone":
@@ -193,7 +193,7 @@ class Corrections:
                 if self.retention(h) or self.retention(h2):  # the merged rows are kept as long as the survivor
                     await self.annotate(survivor, {})
                 return EntityUpdate(type="merged", survivor=survivor, merged=merged, entity_type=etype,
-                                    similarity=None, at=at, by=by)
+                                    site_id=self.store.site, similarity=None, at=at, by=by)
             log.info("merging %s into %s: %s; retrying", merged, survivor, res.status)
         raise CorrectionError(503, "correction_conflict", "the stream kept changing the entities; retry")
 
@@ -214,10 +214,10 @@ class Corrections:
                                       f"{', '.join(missing[:10])}")
             at = datetime.now(UTC)
             update = EntityUpdate(type="split", survivor=source, created=created, detections=detection_ids,
-                                  entity_type=etype, at=at, by=by)
+                                  entity_type=etype, site_id=self.store.site, at=at, by=by)
             keys = [k.version(model, etype), k.index(model, etype), k.by_type(etype), k.apart(model, etype),
                     k.outbox(etype)]
-            args = [version, self.settings.embedding_ttl_seconds, time.time(), self.settings.redis_prefix, model,
+            args = [version, self.settings.embedding_ttl_seconds, time.time(), self.keys.prefix, model,
                     etype, source, created, update.model_dump_json(), pair_member(source, created),
                     *_days([(d.encode(), s) for d, s in zip(detection_ids, scores, strict=True)])]
             status, detail = await self._split(keys=keys, args=args)

@@ -26,6 +26,12 @@ TRUSTS: tuple[str, ...] = ("trusted", "untrusted", "unknown")
 ENTITY_TYPES: tuple[str, ...] = ("person", "vehicle")
 MAX_ATTRIBUTES_BYTES = 16384  # attributes travel on every match event and appearance: keep them small
 Ident = Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")
+DEFAULT_SITE = "default"
+# A site names a Redis Cluster hash tag ({site}) and a Kafka key: no braces, no separators, short.
+SITE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+SiteId = Field(default=DEFAULT_SITE, pattern=SITE_PATTERN, description="The site (a household, a building) whose "
+               "cameras can see the same people; entities never cross sites. Letters, digits, `.`, `_` and `-`, "
+               "at most 64; `default` when not given.")
 
 
 class BBox(BaseModel):
@@ -52,6 +58,7 @@ class Detection(BaseModel):
     detection_id: str = Ident
     camera_id: str = Ident
     entity_type: EntityType
+    site_id: str = SiteId
     timestamp: AwareDatetime
     bbox: BBox
     image_path: str | None = Field(default=None, min_length=1, max_length=4096)
@@ -118,6 +125,7 @@ class MatchEvent(BaseModel):
     entity_id: str
     is_new_entity: bool
     entity_type: EntityType
+    site_id: str = DEFAULT_SITE
     camera_id: str
     camera_name: str | None = None
     track_id: str | None = None
@@ -155,6 +163,7 @@ class EntityUpdate(BaseModel):
     merged: str | None = Field(default=None, description="Merges: the entity that no longer exists; the views "
                                "answer its id with the survivor.")
     entity_type: EntityType
+    site_id: str = DEFAULT_SITE
     similarity: float | None = Field(default=None, description="Automatic merges: cosine similarity of the two "
                                      "prototypes when they were merged; null for an operator's correction.")
     at: datetime
@@ -214,6 +223,7 @@ class EntitySummary(BaseModel):
     id: str
     entity_id: str = Field(description="The same as id (kept for earlier clients).")
     entity_type: EntityType
+    site_id: str = DEFAULT_SITE
     first_seen: datetime
     last_seen: datetime
     appearance_count: int
@@ -298,6 +308,7 @@ class WatchEntry(BaseModel):
     kind: Literal["entity", "image"]
     label: str
     entity_type: EntityType
+    site_id: str = DEFAULT_SITE
     entity_id: str | None = Field(default=None, description="The watched entity (`kind` entity).")
     model: str | None = Field(default=None, description="Enrolments: the model whose vector space the image was "
                               "embedded in; only detections embedded by it are compared.")
@@ -321,6 +332,7 @@ class WatchAlert(BaseModel):
     label: str
     entity_id: str = Field(description="The entity the detection was assigned to.")
     entity_type: EntityType
+    site_id: str = DEFAULT_SITE
     entity_name: str | None = None
     detection_id: str
     camera_id: str
@@ -350,6 +362,7 @@ class EntityHistory(BaseModel):
     id: str
     entity_id: str
     entity_type: EntityType
+    site_id: str = DEFAULT_SITE
     appearances: list[EntityAppearance]
     count: int
     resolved_from: str | None = None

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from reid_stream.events import ENTITY_TYPES
+from reid_stream.events import DEFAULT_SITE, ENTITY_TYPES, SITE_PATTERN
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 50
@@ -45,6 +46,15 @@ def time_param(query: Mapping[str, Any], name: str) -> float | None:
     if when.tzinfo is None:
         raise ParamError(name, f"{name} must carry a time zone, e.g. 2026-01-01T00:00:00Z")
     return when.timestamp()
+
+
+def site_param(query: Mapping[str, Any]) -> str:
+    """The site a request is about (`site_id`, default `default`): entities never cross sites."""
+    site = query.get("site_id") or DEFAULT_SITE
+    if not re.fullmatch(SITE_PATTERN, site):
+        raise ParamError("site_id", "site_id has 1 to 64 letters, digits, '.', '_' or '-', starting with a letter "
+                         "or digit")
+    return site
 
 
 def parse_list_params(query: Mapping[str, Any]) -> dict[str, Any]:

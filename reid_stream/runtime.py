@@ -37,6 +37,16 @@ BACKOFF_MAX_S = 10.0
 
 
 @dataclass
+class SiteServices:
+    """What the views use of one site: its store, and the operators' writes and the search on it."""
+
+    store: ReidStore
+    corrections: Corrections
+    watchlist: Watchlist
+    search: SearchService
+
+
+@dataclass
 class Runtime:
     """What the pipeline and the views share inside one worker process."""
 
@@ -52,13 +62,22 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     publisher: Publisher | None = None
     consumers: list[BatchConsumer] = field(default_factory=list)
-    corrections: Corrections | None = None  # the operator's writes; made by the first one
-    search: SearchService | None = None  # made by the first search request (web.py)
-    watchlist: Watchlist | None = None  # made by the first watch list request (web.py)
+    sites: dict[str, SiteServices] = field(default_factory=dict)  # made by each site's first request
     # Held while the outbox of entity updates is read, published and acknowledged: the views (an operator's
     # correction) and the pipeline (its merges) both publish it, and reading the same head twice published
     # an update twice.
     outbox_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+    def site(self, site_id: str) -> SiteServices:
+        found = self.sites.get(site_id)
+        if found is None:
+            store = self.store.for_site(site_id)
+            corrections = Corrections(store)
+            found = self.sites[site_id] = SiteServices(store, corrections, Watchlist(store, corrections),
+                                                       SearchService(store, self.encoder, self.settings,
+                                                                     self.model_pool))
+        return found
 
 
 class ReidApp(faust.App):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections import Counter
@@ -9,15 +10,17 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import WatchError
 
 from reid_stream.config import Settings
 from reid_stream.events import (
+    DEFAULT_SITE,
     ENTITY_TYPES,
     EntityAppearance,
     EntityDetail,
@@ -53,6 +56,20 @@ KEPT_DAY = "kept"  # the pseudo-day of retained entities' rows (see corrections.
 MAX_ALIAS_HOPS = 32  # merges flatten chains, so one hop is the rule; more only mid-merge or from stale keys
 
 
+def redis_client(url: str) -> aioredis.Redis:
+    """A client for a Redis URL; `redis+cluster://` (or `rediss+cluster://`) names one node of a cluster.
+
+    Both clients answer the same commands here: every script and transaction touches one site's keys, which
+    share a hash slot (see Keys), and the pipelines that span sites are not transactions.
+    """
+    timeouts: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 2}
+    scheme, sep, rest = url.partition("://")
+    if scheme.endswith("+cluster"):
+        node = f"{scheme.removesuffix('+cluster')}{sep}{rest}"
+        return cast(aioredis.Redis, RedisCluster.from_url(node, **timeouts))
+    return aioredis.Redis.from_url(url, health_check_interval=15, **timeouts)
+
+
 def stored_vector(raw: bytes, dim: int) -> np.ndarray:
     """A vector as stored, float32 or float16 (told apart by length), as float32."""
     if len(raw) == 2 * dim:
@@ -63,9 +80,18 @@ def stored_vector(raw: bytes, dim: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Keys:
-    """Every key name in one place. Embedding keys carry the model id, so vector spaces never mix."""
+    """Every key name of one site in one place. Embedding keys carry the model id, so vector spaces never mix.
 
-    prefix: str
+    Every key of a site carries the hash tag `{site}`: in a Redis Cluster a site's keys share one slot, so the
+    scripts and the erasure's transaction, which touch an entity with its markers, indexes and outboxes at
+    once, work unchanged, and sites spread over the cluster's primaries.
+    """
+
+    prefix: str  # the site's: "{REID_REDIS_PREFIX}:{{site}}"
+
+    @classmethod
+    def of(cls, prefix: str, site: str = DEFAULT_SITE) -> Keys:
+        return cls(f"{prefix}:{{{site}}}")
 
     def version(self, model: str, etype: str) -> str:
         return f"{self.prefix}:ver:{model}:{etype}"
@@ -279,10 +305,14 @@ def _sorted_ids(raw: Iterable[bytes]) -> list[str]:
 
 
 class ReidStore:
-    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+    """One site's view of the store; `for_site` gives another site's, sharing the client and the scripts."""
+
+    def __init__(self, client: aioredis.Redis, settings: Settings, site: str = DEFAULT_SITE) -> None:
         self.redis = client
         self.settings = settings
-        self.keys = Keys(settings.redis_prefix)
+        self.site = site
+        self.keys = Keys.of(settings.redis_prefix, site)
+        self._sites: dict[str, ReidStore] = {site: self}  # shared by every site's view
         # redis-py keeps the script's SHA and loads it again itself after a Redis restart (NOSCRIPT).
         self._commit_script = client.register_script(COMMIT_LUA)
         self._merge_script = client.register_script(MERGE_LUA)
@@ -291,9 +321,16 @@ class ReidStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ReidStore:
-        client = aioredis.Redis.from_url(
-            settings.redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=15)
-        return cls(client, settings)
+        return cls(redis_client(settings.redis_url), settings)
+
+    def for_site(self, site: str) -> ReidStore:
+        """The same store, keyed for another site."""
+        found = self._sites.get(site)
+        if found is None:
+            found = copy.copy(self)  # shallow: the client, the scripts and this dict are shared
+            found.site, found.keys = site, Keys.of(self.settings.redis_prefix, site)
+            self._sites[site] = found
+        return found
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -393,7 +430,7 @@ class ReidStore:
             fields.extend(self._commit_fields(w))
         fields.append("")  # every field ends with a newline
         args: list[Any] = [expected_version, s.embedding_ttl_seconds, s.max_embeddings,
-                           max(w.stored_at for w in writes), etype, model, s.redis_prefix, len(writes),
+                           max(w.stored_at for w in writes), etype, model, k.prefix, len(writes),
                            vectors.shape[1] * vectors.itemsize, vectors.tobytes(), "\n".join(fields),
                            s.alert_cooldown_seconds]
         replies = await self._commit_script(keys=keys, args=args)
@@ -423,7 +460,7 @@ class ReidStore:
                 k.appearances(merged), k.order(merged), k.merged_ids(merged), k.by_type(etype),
                 k.aliases(model, etype), k.outbox(etype), k.refs(survivor), k.refs(merged), k.apart(model, etype),
                 k.named(etype), k.pinned(model, etype)]
-        update = EntityUpdate(type="merged", survivor=survivor, merged=merged, entity_type=etype,
+        update = EntityUpdate(type="merged", survivor=survivor, merged=merged, entity_type=etype, site_id=self.site,
                               similarity=similarity, at=at, by=by)
         args = [expected_version, self.settings.embedding_ttl_seconds, survivor, merged, update.model_dump_json(),
                 k.camera_prefix(etype), k.alias_prefix(), pair_member(survivor, merged), *pinned]
@@ -446,6 +483,19 @@ class ReidStore:
         an operator's correction at once while the pipeline may be publishing the same head, and a count
         would then drop an update neither published. Returns how many were dropped."""
         return int(await self._ack_script(keys=[self.keys.outbox(etype)], args=published))
+
+    async def pending_outboxes(self, shards: list[tuple[str, str]], limit: int = 100,
+                               alert_limit: int = 500) -> dict[tuple[str, str], tuple[list[bytes], list[bytes]]]:
+        """Of these (site, type)s, those whose outboxes hold something: (updates, alerts) as stored, oldest
+        first. One round trip for all (a cluster's pipeline goes to each primary once)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for site, etype in shards:
+            k = self.for_site(site).keys
+            pipe.lrange(k.outbox(etype), 0, limit - 1)
+            pipe.lrange(k.alerts(etype), 0, alert_limit - 1)
+        replies = await pipe.execute() if shards else []
+        return {shard: (list(replies[2 * n]), list(replies[2 * n + 1])) for n, shard in enumerate(shards)
+                if replies[2 * n] or replies[2 * n + 1]}
 
     async def pending_alerts(self, etype: str, limit: int = 500) -> list[bytes]:
         """The oldest unpublished watch list alerts of a type as stored (JSON), oldest first."""
@@ -503,7 +553,7 @@ class ReidStore:
                 continue
             h = {k.decode(): v.decode() for k, v in h.items()}
             out.append(EntitySummary(
-                id=eid, entity_id=eid, entity_type=h["entity_type"], first_seen=h["first_seen"],
+                id=eid, entity_id=eid, entity_type=h["entity_type"], site_id=self.site, first_seen=h["first_seen"],
                 last_seen=h["last_seen"], appearance_count=int(count), cameras_seen=sorted(c.decode() for c in cams),
                 thumbnail_url=self._entity_thumbnail(eid, h), merged_ids=_sorted_ids(merged),
                 **operator_fields(h)))
@@ -568,7 +618,7 @@ class ReidStore:
             if h["entity_type"] == "vehicle" and app.attributes and isinstance(plate := app.attributes.get("plate"),
                                                                                str):
                 plates[plate] += 1
-        return EntityDetail(id=entity_id, entity_id=entity_id, entity_type=h["entity_type"],
+        return EntityDetail(id=entity_id, entity_id=entity_id, entity_type=h["entity_type"], site_id=self.site,
                             first_seen=h["first_seen"], last_seen=h["last_seen"], appearance_count=len(apps),
                             cameras_seen=sorted(c.decode() for c in cams), appearances=appearances,
                             thumbnail_url=self._entity_thumbnail(entity_id, h), merged_ids=_sorted_ids(merged),

@@ -19,7 +19,7 @@ import numpy as np
 
 from reid_stream.corrections import Corrections, Named
 from reid_stream.errors import ApiError
-from reid_stream.events import ENTITY_TYPES, WatchAlert, WatchEntry
+from reid_stream.events import DEFAULT_SITE, ENTITY_TYPES, WatchAlert, WatchEntry
 from reid_stream.store import ReidStore, stored_vector
 
 ENROLMENT_PREFIX = "enrol-"
@@ -75,7 +75,7 @@ def alert_messages(topic: str, raw: list[bytes]) -> list[tuple[str, bytes | None
 
 def alert_for(named: Named | None, enrolled: tuple[str, str, float] | None, *, detection_id: str, entity_id: str,
               is_new: bool, similarity: float, entity_type: str, camera_id: str, camera_name: str | None,
-              timestamp: datetime, model: str, now: datetime) -> WatchAlert | None:
+              timestamp: datetime, model: str, now: datetime, site_id: str = DEFAULT_SITE) -> WatchAlert | None:
     """At most one alert per detection: joining a watched entity first (an operator named exactly whom), else
     looking like an enrolled image (watch id, label, score)."""
     if named is not None and named.watch and not is_new:
@@ -86,7 +86,8 @@ def alert_for(named: Named | None, enrolled: tuple[str, str, float] | None, *, d
     else:
         return None
     return WatchAlert(alert_id=f"{detection_id}/{watch_id}", watch_id=watch_id, kind=kind, label=label,
-                      entity_id=entity_id, entity_type=entity_type, entity_name=named.name if named else None,
+                      entity_id=entity_id, entity_type=entity_type, site_id=site_id,
+                      entity_name=named.name if named else None,
                       detection_id=detection_id, camera_id=camera_id, camera_name=camera_name, timestamp=timestamp,
                       similarity=round(score, ALERT_DIGITS), model=model, raised_at=now)
 
@@ -126,7 +127,7 @@ class Watchlist:
         pipe.incr(k.version(model, etype))
         pipe.expire(k.version(model, etype), self.settings.embedding_ttl_seconds)
         await pipe.execute()
-        return _enrolment_entry(enrol_id, etype, model, meta)
+        return _enrolment_entry(enrol_id, etype, model, meta, self.store.site)
 
     async def enrolments(self, model: str, etype: str, dim: int) -> Enrolments:
         """The live enrolments of a (model, type) whose vectors have this dimension."""
@@ -156,7 +157,7 @@ class Watchlist:
         now = time.time()
         for etype in ENTITY_TYPES:
             metas = await self.redis.hgetall(self.keys.enrolments(model, etype))
-            enrolled = [_enrolment_entry(i.decode(), etype, model, m) for i, raw in metas.items()
+            enrolled = [_enrolment_entry(i.decode(), etype, model, m, self.store.site) for i, raw in metas.items()
                         if (m := json.loads(raw))["until"] > now]
             out += sorted(enrolled, key=lambda e: e.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
         return out
@@ -174,7 +175,7 @@ class Watchlist:
             pipe.incr(k.version(model, etype))
             pipe.expire(k.version(model, etype), self.settings.embedding_ttl_seconds)
             await pipe.execute()
-            return _enrolment_entry(watch_id, etype, model, json.loads(raw))
+            return _enrolment_entry(watch_id, etype, model, json.loads(raw), self.store.site)
         entry = await self._entity_entry(watch_id, resolve=True)
         if entry is None:
             raise WatchError(404, "watch_not_found", f"'{watch_id}' is neither an enrolment nor a watched entity")
@@ -189,11 +190,13 @@ class Watchlist:
             return None
         until, at = float(d.get("keep_until", 0) or 0), float(d.get("watch_at", 0) or 0)
         return WatchEntry(watch_id=target, kind="entity", label=d["watch"], entity_type=d["entity_type"],
+                          site_id=self.store.site,
                           entity_id=target, created_at=datetime.fromtimestamp(at, UTC) if at else None,
                           by=d.get("watch_by"), retained_until=datetime.fromtimestamp(until, UTC) if until else None)
 
 
-def _enrolment_entry(enrol_id: str, etype: str, model: str, meta: dict[str, Any]) -> WatchEntry:
-    return WatchEntry(watch_id=enrol_id, kind="image", label=meta["label"], entity_type=etype, model=model,
+def _enrolment_entry(enrol_id: str, etype: str, model: str, meta: dict[str, Any], site: str) -> WatchEntry:
+    return WatchEntry(watch_id=enrol_id, kind="image", label=meta["label"], entity_type=etype, site_id=site,
+                      model=model,
                       created_at=datetime.fromtimestamp(meta["at"], UTC), by=meta.get("by"),
                       retained_until=datetime.fromtimestamp(meta["until"], UTC))

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from reid_stream.corrections import Corrections, update_messages
+from reid_stream.corrections import update_messages
 from reid_stream.errors import ApiError, DetectionError
 from reid_stream.events import (
     BBox,
@@ -37,18 +37,17 @@ from reid_stream.events import (
 from reid_stream.images import fetch_url, read_path, thumbnail_jpeg
 from reid_stream.metrics import CONTENT_TYPE
 from reid_stream.openapi import build_openapi
-from reid_stream.params import MAX_ID, ParamError, parse_list_params
-from reid_stream.runtime import ReidApp, Runtime
+from reid_stream.params import MAX_ID, ParamError, parse_list_params, site_param
+from reid_stream.runtime import ReidApp, Runtime, SiteServices
 from reid_stream.search import (
     UPLOAD_TYPES,
     Filters,
     SearchResults,
-    SearchService,
     parse_filters,
     read_upload,
 )
 from reid_stream.ui import UI_ROUTES
-from reid_stream.watch import WatchError, Watchlist, check_label, check_type
+from reid_stream.watch import WatchError, check_label, check_type
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,6 +62,18 @@ class ApiView(View):
     @property
     def runtime(self) -> Runtime:
         return cast(ReidApp, self.app).runtime
+
+    def at(self, request: Request) -> SiteServices:
+        """The site the request is about (?site_id=, default `default`); a malformed one raises ApiError."""
+        try:
+            return self.runtime.site(site_param(request.query))
+        except ParamError as err:
+            raise ApiError(422, "invalid_parameter", [{"loc": ["query", err.param], "msg": err.message,
+                                                       "type": "value_error"}]) from None
+
+    @staticmethod
+    def audited(request: Request, params: dict[str, Any]) -> dict[str, Any]:
+        return {**params, "site_id": request.query["site_id"]} if "site_id" in request.query else params
 
     def guard(self, request: Request, protected: bool = True) -> tuple[str | None, Response | None]:
         auth = self.runtime.auth
@@ -99,17 +110,20 @@ class ApiView(View):
         return self.json({"detail": [{"loc": ["path", name], "type": "value_error",
                                       "msg": f"{name} must have 1 to {MAX_ID} characters"}]}, status=422)
 
-    async def on_entity(self, request: Request, entity_id: str, fetch: Callable[[str], Awaitable[T | None]],
+    async def on_entity(self, request: Request, entity_id: str,
+                        fetch: Callable[[SiteServices, str], Awaitable[T | None]],
                         render: Callable[[T], Response], id_name: str = "entity_id") -> Response:
-        """The shared path of the per-item routes: token, id check, Redis errors, 404, audit."""
+        """The shared path of the per-item routes: token, id and site checks, Redis errors, 404, audit."""
         who, denied = self.guard(request)
         if denied:
             return denied
-        params = {id_name: entity_id}
+        params = self.audited(request, {id_name: entity_id})
         if not 0 < len(entity_id) <= MAX_ID:
             return self.done(request, who, params, self.bad_id(id_name))
         try:
-            found = await fetch(entity_id)
+            found = await fetch(self.at(request), entity_id)
+        except ApiError as err:
+            return self.done(request, who, params, self.refused(err))
         except (RedisError, OSError):
             return self.done(request, who, params, self.unavailable())
         if found is None:
@@ -127,13 +141,6 @@ class CorrectionView(ApiView):
     """The shared path of the operator's writes: token, id, JSON body, Redis errors, audit, and publishing
     the update at once (the pipeline would otherwise publish it with the type's next batch)."""
 
-    @property
-    def corrections(self) -> Corrections:
-        rt = self.runtime
-        if rt.corrections is None:
-            rt.corrections = Corrections(rt.store)
-        return rt.corrections
-
     async def body(self, request: Request, model: type[B]) -> B:
         raw = await request.read()
         if len(raw) > MAX_BODY:
@@ -146,17 +153,18 @@ class CorrectionView(ApiView):
             raise BodyError(self.json({"error_code": "invalid_body", "detail": errors}, status=422)) from None
 
     async def correct(self, request: Request, entity_id: str, model: type[B], audited: Callable[[B], dict[str, Any]],
-                      act: Callable[[str | None, B], Awaitable[Response]]) -> Response:
+                      act: Callable[[SiteServices, str | None, B], Awaitable[Response]]) -> Response:
         who, denied = self.guard(request)
         if denied:
             return denied
-        params: dict[str, Any] = {"entity_id": entity_id}
+        params: dict[str, Any] = self.audited(request, {"entity_id": entity_id})
         if not 0 < len(entity_id) <= MAX_ID:
             return self.done(request, who, params, self.bad_id("entity_id"))
         try:
+            site = self.at(request)
             body = await self.body(request, model)
             params.update(audited(body))
-            response = await act(who, body)
+            response = await act(site, who, body)
         except BodyError as err:
             response = err.response
         except ApiError as err:  # a CorrectionError
@@ -176,11 +184,12 @@ class CorrectionView(ApiView):
         except TimeoutError:
             log.warning("entity update left in the outbox for the pipeline: it is publishing")
             return
+        store = rt.store.for_site(update.site_id)
         try:
-            raw = await rt.store.pending_raw(update.entity_type)
+            raw = await store.pending_raw(update.entity_type)
             if raw:
                 await rt.publisher.publish(update_messages(rt.settings.topic_updates, raw))
-                await rt.store.ack_published(update.entity_type, raw)
+                await store.ack_published(update.entity_type, raw)
         except Exception as exc:  # Kafka or Redis: the pipeline publishes it with the next batch
             log.warning("entity update left in the outbox for the pipeline: %r", exc)
         finally:
@@ -188,7 +197,8 @@ class CorrectionView(ApiView):
 
     async def outcome(self, update: EntityUpdate, ids: list[str]) -> Response:
         await self.publish(update)
-        return self.model(Correction(update=update, entities=await self.runtime.store.summaries(ids)))
+        store = self.runtime.store.for_site(update.site_id)
+        return self.model(Correction(update=update, entities=await store.summaries(ids)))
 
 
 class EntityListView(ApiView):
@@ -199,12 +209,13 @@ class EntityListView(ApiView):
         query = dict(request.query)
         try:
             params = parse_list_params(request.query)
+            store = self.runtime.store.for_site(site_param(request.query))
         except ParamError as err:
             return self.done(request, who, query, self.json(
                 {"error_code": "invalid_parameter",
                  "detail": [{"loc": ["query", err.param], "msg": err.message, "type": "value_error"}]}, status=422))
         try:
-            entities, total = await self.runtime.store.list_entities(**params)
+            entities, total = await store.list_entities(**params)
         except (RedisError, OSError) as exc:
             # Without Redis the list degrades to an empty page, flagged, and the worker stays up.
             log.warning("entity list without Redis: %r", exc)
@@ -217,13 +228,13 @@ class EntityListView(ApiView):
 
 class EntityDetailView(CorrectionView):
     async def get(self, request: Request, entity_id: str) -> Response:
-        return await self.on_entity(request, entity_id, self.runtime.store.get_entity, self.model)
+        return await self.on_entity(request, entity_id, lambda site, eid: site.store.get_entity(eid), self.model)
 
     async def patch(self, request: Request, entity_id: str) -> Response:
-        async def annotate(who: str | None, patch: EntityPatch) -> Response:
-            target = await self.corrections.annotate(entity_id, patch.model_dump(include=patch.model_fields_set), who)
+        async def annotate(site: SiteServices, who: str | None, patch: EntityPatch) -> Response:
+            target = await site.corrections.annotate(entity_id, patch.model_dump(include=patch.model_fields_set), who)
             log.info("entity %s annotated by %s: %s", target, who, sorted(patch.model_fields_set))
-            detail = await self.runtime.store.get_entity(target)
+            detail = await site.store.get_entity(target)
             if detail is None:  # erased or expired in between
                 return self.not_found(entity_id)
             if target != entity_id:
@@ -240,13 +251,13 @@ class EntityDetailView(CorrectionView):
             log.info("entity %s erased (%d detections)", purged["entity_id"], len(purged["detections"]))
             return self.json({"purged": purged})
 
-        return await self.on_entity(request, entity_id, self.runtime.store.purge_entity, erased)
+        return await self.on_entity(request, entity_id, lambda site, eid: site.store.purge_entity(eid), erased)
 
 
 class EntityMergeView(CorrectionView):
     async def post(self, request: Request, entity_id: str) -> Response:
-        async def merge(who: str | None, body: MergeRequest) -> Response:
-            update = await self.corrections.merge(entity_id, body.other_id, who)
+        async def merge(site: SiteServices, who: str | None, body: MergeRequest) -> Response:
+            update = await site.corrections.merge(entity_id, body.other_id, who)
             log.info("entity %s merged into %s by %s", update.merged, update.survivor, who)
             return await self.outcome(update, [update.survivor])
 
@@ -255,8 +266,8 @@ class EntityMergeView(CorrectionView):
 
 class EntitySplitView(CorrectionView):
     async def post(self, request: Request, entity_id: str) -> Response:
-        async def split(who: str | None, body: SplitRequest) -> Response:
-            update = await self.corrections.split(entity_id, body.detection_ids, who)
+        async def split(site: SiteServices, who: str | None, body: SplitRequest) -> Response:
+            update = await site.corrections.split(entity_id, body.detection_ids, who)
             log.info("%d detections split from %s into %s by %s", len(body.detection_ids), update.survivor,
                      update.created, who)
             return await self.outcome(update, [update.survivor, update.created or ""])
@@ -269,10 +280,11 @@ class EntityHistoryView(ApiView):
     async def get(self, request: Request, entity_id: str) -> Response:
         def history(detail: EntityDetail) -> Response:
             return self.model(EntityHistory(id=detail.id, entity_id=detail.entity_id,
-                                            entity_type=detail.entity_type, appearances=detail.appearances,
+                                            entity_type=detail.entity_type, site_id=detail.site_id,
+                                            appearances=detail.appearances,
                                             count=len(detail.appearances), resolved_from=detail.resolved_from))
 
-        return await self.on_entity(request, entity_id, self.runtime.store.get_entity, history)
+        return await self.on_entity(request, entity_id, lambda site, eid: site.store.get_entity(eid), history)
 
 
 # Why a stored image can no longer give a thumbnail, as (HTTP status, error code).
@@ -289,8 +301,8 @@ class DetectionImageView(ApiView):
     the image is (path or URL, and the box), with the detection's TTL, and erasure removes it."""
 
     async def get(self, request: Request, detection_id: str) -> Response:
-        async def thumbnail(det_id: str) -> Response:  # always an answer: its own 404s say which
-            return await self._thumbnail(det_id, await self.runtime.store.image_ref(det_id))
+        async def thumbnail(site: SiteServices, det_id: str) -> Response:  # always an answer: its own 404s say which
+            return await self._thumbnail(det_id, await site.store.image_ref(det_id))
 
         return await self.on_entity(request, detection_id, thumbnail, lambda r: r, id_name="detection_id")
 
@@ -324,13 +336,6 @@ class DetectionImageView(ApiView):
 class SearchView(ApiView):
     """The shared path of the search routes: token, filters, search errors, Redis errors, audit."""
 
-    @property
-    def searcher(self) -> SearchService:  # not `search`: Faust routes any attribute named after an HTTP method
-        rt = self.runtime
-        if rt.search is None:
-            rt.search = SearchService(rt.store, rt.encoder, rt.settings, rt.model_pool)
-        return rt.search
-
     async def answer(self, request: Request, params: dict[str, Any],
                      run: Callable[[Filters], Awaitable[SearchResults]]) -> Response:
         who, denied = self.guard(request)
@@ -351,13 +356,13 @@ class SimilarDetectionView(SearchView):
             who, denied = self.guard(request)
             return denied or self.done(request, who, {"detection_id": detection_id}, self.bad_id("detection_id"))
         return await self.answer(request, {"detection_id": detection_id, **request.query},
-                                 lambda f: self.searcher.similar(detection_id, f))
+                                 lambda f: self.at(request).search.similar(detection_id, f))
 
 
 class TextSearchView(SearchView):
     async def get(self, request: Request) -> Response:
         return await self.answer(request, dict(request.query),
-                                 lambda f: self.searcher.by_text(request.query.get("text"), f))
+                                 lambda f: self.at(request).search.by_text(request.query.get("text"), f))
 
 
 class ImageSearchView(SearchView):
@@ -368,37 +373,29 @@ class ImageSearchView(SearchView):
         params = {**request.query, "content_type": raw.content_type, "content_length": raw.content_length}
 
         async def run(f: Filters) -> SearchResults:
+            site = self.at(request)
             data = await read_upload(raw.content_type, raw.content_length, raw.content.readany,
                                      self.runtime.settings.max_image_bytes)
-            return await self.searcher.by_image(data, f)
+            return await site.search.by_image(data, f)
 
         return await self.answer(request, params, run)
 
 
-def _watchlist(view: CorrectionView) -> Watchlist:
-    rt = view.runtime
-    if rt.watchlist is None:
-        rt.watchlist = Watchlist(rt.store, view.corrections)
-    return rt.watchlist
-
-
 class WatchlistView(CorrectionView, SearchView):
     """GET the watch list; POST a JSON body to watch an entity, or an image (raw body) to enrol a look."""
-
-    @property
-    def watchlist(self) -> Watchlist:
-        return _watchlist(self)
 
     async def get(self, request: Request) -> Response:
         who, denied = self.guard(request)
         if denied:
             return denied
         try:
-            entries = await self.watchlist.entries(self.runtime.encoder.model_id)
+            entries = await self.at(request).watchlist.entries(self.runtime.encoder.model_id)
             response = self.model(WatchList(entries=entries, count=len(entries)))
+        except ApiError as err:
+            response = self.refused(err)
         except (RedisError, OSError):
             response = self.unavailable()
-        return self.done(request, who, {}, response)
+        return self.done(request, who, self.audited(request, {}), response)
 
     async def post(self, request: Request) -> Response:
         who, denied = self.guard(request)
@@ -406,20 +403,21 @@ class WatchlistView(CorrectionView, SearchView):
             return denied
         raw = cast(Any, request)
         # The label is personal data (audit lines outlive erasure): the audit names the kind and the entity only.
-        params: dict[str, Any] = {"content_type": raw.content_type}
+        params: dict[str, Any] = self.audited(request, {"content_type": raw.content_type})
         try:
+            site = self.at(request)
             if raw.content_type in UPLOAD_TYPES:
                 params["kind"] = "image"
                 label, etype = check_label(request.query.get("label")), check_type(request.query.get("entity_type"))
                 data = await read_upload(raw.content_type, raw.content_length, raw.content.readany,
                                          self.runtime.settings.max_image_bytes)
-                vector = await self.searcher.embed_image(data)
-                entry = await self.watchlist.enrol(self.runtime.encoder.model_id, etype, vector, label, who)
+                vector = await site.search.embed_image(data)
+                entry = await site.watchlist.enrol(self.runtime.encoder.model_id, etype, vector, label, who)
                 log.info("image enrolled on the watch list as %s by %s", entry.watch_id, who)
             elif raw.content_type in ("application/json", "application/octet-stream", ""):
                 body = await self.body(request, WatchRequest)
                 params.update(kind="entity", entity_id=body.entity_id)
-                entry = await self.watchlist.watch_entity(body.entity_id, body.label, who)
+                entry = await site.watchlist.watch_entity(body.entity_id, body.label, who)
                 log.info("entity %s watched by %s", entry.watch_id, who)
             else:
                 raise WatchError(415, "unsupported_media_type", "send JSON {\"entity_id\", \"label\"} to watch an "
@@ -436,9 +434,9 @@ class WatchlistView(CorrectionView, SearchView):
 
 class WatchEntryView(CorrectionView):
     async def delete(self, request: Request, watch_id: str) -> Response:
-        async def remove(wid: str) -> Response:  # always an answer: its own 404 says which
+        async def remove(site: SiteServices, wid: str) -> Response:  # always an answer: its own 404 says which
             try:
-                entry = await _watchlist(self).remove(self.runtime.encoder.model_id, wid)
+                entry = await site.watchlist.remove(self.runtime.encoder.model_id, wid)
             except ApiError as err:
                 return self.refused(err)
             return self.json({"removed": entry.model_dump(mode="json")})

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from reid_stream.errors import DetectionError
-from reid_stream.events import DeadLetter, Detection, fingerprint
+from reid_stream.events import DEFAULT_SITE, DeadLetter, Detection, fingerprint
 from reid_stream.plates import given_plate, with_plate
 
 WIRE_MAGIC = b"RSE1"
@@ -82,6 +82,7 @@ class EmbeddedRecord:
     image_path: str | None = None
     image_url: str | None = None
     plate: str | None = None  # a vehicle's normalised licence plate, given or read by OCR (plates.py)
+    site_id: str = DEFAULT_SITE
 
     @classmethod
     def from_header(cls, det: dict[str, Any], vector: np.ndarray, model: str, fingerprint: str,
@@ -95,7 +96,8 @@ class EmbeddedRecord:
             vector=vector, model=model, fingerprint=fingerprint, source=source,
             camera_name=det.get("camera_name"), track_id=det.get("track_id"),
             attributes=det.get("attributes") or None,
-            image_path=det.get("image_path"), image_url=det.get("image_url"), plate=det.get("plate"))
+            image_path=det.get("image_path"), image_url=det.get("image_url"), plate=det.get("plate"),
+            site_id=det.get("site_id") or DEFAULT_SITE)
 
     @classmethod
     def of(cls, det: Detection, vector: np.ndarray, model: str, source: RawEvent | None = None) -> EmbeddedRecord:
@@ -114,6 +116,7 @@ class EmbeddedRecord:
             "timestamp": self.timestamp.isoformat(), "bbox": {"x1": x1, "y1": y1, "x2": x2, "y2": y2},
             "camera_name": self.camera_name, "track_id": self.track_id, "attributes": self.attributes,
             "image_path": self.image_path, "image_url": self.image_url, "plate": self.plate,
+            "site_id": self.site_id,
         }
 
     @property
@@ -130,7 +133,7 @@ class EmbeddedRecord:
 
 
 def pack(items: Sequence[EmbeddedRecord]) -> bytes:
-    """One `reid-embedded` message for a batch of one model and entity type."""
+    """One `reid-embedded` message for a batch of one model, site and entity type."""
     originals = [i.source.value[:ORIGINAL_CARRIED] for i in items]
     header = json.dumps({
         "model": items[0].model, "dim": int(items[0].vector.shape[0]),
@@ -169,24 +172,31 @@ def unpack(data: bytes) -> list[EmbeddedRecord]:
 
 
 def embedded_messages(topic: str, records: Sequence[EmbeddedRecord]) -> list[Message]:
-    """Stage 1's output, one message per model and entity type (keyed by type), each under the broker's
-    default message size limit."""
-    groups: dict[tuple[str, str], list[EmbeddedRecord]] = {}
+    """Stage 1's output, one message per model, site and entity type, each under the broker's default message
+    size limit. Keyed by site and type: a (site, type)'s detections share a partition, so they have one writer,
+    and many sites spread over the partitions and so over the workers."""
+    groups: dict[tuple[str, str, str], list[EmbeddedRecord]] = {}
     for rec in records:
-        groups.setdefault((rec.model, rec.entity_type), []).append(rec)
+        groups.setdefault((rec.model, rec.site_id, rec.entity_type), []).append(rec)
     out: list[Message] = []
-    for (_, etype), items in groups.items():
+    for (_, site, etype), items in groups.items():
+        key = writer_key(site, etype)
         chunk: list[EmbeddedRecord] = []
         size = 0
         for item in items:
             cost = min(len(item.source.value), ORIGINAL_CARRIED) + item.vector.nbytes + WIRE_ITEM_OVERHEAD
             if chunk and size + cost > WIRE_MAX_MESSAGE:
-                out.extend((topic, etype.encode(), m) for m in _packed_under_limit(chunk))
+                out.extend((topic, key, m) for m in _packed_under_limit(chunk))
                 chunk, size = [], 0
             chunk.append(item)
             size += cost
-        out.extend((topic, etype.encode(), m) for m in _packed_under_limit(chunk))
+        out.extend((topic, key, m) for m in _packed_under_limit(chunk))
     return out
+
+
+def writer_key(site: str, etype: str) -> bytes:
+    """The `reid-embedded` key of a (site, type): the unit with one writer."""
+    return f"{site}/{etype}".encode()
 
 
 def _packed_under_limit(items: list[EmbeddedRecord]) -> list[bytes]:

@@ -34,6 +34,7 @@ class InfraConfig:
     kafka_port: int
     redis_host: str
     redis_port: int
+    redis_cluster: bool = False  # REID_REDIS_URL is redis+cluster://: `up` starts a cluster from its port on
 
     @classmethod
     def from_env(cls) -> InfraConfig:
@@ -43,7 +44,8 @@ class InfraConfig:
         hostport = redis_url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
         rhost, _, rport = hostport.rpartition(":")
         cache = Path(os.environ.get("REID_CACHE_DIR", Path.home() / ".cache" / "reid-stream"))
-        return cls(cache, khost or "127.0.0.1", int(kport or 9092), rhost or "127.0.0.1", int(rport or 6379))
+        return cls(cache, khost or "127.0.0.1", int(kport or 9092), rhost or "127.0.0.1", int(rport or 6379),
+                   redis_url.split("://", 1)[0].endswith("+cluster"))
 
     @property
     def kafka_dir(self) -> Path:
@@ -139,6 +141,56 @@ def redis_up(cfg: InfraConfig) -> None:
     )
     _wait(lambda: redis_ping(cfg.redis_host, cfg.redis_port), "redis", 20, logfile)
     log(f"redis ready on {cfg.redis_host}:{cfg.redis_port}")
+
+
+# --- Redis Cluster (its tests; REID_REDIS_URL=redis+cluster://...) ---------------------------------
+
+CLUSTER_PORTS = (7101, 7102, 7103)  # three primaries, no replicas: the smallest cluster Redis accepts
+
+
+def cluster_ok(host: str, port: int) -> bool:
+    """The node answers and its cluster has every slot assigned and no failure."""
+    try:
+        out = subprocess.run([shutil.which("redis-cli") or "redis-cli", "-h", host, "-p", str(port), "cluster",
+                              "info"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "cluster_state:ok" in out and "cluster_slots_assigned:16384" in out
+
+
+def redis_cluster_up(cfg: InfraConfig, ports: tuple[int, ...] = CLUSTER_PORTS) -> str:
+    """A three-primary Redis Cluster of Debian's redis-server on loopback (reused when it answers); its URL."""
+    host = cfg.redis_host
+    url = f"redis+cluster://{host}:{ports[0]}/0"
+    if cluster_ok(host, ports[0]):
+        log(f"redis cluster already answers on {host}:{ports[0]}")
+        return url
+    binary = ensure_redis_binary()
+    for port in ports:
+        run = cfg.cache_dir / "run" / f"redis-cluster-{port}"
+        if redis_ping(host, port):  # a node left from a cluster that was never formed: start over
+            subprocess.run(["redis-cli", "-h", host, "-p", str(port), "shutdown", "nosave"], check=False,
+                           capture_output=True)
+            time.sleep(0.5)
+        shutil.rmtree(run, ignore_errors=True)  # a node's cluster state file would name an old cluster
+        run.mkdir(parents=True)
+        subprocess.run(
+            [binary, "--bind", host, "--port", str(port), "--cluster-enabled", "yes", "--cluster-config-file",
+             str(run / "nodes.conf"), "--cluster-node-timeout", "5000", "--save", "", "--appendonly", "no",
+             "--daemonize", "yes", "--pidfile", str(run / "redis.pid"), "--logfile", str(run / "redis.log"),
+             "--dir", str(run)], check=True)
+        _wait(lambda p=port: redis_ping(host, p), f"redis cluster node {port}", 20, run / "redis.log")
+    subprocess.run(["redis-cli", "--cluster", "create", *(f"{host}:{p}" for p in ports), "--cluster-replicas", "0",
+                    "--cluster-yes"], check=True, capture_output=True)
+    _wait(lambda: all(cluster_ok(host, p) for p in ports), "redis cluster", 30,
+          cfg.cache_dir / "run" / f"redis-cluster-{ports[0]}" / "redis.log")
+    log(f"redis cluster ready on {host}:{ports[0]}-{ports[-1]} ({url})")
+    return url
+
+
+def redis_cluster_down(cfg: InfraConfig, ports: tuple[int, ...] = CLUSTER_PORTS) -> None:
+    for port in ports:
+        _stop_pidfile(cfg.cache_dir / "run" / f"redis-cluster-{port}" / "redis.pid", f"redis cluster node {port}")
 
 
 # --- Kafka ---------------------------------------------------------------------------------------
@@ -272,10 +324,14 @@ def _stop_pidfile(pidfile: Path, name: str, timeout: float = 30) -> None:
 def down(cfg: InfraConfig) -> None:
     _stop_pidfile(cfg.kafka_run_dir / "kafka.pid", "kafka")
     _stop_pidfile(cfg.redis_run_dir / "redis.pid", "redis")
+    redis_cluster_down(cfg)
 
 
 def up(cfg: InfraConfig) -> None:
-    redis_up(cfg)
+    if cfg.redis_cluster:
+        redis_cluster_up(cfg, tuple(range(cfg.redis_port, cfg.redis_port + len(CLUSTER_PORTS))))
+    else:
+        redis_up(cfg)
     kafka_up(cfg, keep_data=os.environ.get("REID_KAFKA_KEEP_DATA", "") == "1")
 
 
@@ -300,10 +356,16 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if status(cfg) else 1
         elif cmd == "jars":
             ensure_kafka_jars(cfg)
+        elif cmd == "cluster":
+            if args[1:2] == ["down"]:
+                redis_cluster_down(cfg)
+            else:
+                print(redis_cluster_up(cfg))
         elif cmd == "browser":
             log("browser: {} and {}".format(*ensure_browser()))
         else:
-            print(f"usage: python -m reid_stream.infra [up|down|status|jars|browser], not {cmd!r}", file=sys.stderr)
+            print(f"usage: python -m reid_stream.infra [up|down|status|jars|browser|cluster [down]], not {cmd!r}",
+                  file=sys.stderr)
             return 2
     except (RuntimeError, subprocess.CalledProcessError) as exc:
         log(f"error: {exc}")

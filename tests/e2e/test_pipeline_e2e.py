@@ -207,7 +207,7 @@ async def test_float16_storage_matches_across_cameras_end_to_end(infra, unique: 
         assert status == 200 and detail["appearance_count"] == 2 and detail["cameras_seen"] == ["cam-1", "cam-2"]
         r = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
         try:
-            vec_keys = [k async for k in r.scan_iter(match=f"{env['REID_REDIS_PREFIX']}:entity_embeddings:*")]
+            vec_keys = [k async for k in r.scan_iter(match=f"{env['REID_REDIS_PREFIX']}:*:entity_embeddings:*")]
             stored = [v for k in vec_keys if (v := await r.hget(k, a["detection_id"])) is not None]
             assert [len(v) for v in stored] == [2 * 64]  # reid-tiny-vit is 64-d; float16 is 2 bytes each
         finally:

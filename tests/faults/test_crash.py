@@ -21,6 +21,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
+from reid_stream.store import Keys
 from tests.conftest import encode_png, pattern_image
 from tests.e2e.harness import Collector, Worker, worker_env
 from tests.faults.report import record
@@ -96,7 +97,7 @@ async def test_sigkill_five_times_loses_nothing_and_stores_once(infra, unique, t
         assert len({e["entity_id"] for e in evs}) == 1, det_id
 
     r = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
-    prefix = env["REID_REDIS_PREFIX"]
+    prefix = Keys.of(env["REID_REDIS_PREFIX"]).prefix  # the default site's keys
     stored: dict[str, str] = {}  # detection -> the entity holding its appearance
     async for key in r.scan_iter(match=f"{prefix}:ent:*:apps", count=1000):
         entity = key.decode()[len(f"{prefix}:ent:"):-len(":apps")]

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
 from reid_stream.infra.services import InfraConfig, kafka_up, port_open
+from reid_stream.store import Keys
 from tests.conftest import encode_png, pattern_image
 from tests.e2e.harness import (
     Collector,
@@ -89,7 +90,7 @@ async def test_r2_redis_down_for_15s_pauses_and_loses_nothing(infra, unique, tmp
                                 f"match events for all {n} detections")
         await worker.wait_ready(30)
         r = aioredis.Redis.from_url(f"redis://127.0.0.1:{port}/0")
-        markers = [k async for k in r.scan_iter(match=f"{env['REID_REDIS_PREFIX']}:det:*", count=1000)]
+        markers = [k async for k in r.scan_iter(match=f"{Keys.of(env['REID_REDIS_PREFIX']).prefix}:det:*", count=1000)]
         await r.aclose()
         assert len(markers) == n, "afterwards every detection is stored"
         status, body, _ = await get_json(f"{worker.base}/api/entities?limit=1000")

@@ -264,10 +264,10 @@ async def test_the_gallery_holds_exactly_the_stored_rows_after_evictions(store):
     a = Assigner(store.settings, store)
     for n in range(8):
         await a.assign([item(f"g{n}", unit(100 + n), "c1", minutes=n)])
-    cache = a._caches[("test-model", "person")]
+    cache = a._caches[("test-model", "default", "person")]
     assert set(cache.gallery.rows) == {e.detection_id for e in cache.index.items()}
     assert len(cache.gallery.rows) == 5 and set(cache.gallery.entities) == set(cache.gallery.rows)
     a.invalidate()
     await a.assign([item("g8", unit(200), "c1", minutes=9)])
-    reloaded = a._caches[("test-model", "person")]
+    reloaded = a._caches[("test-model", "default", "person")]
     assert set(reloaded.gallery.rows) == {e.detection_id for e in reloaded.index.items()}

@@ -93,7 +93,7 @@ def test_complete_builds_what_model_construct_builds():
     ref = {"detection_id": "a", "entity_id": "e", "camera_id": "c", "timestamp": now, "similarity": 0.5}
     cand = {"entity_id": "e", "similarity": 0.9, "refused": "space_time: x"}
     track = {"key": "c|1", "detections": 2, "redecided_from": None}
-    event = {"detection_id": "b", "entity_id": "e", "is_new_entity": False, "entity_type": "person",
+    event = {"detection_id": "b", "entity_id": "e", "is_new_entity": False, "entity_type": "person", "site_id": "s",
              "camera_id": "c", "camera_name": None, "track_id": "1", "timestamp": now, "model": "m",
              "matches": [complete(MatchRef, **ref)], "processed_at": now, "decision": "joined", "ambiguous": True,
              "candidates": [complete(Candidate, **cand)], "tracklet": complete(TrackletRef, **track),

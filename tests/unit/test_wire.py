@@ -66,5 +66,14 @@ def test_embedded_messages_split_by_type_and_stay_under_the_broker_limit():
     by_key: dict[bytes | None, list[str]] = {}
     for _, key, value in msgs:
         by_key.setdefault(key, []).extend(e.detection_id for e in unpack(value))
-    assert by_key[b"person"] == [f"d{i}" for i in range(1, 40, 2)]
-    assert by_key[b"vehicle"] == [f"d{i}" for i in range(0, 40, 2)]
+    assert by_key[b"default/person"] == [f"d{i}" for i in range(1, 40, 2)]
+    assert by_key[b"default/vehicle"] == [f"d{i}" for i in range(0, 40, 2)]
+
+
+def test_embedded_messages_are_keyed_by_site_and_type():
+    """The key picks the partition, and a partition has one consumer: one writer per (site, type)."""
+    recs = [EmbeddedRecord.of(det(i, site_id=f"s{i % 3}"), unit([1.0, 2.0]), "m") for i in range(9)]
+    msgs = embedded_messages("emb", recs)
+    by_key = {key: [(e.site_id, e.detection_id) for e in unpack(value)] for _, key, value in msgs}
+    assert set(by_key) == {b"s0/person", b"s1/person", b"s2/person"}
+    assert all(site == key.decode().split("/")[0] for key, items in by_key.items() for site, _ in items)

@@ -1,0 +1,77 @@
+"""Sites against a real Redis: entities never cross sites, and every key of a site shares its hash tag."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from reid_stream.assign import Assigner
+from reid_stream.corrections import Corrections
+from reid_stream.store import ReidStore
+from tests.conftest import make_settings
+from tests.integration.test_store import item, unit
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def store(redis_client, unique):
+    settings = make_settings(unique, similarity_threshold=0.9, embedding_ttl_seconds=600)
+    yield ReidStore(redis_client, settings)
+    keys = [k async for k in redis_client.scan_iter(match=f"{settings.redis_prefix}:*")]
+    if keys:
+        await redis_client.delete(*keys)
+
+
+async def test_the_same_look_and_detection_id_at_two_sites_are_two_entities(store: ReidStore):
+    a = Assigner(store.settings, store)
+    v = unit(1)
+    batch = [item("d1", v, "c1"), item("d1", v, "c1", site_id="home-b"), item("d2", v, "c2", minutes=1),
+             item("d2", unit(9), "c2", minutes=1, site_id="home-b")]
+    events, letters = await a.assign(batch)
+    assert not letters, "a detection id is unique within its site only: no conflict across sites"
+    by = {(e.site_id, e.detection_id): e for e in events}
+    assert set(by) == {("default", "d1"), ("home-b", "d1"), ("default", "d2"), ("home-b", "d2")}
+    assert by["default", "d1"].is_new_entity and by["home-b", "d1"].is_new_entity, "no site sees the other's"
+    assert by["default", "d2"].entity_id == "d1" and not by["default", "d2"].is_new_entity
+    assert by["home-b", "d2"].is_new_entity, "site b's d2 looks like nobody at site b"
+
+    # A later detection at site b that looks exactly like site a's entity joins site b's entity only.
+    events, _ = await a.assign([item("d3", v, "c3", minutes=2, site_id="home-b")])
+    assert events[0].entity_id == "d1" and events[0].site_id == "home-b"
+    a_detail = await store.get_entity("d1")
+    b_detail = await store.for_site("home-b").get_entity("d1")
+    assert a_detail is not None and b_detail is not None
+    assert {x.detection_id for x in a_detail.appearances} == {"d1", "d2"} and a_detail.site_id == "default"
+    assert {x.detection_id for x in b_detail.appearances} == {"d1", "d3"} and b_detail.site_id == "home-b"
+
+    # The views of one site list its entities only; a redelivery is answered from its own site's marker.
+    listed, total = await store.for_site("home-b").list_entities(None, None, None, 50, 0)
+    assert total == 2 and {e.entity_id for e in listed} == {"d1", "d2"}
+    assert all(e.site_id == "home-b" for e in listed)
+    again, letters = await a.assign([item("d2", unit(9), "c2", minutes=1, site_id="home-b")])
+    assert not letters and again[0].entity_id == "d2" and again[0].site_id == "home-b"
+    assert await store.for_site("elsewhere").get_entity("d1") is None
+
+
+async def test_every_key_of_a_site_carries_its_hash_tag(store: ReidStore):
+    """What lets a Redis Cluster run every script: all keys a script or the erasure touches share one slot."""
+    a = Assigner(store.settings, store)
+    site_b = store.for_site("home-b")
+    await a.assign([item("k1", unit(1), "c1", site_id="home-b"), item("k2", unit(1), "c2", minutes=1,
+                                                                       site_id="home-b"),
+                    item("k3", unit(3), "c1", minutes=2, site_id="home-b")])
+    await Corrections(site_b).annotate("k1", {"name": "Ann", "watch": "front door"}, "ops")
+    await Corrections(site_b).merge("k1", "k3", "ops")
+    keys = [k.decode() async for k in store.redis.scan_iter(match=f"{store.settings.redis_prefix}:*")]
+    assert len(keys) > 10
+    tag = re.compile(re.escape(store.settings.redis_prefix) + r":\{home-b\}:")
+    assert all(tag.match(k) for k in keys), [k for k in keys if not tag.match(k)]
+    # The merge's update waits in site b's outbox only, and names its site.
+    found = await store.pending_outboxes([("default", "person"), ("home-b", "person")])
+    assert list(found) == [("home-b", "person")]
+    updates, alerts = found["home-b", "person"]
+    assert len(updates) == 1 and b'"site_id":"home-b"' in updates[0] and not alerts
+    purged = await site_b.purge_entity("k1")
+    assert purged is not None and sorted(purged["detections"]) == ["k1", "k2", "k3"]
