@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlparse
 
+from reid_stream.events import DEFAULT_SITE
+
 
 class ConfigError(ValueError):
     """An environment variable has a value the worker cannot run with; the message names it."""
@@ -100,9 +102,9 @@ def _bool(raw: str) -> bool:
 def _template(raw: str) -> str:
     if raw:
         try:
-            raw.format(camera_id="c", detection_id="d")
+            raw.format(camera_id="c", detection_id="d", site_id="s")
         except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"may only use {{camera_id}} and {{detection_id}}: {exc!r}") from None
+            raise ValueError(f"may only use {{camera_id}}, {{detection_id}} and {{site_id}}: {exc!r}") from None
     return raw
 
 
@@ -272,8 +274,9 @@ class Settings:
     redis_prefix: str = setting("REID_REDIS_PREFIX", "reid", _nonempty, "Prefix of every Redis key.")
     thumbnail_url_template: str = setting(
         "REID_THUMBNAIL_URL_TEMPLATE", "", _template,
-        "Format string for thumbnail_url, e.g. `https://nvr/{camera_id}/{detection_id}.jpg`. "
-        "Empty: the worker's own route `/api/detections/{detection_id}/image`.")
+        "Format string for thumbnail_url, e.g. `https://nvr/{site_id}/{camera_id}/{detection_id}.jpg`. "
+        "Empty: the worker's own route `/api/detections/{detection_id}/image` (`?site_id=` outside the "
+        "default site).")
     thumbnail_max_side: int = setting(
         "REID_THUMBNAIL_MAX_SIDE", 256, _int(16, 2048),
         "Longest side of the JPEG crops served by /api/detections/{id}/image, in pixels.")
@@ -330,11 +333,13 @@ class Settings:
             weights = "ckpt-" + Path(weights).stem
         return f"{self.clip_model}.{weights}"
 
-    def thumbnail_url(self, camera_id: str, detection_id: str) -> str:
+    def thumbnail_url(self, camera_id: str, detection_id: str, site_id: str = DEFAULT_SITE) -> str:
         """An appearance's thumbnail: REID_THUMBNAIL_URL_TEMPLATE if set, else the worker's own crop route."""
         if self.thumbnail_url_template:
-            return self.thumbnail_url_template.format(camera_id=camera_id, detection_id=detection_id)
-        return f"/api/detections/{quote(detection_id, safe='')}/image"
+            return self.thumbnail_url_template.format(camera_id=camera_id, detection_id=detection_id,
+                                                      site_id=site_id)
+        site = "" if site_id == DEFAULT_SITE else f"?site_id={quote(site_id, safe='')}"
+        return f"/api/detections/{quote(detection_id, safe='')}/image{site}"
 
     @property
     def watch_min_similarity(self) -> float:

@@ -147,6 +147,8 @@ def rank(snapshots: list[Snapshot], query: np.ndarray, f: Filters,
 
 
 class SearchStore(Protocol):
+    site: str
+
     async def load_index(self, model: str, etype: str, dim: int, ann: bool = True) -> tuple[int, VectorIndex]: ...
 
     async def markers(self, detection_ids: list[str]) -> dict[str, dict[str, Any]]: ...
@@ -208,7 +210,7 @@ class SearchService:
                           entity_name=names.get(snap.entity_ids[i]),
                           entity_type=snap.entity_type, camera_id=str(snap.cameras[i]),
                           timestamp=datetime.fromtimestamp(float(snap.times[i]), UTC), score=round(score, 6),
-                          thumbnail_url=self.settings.thumbnail_url(str(snap.cameras[i]), det))
+                          thumbnail_url=self.settings.thumbnail_url(str(snap.cameras[i]), det, self.store.site))
                 for snap, i, score in page if snap.detection_ids[i] in live]  # erased within the cache window
         return SearchResults(query=kind, model=self.model, results=hits, count=total, limit=f.limit, offset=f.offset)
 

@@ -563,7 +563,7 @@ class ReidStore:
         """The latest appearance's thumbnail (its source is the least likely to be gone); entities stored
         before the latest one was recorded show their founding detection, whose id the entity carries."""
         return self.settings.thumbnail_url(h.get("last_cam", h.get("first_cam", "")),
-                                           h.get("last_det", entity_id))
+                                           h.get("last_det", entity_id), self.site)
 
     async def get_entity(self, entity_id: str) -> EntityDetail | None:
         """The entity, or the one it was merged into (with resolved_from naming the id asked for)."""
@@ -613,7 +613,7 @@ class ReidStore:
         appearances = [EntityAppearance.model_validate_json(apps[d]) for d in order if d in apps]
         plates: Counter[str] = Counter()
         for app in appearances:  # filled on read, so a changed REID_THUMBNAIL_URL_TEMPLATE applies at once
-            app.thumbnail_url = self.settings.thumbnail_url(app.camera_id, app.detection_id)
+            app.thumbnail_url = self.settings.thumbnail_url(app.camera_id, app.detection_id, self.site)
             # Only a vehicle's plate is a plate (normalised in stage 1); on a person it is any attribute.
             if h["entity_type"] == "vehicle" and app.attributes and isinstance(plate := app.attributes.get("plate"),
                                                                                str):

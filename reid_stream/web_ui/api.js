@@ -25,6 +25,10 @@ function detailText(body, status) {
   return `HTTP ${status}`;
 }
 
+// The site the page is about: its own ?site_id= (e.g. /?site_id=home-b), sent with every API request; entities
+// never cross sites. Without it, the worker's default site.
+export const SITE = new URLSearchParams(location.search).get("site_id") || "";
+
 let onUnauthorized = () => {};
 export function whenUnauthorized(handler) { onUnauthorized = handler; }
 
@@ -32,6 +36,7 @@ export function whenUnauthorized(handler) { onUnauthorized = handler; }
 export async function request(method, path, { body, query, raw } = {}) {
   const url = new URL(path, location.origin);
   for (const [k, v] of Object.entries(query || {})) if (v !== undefined && v !== null && v !== "") url.searchParams.set(k, v);
+  if (SITE && url.pathname.startsWith("/api/") && !url.searchParams.has("site_id")) url.searchParams.set("site_id", SITE);
   const headers = { Authorization: `Bearer ${token.get() || ""}` };
   let payload;
   if (raw !== undefined) {

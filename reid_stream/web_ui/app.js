@@ -1,7 +1,7 @@
 // The entity browser: sign-in, routing (#/ list, #/entity/ID, #/similar/DETECTION, #/search?text=, #/image),
 // the banner, live refresh.
 
-import { api, explain, features, forgetThumbnails, token, whenUnauthorized } from "./api.js";
+import { SITE, api, explain, features, forgetThumbnails, token, whenUnauthorized } from "./api.js";
 import { $, show } from "./dom.js";
 import { actionFor, loadEntity, renderEntity } from "./entity.js";
 import { card, filtersFrom, hashFor, loadList, localToIso } from "./list.js";
@@ -21,6 +21,9 @@ function view(name) {
   show("search", signedIn);
   show("image-search", signedIn && Boolean(feats && feats.image));
 }
+
+$("site-id").value = SITE;  // the site switcher shows the site the page is about (empty: the default one)
+if (SITE) document.title = `reid-stream · ${SITE}`;
 
 function banner(text) {
   $("banner").textContent = text || "";

@@ -468,3 +468,28 @@ def test_degraded_banner_while_redis_is_down(browser: WebDriver, infra, tmp_path
     finally:
         stop_worker(worker)
         stop_redis(port)
+
+
+def test_the_site_switch_shows_one_sites_entities_and_their_pictures(browser: WebDriver, demo: dict[str, Any]):
+    """Entities never cross sites: the page's ?site_id= (set by the header's site form) scopes every request."""
+    d, base, tag, root = browser, demo["worker"].base, demo["tag"], demo["root"]
+    annex = {**detection(root, f"{tag}-annex-1", "cam-9", pattern_image(909), (20, 30)), "site_id": "annex"}
+    send(demo["worker"], annex)
+    listing = wait_for(lambda: (b := api(base, "/api/entities?site_id=annex")[1]) and b["count"] == 1 and b,
+                       "the annex's entity stored", 60)
+    annex_id = listing["entities"][0]["entity_id"]
+    sign_in(d, base)
+    wait_for(lambda: len(card_ids(d)) >= 3, "the default site's list")
+    assert annex_id not in card_ids(d)
+    field = d.find_element(By.ID, "site-id")
+    assert field.get_attribute("value") == ""
+    field.send_keys("annex")
+    field.send_keys(Keys.ENTER)  # a plain GET form: the page reloads as /?site_id=annex, still signed in
+    wait_for(lambda: "site_id=annex" in d.current_url and card_ids(d) == [annex_id], "the annex's list")
+    assert d.find_element(By.ID, "site-id").get_attribute("value") == "annex"
+    wait_for(lambda: all(pictures_loaded(d, "#entities img")) and pictures_loaded(d, "#entities img"),
+             "the annex card's picture (its URL names the site)")
+    css(d, f'#entities li.card[data-id="{annex_id}"] a.card-link')[0].click()
+    wait_for(lambda: visible(d, "entity-view") and annex_id in d.find_element(By.ID, "entity-view").text,
+             "the annex entity's page")
+    assert "cam-9" in d.find_element(By.ID, "entity-view").text

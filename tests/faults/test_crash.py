@@ -3,6 +3,7 @@
 The stream is made of tracklets of 10 frames across 7 cameras; a third of them begin with a frame of nobody's
 look, so they found an entity of their own and are merged into the person they show once their aggregate
 says so. The null encoder makes looks exact, so those merges certainly happen while the worker is killed.
+The second test runs two workers over twelve sites, adding and killing workers mid-stream.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -23,7 +25,7 @@ from aiokafka import AIOKafkaProducer
 
 from reid_stream.store import Keys
 from tests.conftest import encode_png, pattern_image
-from tests.e2e.harness import Collector, Worker, worker_env
+from tests.e2e.harness import Collector, Worker, free_port, worker_env
 from tests.faults.report import record
 
 pytestmark = pytest.mark.faults
@@ -38,19 +40,22 @@ def look(i: int, crops: list[str], poor: list[str]) -> str:
     return crops[tracklet % IDENTITIES]
 
 
-async def stream_detections(topic: str, tag: str, rate: float) -> None:
+async def stream_detections(topic: str, tag: str, rate: float, n: int = N, sites: int = 0) -> None:
+    """n detections in tracklets of FRAMES; with sites, tracklet t belongs to site t % sites (else none given)."""
     crops = [base64.b64encode(encode_png(pattern_image(5000 + i))).decode() for i in range(IDENTITIES)]
-    poor = [base64.b64encode(encode_png(pattern_image(9000 + i))).decode() for i in range(N // FRAMES // 3 + 1)]
+    poor = [base64.b64encode(encode_png(pattern_image(9000 + i))).decode() for i in range(n // FRAMES // 3 + 1)]
     producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=5)
     await producer.start()
     try:
         start = time.monotonic()
-        for i in range(N):
+        for i in range(n):
             tracklet = i // FRAMES
             cam = f"cam-{tracklet % 7}"
             det = {"detection_id": f"{tag}-{i}", "camera_id": cam, "entity_type": "person",
                    "timestamp": datetime.now(UTC).isoformat(), "bbox": {"x1": 0, "y1": 0, "x2": 48, "y2": 96},
                    "track_id": f"t{tracklet}", "image_b64": look(i, crops, poor)}
+            if sites:
+                det["site_id"] = f"site-{tracklet % sites}"
             await producer.send(topic, json.dumps(det).encode(), key=cam.encode())
             delay = start + (i + 1) / rate - time.monotonic()
             if delay > 0:
@@ -58,6 +63,63 @@ async def stream_detections(topic: str, tag: str, rate: float) -> None:
         await producer.flush()
     finally:
         await producer.stop()
+
+
+async def audit(env: dict[str, str], matches: list[dict[str, Any]], expected: set[tuple[str, str]]) -> dict[str, int]:
+    """Every detection stored exactly once, at its site, in the entity its match event names (after the merges
+    published on entity-updates); every merge stored in Redis published. Returns the counts for the report."""
+    events: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for e in matches:
+        events[e["site_id"], e["detection_id"]].append(e)
+    assert set(events) == expected, "every detection has a match event"
+    for key, evs in events.items():  # a duplicate is recognisable: same detection_id, same outcome
+        assert len({e["entity_id"] for e in evs}) == 1, key
+
+    r = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
+    prefix = env["REID_REDIS_PREFIX"]
+    stored: dict[tuple[str, str], str] = {}  # (site, detection) -> the entity holding its appearance
+    indexed = markers = 0
+    aliases: dict[tuple[str, str], str] = {}
+    try:
+        async for key in r.scan_iter(match=f"{prefix}:{{*}}:ent:*:apps", count=1000):
+            site, rest = key.decode()[len(prefix) + 2:].split("}:ent:", 1)
+            entity = rest.removesuffix(":apps")
+            apps = await r.hkeys(key)
+            assert len(apps) == await r.zcard(Keys.of(prefix, site).order(entity))
+            for det in apps:
+                assert (site, det.decode()) not in stored, f"{det!r} stored in two entities"
+                stored[site, det.decode()] = entity
+        async for key in r.scan_iter(match=f"{prefix}:{{*}}:idx:*"):
+            indexed += await r.zcard(key)
+        markers = len([k async for k in r.scan_iter(match=f"{prefix}:{{*}}:det:*", count=1000)])
+        async for key in r.scan_iter(match=f"{prefix}:{{*}}:aliases:*"):
+            site = key.decode()[len(prefix) + 2:].split("}", 1)[0]
+            aliases.update(((site, k.decode()), v.decode()) for k, v in (await r.hgetall(key)).items())
+    finally:
+        await r.aclose()
+    assert set(stored) == expected and indexed == len(expected) and markers == len(expected), (
+        "every detection stored exactly once")
+
+    # Every merge stored in Redis is published on entity-updates (at least once), and following the published
+    # merges from each detection's event leads to the entity that holds its appearance.
+    async with Collector(BOOTSTRAP, env["REID_TOPIC_UPDATES"]) as updates:
+        await updates.until(lambda items: set(aliases) <= {(u["site_id"], u["merged"]) for u in items}, 60,
+                            f"the {len(aliases)} stored merges on entity-updates")
+    published = {(u["site_id"], u["merged"]): u["survivor"] for u in updates.items}
+
+    def resolve(site: str, entity: str) -> str:
+        while (site, entity) in published:
+            entity = published[site, entity]
+        return entity
+
+    assert all(stored[key] == resolve(key[0], evs[0]["entity_id"]) for key, evs in events.items())
+    decisions = [evs[0]["decision"] for evs in events.values()]
+    assert decisions.count("tracklet") > len(expected) // 2 and decisions.count("merged") > 0 and published
+    return {"detections": len(expected), "lost": len(expected) - len(stored), "stored_twice": 0,
+            "duplicate_match_events": sum(len(evs) - 1 for evs in events.values()),
+            "entities": len({(site, entity) for (site, _), entity in stored.items()}), "merges": len(published),
+            "merge_events": len(updates.items),
+            "tracklet_follows": decisions.count("tracklet")}
 
 
 async def test_sigkill_five_times_loses_nothing_and_stores_once(infra, unique, tmp_path: Path):
@@ -88,51 +150,49 @@ async def test_sigkill_five_times_loses_nothing_and_stores_once(infra, unique, t
         producing.cancel()
         code = worker.stop()
     assert code == 0, worker.log_tail()
+    counts = await audit(env, matches.items, {("default", f"{unique}-{i}") for i in range(N)})
+    record("R1 crash", {**counts, "sigkills": kills, "seconds": round(elapsed, 1)})
 
-    events = defaultdict(list)
-    for e in matches.items:
-        events[e["detection_id"]].append(e)
-    assert set(events) == {f"{unique}-{i}" for i in range(N)}, "every detection has a match event"
-    for det_id, evs in events.items():  # a duplicate is recognisable: same detection_id, same outcome
-        assert len({e["entity_id"] for e in evs}) == 1, det_id
 
-    r = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
-    prefix = Keys.of(env["REID_REDIS_PREFIX"]).prefix  # the default site's keys
-    stored: dict[str, str] = {}  # detection -> the entity holding its appearance
-    async for key in r.scan_iter(match=f"{prefix}:ent:*:apps", count=1000):
-        entity = key.decode()[len(f"{prefix}:ent:"):-len(":apps")]
-        apps = await r.hkeys(key)
-        count = int(await r.hlen(key))
-        assert count == await r.zcard(f"{prefix}:ent:{entity}:order")
-        for det in apps:
-            assert det.decode() not in stored, f"{det!r} stored in two entities"
-            stored[det.decode()] = entity
-    idx = [m async for m in r.scan_iter(match=f"{prefix}:idx:*")]
-    indexed = sum([await r.zcard(k) for k in idx])
-    markers = len([k async for k in r.scan_iter(match=f"{prefix}:det:*", count=1000)])
-    aliases: dict[str, str] = {}
-    async for key in r.scan_iter(match=f"{prefix}:aliases:*"):
-        aliases.update((k.decode(), v.decode()) for k, v in (await r.hgetall(key)).items())
-    await r.aclose()
-    assert len(stored) == N and indexed == N and markers == N, "every detection stored exactly once"
-
-    # Every merge stored in Redis is published on entity-updates (at least once), and following the published
-    # merges from each detection's event leads to the entity that holds its appearance.
-    async with Collector(BOOTSTRAP, env["REID_TOPIC_UPDATES"]) as updates:
-        await updates.until(lambda items: set(aliases) <= {u["merged"] for u in items}, 60,
-                            f"the {len(aliases)} stored merges on entity-updates")
-    published = {u["merged"]: u["survivor"] for u in updates.items}
-
-    def resolve(entity: str) -> str:
-        while entity in published:
-            entity = published[entity]
-        return entity
-
-    assert all(stored[d] == resolve(evs[0]["entity_id"]) for d, evs in events.items())
-    decisions = [evs[0]["decision"] for evs in events.values()]
-    assert decisions.count("tracklet") > N // 2 and decisions.count("merged") > 0 and published
-    duplicates = sum(len(evs) - 1 for evs in events.values())
-    record("R1 crash", {"detections": N, "sigkills": kills, "lost": N - len(stored), "stored_twice": 0,
-                        "duplicate_match_events": duplicates, "entities": len(set(stored.values())),
-                        "merges": len(published), "merge_events": len(updates.items),
-                        "tracklet_follows": decisions.count("tracklet"), "seconds": round(elapsed, 1)})
+async def test_two_workers_over_many_sites_lose_and_double_nothing_across_rebalances(infra, unique, tmp_path: Path):
+    """R1 with two workers sharing the stages over 12 sites: a second worker joins mid-stream, then each is
+    SIGKILLed in turn and restarted, so the (site, type) writers move between them again and again."""
+    n, sites = 3000, 12
+    env = worker_env(unique, REID_MAX_EMBEDDINGS="20000", REID_BATCH_SIZE="32", REID_ENCODER="null",
+                     REID_SIMILARITY_THRESHOLD="0.95")
+    logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
+    ports = [env["REID_WEB_PORT"], str(free_port())]
+    workers = [Worker({**env, "REID_WEB_PORT": ports[0]}, logs[0]).start(), None]
+    await workers[0].wait_ready()
+    producing = asyncio.create_task(stream_detections(env["REID_TOPIC_DETECTIONS"], unique, rate=150, n=n,
+                                                      sites=sites))
+    t0 = time.monotonic()
+    kills = 0
+    try:
+        await asyncio.sleep(3.0)
+        workers[1] = Worker({**env, "REID_WEB_PORT": ports[1]}, logs[1]).start()  # joins: a rebalance
+        await workers[1].wait_ready()
+        for victim in (0, 1, 0):
+            await asyncio.sleep(3.0)
+            w = workers[victim]
+            assert w is not None and w.proc is not None
+            w.proc.send_signal(signal.SIGKILL)
+            w.proc.wait()
+            kills += 1
+            await asyncio.sleep(1.0)
+            workers[victim] = Worker({**env, "REID_WEB_PORT": ports[victim]}, logs[victim]).start()
+            await workers[victim].wait_ready()
+        await producing
+        async with Collector(BOOTSTRAP, env["REID_TOPIC_MATCHES"]) as matches:
+            await matches.until(lambda items: len({e["detection_id"] for e in items}) >= n, 600,
+                                f"match events for all {n} detections")
+        elapsed = time.monotonic() - t0
+    finally:
+        producing.cancel()
+        codes = [w.stop() if w is not None else 0 for w in workers]
+    assert codes == [0, 0], [w.log_tail() for w in workers if w is not None]
+    expected = {(f"site-{(i // FRAMES) % sites}", f"{unique}-{i}") for i in range(n)}
+    counts = await audit(env, matches.items, expected)
+    assert len({site for site, _ in expected}) == sites
+    record("R1 two workers", {**counts, "sites": sites, "workers": 2, "sigkills": kills,
+                              "seconds": round(elapsed, 1)})

@@ -76,6 +76,8 @@ class StubEncoder:
 
 
 class StubStore:
+    site = "default"
+
     def __init__(self) -> None:
         self.rows = appearances()
         self.loads = 0
