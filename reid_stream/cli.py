@@ -92,7 +92,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
     async def purge() -> dict | None:
         store = ReidStore.from_settings(_settings())
         try:
-            return await store.purge_entity(args.entity)
+            return await store.for_site(args.site).purge_entity(args.entity)
         finally:
             await store.close()
 
@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("synth", help="write the synthetic multi-camera benchmark (`synth --help` for its options)")
     purge = sub.add_parser("purge", help="erase an entity: appearances, embeddings, markers")
     purge.add_argument("--entity", required=True, help="the entity id")
+    purge.add_argument("--site", default="default", help="the entity's site (default: default)")
     purge.set_defaults(func=cmd_purge)
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["synth"]:  # its own argument parser, shared with `python -m reid_stream.eval.synth`

@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 
 from reid_stream.config import Settings
 from reid_stream.encoders import Encoder, load_encoder
-from reid_stream.events import BBox
+from reid_stream.events import DEFAULT_SITE, BBox
 from reid_stream.images import crop_letterbox, decode_image, read_path
 from reid_stream.matching import EntityEmbedding
 from reid_stream.store import ReidStore
@@ -51,12 +51,12 @@ class ReIdentificationService:
 
     async def find_matching_entities(self, redis_client: aioredis.Redis, query_embedding: np.ndarray,
                                      entity_type: str, camera_id: str | None = None,
-                                     min_similarity: float | None = None,
-                                     limit: int = 10) -> list[tuple[EntityEmbedding, float]]:
-        """Stored embeddings of one entity type that match the query: (embedding, cosine similarity) pairs,
-        best first, at or above min_similarity (REID_SIMILARITY_THRESHOLD when None), at most `limit`,
+                                     min_similarity: float | None = None, limit: int = 10,
+                                     site_id: str = DEFAULT_SITE) -> list[tuple[EntityEmbedding, float]]:
+        """Stored embeddings of one entity type and site that match the query: (embedding, cosine similarity)
+        pairs, best first, at or above min_similarity (REID_SIMILARITY_THRESHOLD when None), at most `limit`,
         optionally of one camera. Only vectors of this service's encoder (its model id) are compared."""
-        store = ReidStore(redis_client, self.settings)
+        store = ReidStore(redis_client, self.settings, site_id)
         return await store.nearest(query_embedding, entity_type, self.encoder.model_id, camera_id,
                                    min_similarity, limit)
 

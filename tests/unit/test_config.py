@@ -67,6 +67,12 @@ def test_thumbnail_urls_default_to_the_workers_route_and_the_template_overrides(
     t = Settings.from_env({"REID_THUMBNAIL_URL_TEMPLATE": "https://nvr/{camera_id}/{detection_id}.jpg",
                            "REID_THUMBNAIL_MAX_SIDE": "128"})
     assert t.thumbnail_url("c1", "d1") == "https://nvr/c1/d1.jpg" and t.thumbnail_max_side == 128
+    assert s.thumbnail_url("c", "d", "home-b") == "/api/detections/d/image?site_id=home-b"
+    site = Settings.from_env({"REID_THUMBNAIL_URL_TEMPLATE": "https://nvr/{site_id}/{camera_id}/{detection_id}.jpg"})
+    assert site.thumbnail_url("c1", "d1", "home-b") == "https://nvr/home-b/c1/d1.jpg"
+    with pytest.raises(ConfigError, match="REID_REDIS_URL"):
+        Settings.from_env({"REID_REDIS_URL": "redis+cluster://127.0.0.1:7101/3"})  # a cluster has database 0 only
+    assert Settings.from_env({"REID_REDIS_URL": "redis+cluster://127.0.0.1:7101"}).redis_url.endswith(":7101")
     with pytest.raises(ConfigError, match="REID_THUMBNAIL_MAX_SIDE"):
         Settings.from_env({"REID_THUMBNAIL_MAX_SIDE": "0"})
 
