@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from reid_stream.watch import Watchlist
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+MAX_SITE_SERVICES = 64
 BACKOFF_START_S = 0.2
 BACKOFF_MAX_S = 10.0
 
@@ -62,7 +64,9 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     publisher: Publisher | None = None
     consumers: list[BatchConsumer] = field(default_factory=list)
-    sites: dict[str, SiteServices] = field(default_factory=dict)  # made by each site's first request
+    # Made by each site's first request; the least recently used go beyond MAX_SITE_SERVICES (each holds its
+    # search snapshots), and are made again when asked for.
+    sites: OrderedDict[str, SiteServices] = field(default_factory=OrderedDict)
     # Held while the outbox of entity updates is read, published and acknowledged: the views (an operator's
     # correction) and the pipeline (its merges) both publish it, and reading the same head twice published
     # an update twice.
@@ -77,6 +81,10 @@ class Runtime:
             found = self.sites[site_id] = SiteServices(store, corrections, Watchlist(store, corrections),
                                                        SearchService(store, self.encoder, self.settings,
                                                                      self.model_pool))
+            while len(self.sites) > MAX_SITE_SERVICES:
+                self.sites.popitem(last=False)
+        else:
+            self.sites.move_to_end(site_id)
         return found
 
 

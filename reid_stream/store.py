@@ -53,6 +53,7 @@ return n
 T = TypeVar("T")
 PAIR_SEP = "\x1f"
 KEPT_DAY = "kept"  # the pseudo-day of retained entities' rows (see corrections.py), in place of the date
+MAX_SITE_VIEWS = 4096
 MAX_ALIAS_HOPS = 32  # merges flatten chains, so one hop is the rule; more only mid-merge or from stale keys
 
 
@@ -327,6 +328,8 @@ class ReidStore:
         """The same store, keyed for another site."""
         found = self._sites.get(site)
         if found is None:
+            if len(self._sites) >= MAX_SITE_VIEWS:  # small objects, but one per site ever seen: start over
+                self._sites.clear()
             found = copy.copy(self)  # shallow: the client, the scripts and this dict are shared
             found.site, found.keys = site, Keys.of(self.settings.redis_prefix, site)
             self._sites[site] = found
