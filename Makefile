@@ -101,6 +101,7 @@ bench: install infra
 	$(PY) -m bench.pipeline batch
 	$(PY) -m bench.pipeline overhead
 	$(PY) -m bench.pipeline gpu
+	$(PY) -m bench.scale
 	$(PY) -m bench.store memory
 	$(PY) -m bench.store restart
 	$(PY) bench/search.py
