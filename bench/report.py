@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from bench.common import RESULTS
 
-ORDER = ["encoder_efficiency", "pipeline_overhead", "search", "memory", "restart", "batch_curve", "ab_overhead",
-         "identity", "assignment", "plates"]
+ORDER = ["encoder_efficiency", "pipeline_overhead", "pipeline_gpu", "scale", "search", "memory", "restart",
+         "batch_curve", "ab_overhead", "identity", "assignment", "plates"]
 MARKER = "<!-- Everything below this line is written by `python -m bench.report`"
 
 
