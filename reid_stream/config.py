@@ -268,7 +268,8 @@ class Settings:
         "How embeddings are stored in Redis. `float16` halves their memory (similarities move by ~1e-4); "
         "stored vectors of either kind are read back, so it can be changed at any time.")
     app_id: str = setting("REID_APP_ID", "reid-stream", _nonempty, (
-        "Faust app id; the consumer groups are `<id>.embed`, `<id>.assign` and (with REID_ARCHIVE_URL) `<id>.archive`."))
+        "Faust app id; the consumer groups are `<id>.embed`, `<id>.assign` and (with REID_ARCHIVE_URL) "
+        "`<id>.archive`."))
     topic_detections: str = setting("REID_TOPIC_DETECTIONS", "detections", _nonempty, "Input topic.")
     topic_matches: str = setting("REID_TOPIC_MATCHES", "entity-matches", _nonempty, "Output topic of match events.")
     topic_updates: str = setting(

@@ -608,9 +608,11 @@ class ReidStore:
             vec = await self.redis.hget(vecs + KEPT_DAY, detection_id)
         return event, None if vec is None else stored_vector(vec, dim)
 
-    async def purge_entity(self, entity_id: str) -> dict[str, Any] | None:
+    async def purge_entity(self, entity_id: str, by: str | None = None) -> dict[str, Any] | None:
         """Erase an entity (right to erasure): its appearances, its detections' markers and embeddings, its
-        aliases and merged ids, and every mention of it in other detections' stored match events.
+        aliases and merged ids, and every mention of it in other detections' stored match events. An `erased`
+        entity update (ids only) is queued in the same transaction, so that whoever keeps entities longer (the
+        archive, through entity-updates) erases them too.
 
         An alias id erases the entity it was merged into: after a merge they are one person.
         Optimistic: WATCHed keys make the delete all-or-nothing against a writer adding an appearance or
@@ -627,7 +629,7 @@ class ReidStore:
                         await pipe.unwatch()
                         continue
                     pipe.multi()
-                    self._queue_erasure(pipe, plan)
+                    self._queue_erasure(pipe, plan, by)
                     await pipe.execute()
                 except WatchError:
                     continue
@@ -690,7 +692,7 @@ class ReidStore:
             if scrub_event(marker["event"], erased, own):
                 plan.rewrites[key] = json.dumps(marker)
 
-    def _queue_erasure(self, pipe: Pipeline, plan: _Erasure) -> None:
+    def _queue_erasure(self, pipe: Pipeline, plan: _Erasure, by: str | None) -> None:
         k, eid, model, etype = self.keys, plan.entity_id, plan.model, plan.etype
         for det, ts in plan.detections:
             day = day_of(datetime.fromtimestamp(ts, UTC))
@@ -722,8 +724,14 @@ class ReidStore:
             pipe.srem(refs_key, *dets)
         for marker_key, marker in plan.rewrites.items():
             pipe.set(marker_key, marker, keepttl=True)
+        update = EntityUpdate(type="erased", survivor=eid, entity_type=etype, at=datetime.now(UTC), by=by,
+                              erased_ids=plan.merged_ids or None, detections=[d for d, _ in plan.detections])
+        pipe.rpush(k.outbox(etype), update.model_dump_json())
+        ttl = self.settings.embedding_ttl_seconds
+        pipe.expire(k.outbox(etype), ttl, nx=True)  # a new list; an older one only ever lives longer
+        pipe.expire(k.outbox(etype), ttl, gt=True)
         pipe.incr(k.version(model, etype))
-        pipe.expire(k.version(model, etype), self.settings.embedding_ttl_seconds)
+        pipe.expire(k.version(model, etype), ttl)
 
     async def nearest(self, query_embedding: np.ndarray, entity_type: str, model: str, camera_id: str | None = None,
                       min_similarity: float | None = None, limit: int = 10) -> list[tuple[EntityEmbedding, float]]:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import stat
-import struct
 import signal
 import socket
+import stat
+import struct
 import subprocess
 import sys
 import time
@@ -512,7 +512,8 @@ def main(argv: list[str] | None = None) -> int:
         elif cmd == "browser":
             log("browser: {} and {}".format(*ensure_browser()))
         else:
-            print(f"usage: python -m reid_stream.infra [up [--postgres]|down|status|postgres|jars|browser], not {cmd!r}", file=sys.stderr)
+            print(f"usage: python -m reid_stream.infra [up [--postgres]|down|status|postgres|jars|browser], "
+                  f"not {cmd!r}", file=sys.stderr)
             return 2
     except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
         log(f"error: {exc}")

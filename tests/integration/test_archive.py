@@ -135,7 +135,7 @@ async def test_erasure_removes_the_rows_and_tombstones_keep_them_out(archive: Ar
     assert await rows(archive, site) == {"k1": "k1"}
     assert await archive.get_entity(site, "a1") is None and await archive.get_entity(site, "b1") is None
     # Redelivered: old match events, the merge, a split, the annotation, and the erasure itself.
-    await archive.apply(batch + [match(site, "a3", "a1", minutes=4)],
+    await archive.apply([*batch, match(site, "a3", "a1", minutes=4)],
                         [merged(site, "a1", "b1"), split(site, "k1", "a1", ["k1"]),
                          annotated(site, "a1", T0 + timedelta(minutes=9), name="Ann"),
                          {"site_id": site, "type": "erased", "survivor": "a1", "erased_ids": ["b1"],

@@ -226,7 +226,8 @@ async def test_the_assigner_names_events_and_never_snaps_a_split_tracklet_back(s
     assert all(e.decision == "tracklet" and e.entity_name is None for e in later)
     assert (await store.get_entity(entity)).appearance_count == 2
     assert (await store.get_entity(update.created)).appearance_count == 7
-    assert [u.type for u in await store.pending_updates(TYPE)] == ["split"]  # no merge snapped it back
+    # The name, then the split; no merge snapped it back.
+    assert [u.type for u in await store.pending_updates(TYPE)] == ["annotated", "split"]
 
 
 async def test_corrections_racing_the_single_writer_lose_and_double_nothing(store, caplog):
