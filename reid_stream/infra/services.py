@@ -316,7 +316,19 @@ def _as(account: pwd.struct_passwd) -> list[str]:
     return ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--init-groups", "--"]
 
 
+def _acl(path: Path) -> list[tuple[int, int, int]]:
+    """The directory's POSIX ACL entries (tag, permissions, id), or none."""
+    try:
+        raw = os.getxattr(path, "system.posix_acl_access")
+    except OSError:
+        return []
+    return [struct.unpack_from("<HHI", raw, 4 + 8 * i) for i in range((len(raw) - 4) // 8)]
+
+
 def _may_traverse(path: Path, account: pwd.struct_passwd) -> bool:
+    acl = _acl(path)
+    if any(t == 0x02 and i == account.pw_uid and p & 1 for t, p, i in acl):  # a named user entry of ours
+        return any(t == 0x10 and p & 1 for t, p, _ in acl)
     st = path.stat()
     if st.st_uid == account.pw_uid:
         return bool(st.st_mode & stat.S_IXUSR)
@@ -334,12 +346,8 @@ def _grant_traverse(path: Path, account: pwd.struct_passwd) -> None:
     undefined = 0xFFFFFFFF
     entries = [(0x01, (mode >> 6) & 7, undefined), (0x02, 1, account.pw_uid), (0x04, (mode >> 3) & 7, undefined),
                (0x10, ((mode >> 3) & 7) | 1, undefined), (0x20, mode & 7, undefined)]
-    try:
-        old = os.getxattr(path, "system.posix_acl_access")
-    except OSError:
-        old = b""
-    if old:  # an ACL already there: add our entry to it rather than lose the others
-        kept = [struct.unpack_from("<HHI", old, 4 + 8 * i) for i in range((len(old) - 4) // 8)]
+    kept = _acl(path)
+    if kept:  # an ACL already there: add our entry to it rather than lose the others
         entries = sorted({(t, i): (t, p, i) for t, p, i in [*kept, (0x02, 1, account.pw_uid)]}.values(),
                          key=lambda e: (e[0], e[2]))
         entries = [(t, p | 1, i) if t == 0x10 else (t, p, i) for t, p, i in entries]
