@@ -77,10 +77,27 @@ async def test_a1_postgres_down_mid_stream_degrades_and_loses_nothing(infra: Inf
         caught_up = time.monotonic() - up_at
         assert ready["checks"]["archive"]["ok"] and ready["checks"]["archive"]["archiving"]
         assert await archive_rows(url, unique) == (n, n)  # none lost, none twice
+
+        # Down again, and the worker stopped while a batch waits: it exits at once and cleanly, commits nothing of
+        # that batch, and the next worker archives it.
+        postgres_down(cfg)
+        await paced(BOOTSTRAP, env["REID_TOPIC_DETECTIONS"], unique, n, 50, 50.0)
+        await asyncio.sleep(3)
+        t0 = time.monotonic()
+        assert worker.stop(timeout=30) == 0
+        stopped_in = time.monotonic() - t0
+        postgres_up(cfg)
+        worker = Worker(env, tmp_path / "worker2.log").start()
+        await worker.wait_ready()
+        deadline = time.monotonic() + 60
+        while await archive_rows(url, unique) != (n + 50, n + 50):
+            assert time.monotonic() < deadline, f"not archived by the next worker: {await archive_rows(url, unique)}"
+            await asyncio.sleep(0.5)
         assert worker.stop() == 0
-        record("A1 archive outage", {"detections": n, "archived_before_outage": before,
+        record("A1 archive outage", {"detections": n + 50, "archived_before_outage": before,
                                      "seconds_down_until_all_published": round(published_down, 1),
-                                     "seconds_to_catch_up": round(caught_up, 1), "lost": 0})
+                                     "seconds_to_catch_up": round(caught_up, 1),
+                                     "seconds_to_stop_while_down": round(stopped_in, 1), "lost": 0})
     finally:
         worker.stop()
         postgres_down(cfg)
