@@ -25,6 +25,8 @@ from reid_stream.search import MAX_TEXT_CHARS, UPLOAD_TYPES, SearchResults
 REF = "#/components/schemas/{model}"
 MERGED_ID = ("The id of an entity since merged into another answers with that entity; `resolved_from` names the "
              "id asked for.")
+ARCHIVED = (" With the long-term memory on (REID_ARCHIVE_URL), an entity Redis no longer holds answers from the "
+            "archive, with `source: archive`.")
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -60,7 +62,9 @@ def build_openapi() -> dict[str, Any]:
     entity_id = {"name": "entity_id", "in": "path", "required": True,
                  "schema": {"type": "string", "minLength": 1, "maxLength": 256}}
     detection_id = {**entity_id, "name": "detection_id"}
-    common = {"401": _error("missing or wrong bearer token"), "503": _error("storage unavailable")}
+    common = {"401": _error("missing or wrong bearer token"),
+              "503": _error("storage unavailable (Redis; or archive_unavailable: the archive, for an entity Redis "
+                            "no longer holds)")}
     busy = {"503": _error("storage unavailable, or the stream kept changing the entities (correction_conflict): "
                           "retry")}
     search = _search_parameters()
@@ -87,13 +91,15 @@ def build_openapi() -> dict[str, Any]:
                 "responses": {"200": _ok("EntityList"), "422": _error("a parameter is invalid"), **common},
             }},
             "/api/entities/{entity_id}": {
-                "get": {"summary": "One entity with its appearances", "description": MERGED_ID,
+                "get": {"summary": "One entity with its appearances", "description": MERGED_ID + ARCHIVED,
                         "parameters": [entity_id],
                         "responses": {"200": _ok("EntityDetail"), "404": _error("unknown entity"), **common}},
                 "delete": {"summary": "Erase an entity, its appearances and embeddings",
                            "description": "A merged id erases the entity it became. Also erased: its markers, "
                            "merged ids and aliases, and every mention of it in other detections' stored match "
-                           "events.", "parameters": [entity_id],
+                           "events; with the archive on, its rows there too (`purged.archive`: erased, or pending "
+                           "while PostgreSQL is down), or there alone once Redis forgot it (`purged.source`: "
+                           "archive).", "parameters": [entity_id],
                            "responses": {"200": {"description": "erased"}, "404": _error("unknown entity"),
                                          **common}},
                 "patch": {"summary": "Set an entity's name, notes, trust and watch label",
@@ -120,7 +126,7 @@ def build_openapi() -> dict[str, Any]:
                               **common, **busy},
             }},
             "/api/entities/{entity_id}/history": {"get": {
-                "summary": "An entity's appearances, oldest first", "description": MERGED_ID,
+                "summary": "An entity's appearances, oldest first", "description": MERGED_ID + ARCHIVED,
                 "parameters": [entity_id],
                 "responses": {"200": _ok("EntityHistory"), "404": _error("unknown entity"), **common},
             }},

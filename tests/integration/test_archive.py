@@ -20,6 +20,9 @@ T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
 async def archive(archive_url: str, unique: str) -> AsyncIterator[Archive]:
     a = Archive(make_settings(unique, archive_url=archive_url))
     yield a
+    pool = await a._connection_pool()  # this test's sites only: the database is shared with the other tests
+    for table in ("archive_appearances", "archive_entities", "archive_aliases", "archive_applied", "archive_erased"):
+        await pool.execute(f"DELETE FROM {table} WHERE site_id LIKE $1", f"%-{unique}")
     await a.close()
 
 
