@@ -295,17 +295,18 @@ class Archive:
 
     # --- erasure -----------------------------------------------------------------------------------------
 
-    async def erase(self, site: str, entity_id: str, also: Iterable[str] = (),
-                    detections: Iterable[str] = ()) -> dict[str, Any] | None:
+    async def erase(self, site: str, entity_id: str, also: Sequence[str] = (),
+                    detections: Sequence[str] = ()) -> dict[str, Any] | None:
         """Erase an entity (an alias erases what it became), the ids merged into it and `also`, and their
         appearances plus `detections`; tombstones keep redelivered events from bringing any of them back.
-        Returns what the archive held, or None when it held nothing (the tombstones are written anyway)."""
+        Returns what the archive held, or None when it held nothing (the tombstones are written anyway, unless
+        the id is all that was given and nobody knows it)."""
         pool = await self._connection_pool()
         async with pool.acquire() as conn, conn.transaction():
             return await self._erase(conn, site, entity_id, also, detections)
 
-    async def _erase(self, conn: asyncpg.Connection, site: str, entity_id: str, also: Iterable[str],
-                     detections: Iterable[str]) -> dict[str, Any] | None:
+    async def _erase(self, conn: asyncpg.Connection, site: str, entity_id: str, also: Sequence[str],
+                     detections: Sequence[str]) -> dict[str, Any] | None:
         target = await self._resolve(conn, site, entity_id)
         ids = {entity_id, target, *also}
         ids |= {r["alias"] for r in await conn.fetch(
@@ -320,6 +321,8 @@ class Archive:
         await conn.execute("DELETE FROM archive_aliases WHERE site_id = $1 AND (alias = ANY($2) OR target = ANY($2))",
                            site, list(ids))
         dets = {r["detection_id"] for r in held} | set(detections)
+        if entity is None and not dets and ids == {entity_id}:  # an id nobody knows: nothing to keep out
+            return None
         tombstones = [("entity", i) for i in sorted(ids)] + [("detection", d) for d in sorted(dets)]
         await conn.execute(
             """INSERT INTO archive_erased (site_id, kind, id, erased_at)
