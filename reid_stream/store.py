@@ -272,6 +272,7 @@ class _Erasure:
     apart: list[str] = field(default_factory=list)  # cannot-link pairs naming it
     alert_fields: list[str] = field(default_factory=list)  # its rate-limit entries (watch id, camera)
     alerts: list[bytes] = field(default_factory=list)  # its alerts not yet published
+    annotations: list[bytes] = field(default_factory=list)  # its `annotated` updates not yet published (names)
 
 
 def _sorted_ids(raw: Iterable[bytes]) -> list[str]:
@@ -664,6 +665,10 @@ class ReidStore:
         own = {d for d, _ in plan.detections}
         plan.alerts = [a for a in await pipe.lrange(k.alerts(etype), 0, -1)
                        if (v := json.loads(a))["entity_id"] in erased or v["detection_id"] in own]
+        # Its names waiting to be published go too (the `erased` update that replaces them names ids only).
+        await pipe.watch(k.outbox(etype))
+        plan.annotations = [u for u in await pipe.lrange(k.outbox(etype), 0, -1)
+                            if (v := json.loads(u)).get("type") == "annotated" and v["survivor"] in erased]
         await self._plan_unref(pipe, plan, erased)
         await self._plan_rewrites(pipe, plan, erased)
         return plan
@@ -720,6 +725,8 @@ class ReidStore:
             pipe.hdel(k.alert_last(etype), *plan.alert_fields)
         for alert in plan.alerts:
             pipe.lrem(k.alerts(etype), 0, alert)
+        for annotation in plan.annotations:
+            pipe.lrem(k.outbox(etype), 0, annotation)
         for refs_key, dets in plan.unref.items():
             pipe.srem(refs_key, *dets)
         for marker_key, marker in plan.rewrites.items():

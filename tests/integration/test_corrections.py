@@ -333,4 +333,6 @@ async def test_annotations_and_erasures_are_queued_for_entity_updates_with_the_c
     assert (erased.type, erased.survivor, erased.erased_ids, erased.by) == ("erased", "a1", ["b1"], "ops")
     assert sorted(erased.detections or []) == ["a1", "a2", "b1"]
     assert erased.annotation is None and "Ann" not in erased.model_dump_json()
+    # Its names still waiting to be published went with it; the merge stays (ids only, like the erasure).
+    assert [u.type for u in await store.pending_updates(TYPE)] == ["merged", "erased"]
     assert 0 < await store.redis.ttl(store.keys.outbox(TYPE)) <= RETENTION + 5  # the named entity's, at most
