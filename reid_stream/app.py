@@ -21,6 +21,7 @@ from aiokafka import ConsumerRecord
 from faust.app.base import BootStrategy
 from redis.exceptions import RedisError
 
+from reid_stream.archiver import Archiver
 from reid_stream.assign import Assigner
 from reid_stream.config import Settings
 from reid_stream.corrections import update_messages
@@ -63,7 +64,7 @@ class Pipeline(mode.Service):
     async def on_start(self) -> None:
         await self.publisher.start()
         self.runtime.publisher = self.publisher
-        self.runtime.consumers = [self.embed, self.assign]
+        self.runtime.consumers += [self.embed, self.assign]
         rt = self.runtime
         rt.http = aiohttp.ClientSession()
         self._embedder = Embedder(self.settings, rt.encoder, rt.prepare_pool, rt.model_pool, rt.http, self.metrics)
@@ -211,5 +212,7 @@ def create_app(settings: Settings, runtime_factory: Callable[[], Runtime]) -> tu
     app.boot_strategy = _Boot(app)
     app.runtime = runtime
     app.add_dependency(Pipeline(settings, runtime, loop=app.loop))  # started and stopped with the app
+    if runtime.archive is not None:  # the long-term memory: a consumer group of its own
+        app.add_dependency(Archiver(settings, runtime, loop=app.loop))
     register_views(app)
     return app, runtime

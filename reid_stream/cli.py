@@ -90,11 +90,30 @@ def cmd_purge(args: argparse.Namespace) -> int:
     from reid_stream.store import ReidStore
 
     async def purge() -> dict | None:
-        store = ReidStore.from_settings(_settings())
+        settings = _settings()
+        store = ReidStore.from_settings(settings)
         try:
-            return await store.for_site(args.site).purge_entity(args.entity)
+            purged = await store.for_site(args.site).purge_entity(args.entity)
         finally:
             await store.close()
+        if not settings.archive_url:
+            return purged
+        from reid_stream.archive import ARCHIVE_ERRORS, Archive
+
+        archive = Archive(settings)  # at once: the queued `erased` update waits for a worker's next batch
+        try:
+            if purged is not None:
+                await archive.erase(args.site, purged["entity_id"], also=[args.entity, *purged["merged_ids"]],
+                                    detections=purged["detections"])
+                return {**purged, "archive": "erased"}
+            archived = await archive.erase(args.site, args.entity)
+            return None if archived is None else {**archived, "archive": "erased", "source": "archive"}
+        except ARCHIVE_ERRORS as exc:
+            if purged is None:
+                raise SystemExit(f"reid-stream: the archive is unavailable ({exc!r}); nothing erased") from None
+            return {**purged, "archive": "pending"}  # the queued update erases it there later
+        finally:
+            await archive.close()
 
     result = asyncio.run(purge())
     if result is None:
@@ -149,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     # before the worker sets OPENBLAS_NUM_THREADS, would leave BLAS threads spinning beside the event loop.
     sub.add_parser("eval", help="identity metrics of the configured encoder on a dataset (`eval --help`)")
     sub.add_parser("synth", help="write the synthetic multi-camera benchmark (`synth --help` for its options)")
-    purge = sub.add_parser("purge", help="erase an entity: appearances, embeddings, markers")
+    purge = sub.add_parser("purge", help="erase an entity: appearances, embeddings, markers (and its archived rows)")
     purge.add_argument("--entity", required=True, help="the entity id")
     purge.add_argument("--site", default="default", help="the entity's site (default: default)")
     purge.set_defaults(func=cmd_purge)

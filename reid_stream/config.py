@@ -69,6 +69,22 @@ def _redis_url(raw: str) -> str:
     return raw
 
 
+def _archive_url(raw: str) -> str:
+    raw = raw.strip()
+    if not raw:
+        return ""
+    url = urlparse(raw)
+    if url.scheme not in ("postgres", "postgresql"):
+        raise ValueError("must be empty (no archive) or a postgresql:// URL, e.g. postgresql://reid@127.0.0.1:5432/reid")
+    try:
+        url.port  # noqa: B018 - parsing it is the check
+    except ValueError as exc:
+        raise ValueError(f"bad port: {exc}") from None
+    if not url.hostname or not url.path.strip("/"):
+        raise ValueError("must name a host and a database, e.g. postgresql://reid@127.0.0.1:5432/reid")
+    return raw
+
+
 def _device(raw: str) -> str:
     if raw not in ("auto", "cpu", "cuda") and not (raw.startswith("cuda:") and raw[5:].isdigit()):
         raise ValueError("must be auto, cpu, cuda or cuda:N")
@@ -159,6 +175,14 @@ class Settings:
     redis_url: str = setting("REID_REDIS_URL", "redis://127.0.0.1:6379/0", _redis_url,
                              "Redis URL; `redis+cluster://host:port` for a Redis Cluster (any one node: the others "
                              "are discovered).")
+    archive_url: str = setting(
+        "REID_ARCHIVE_URL", "", _archive_url,
+        "Long-term memory: a postgresql:// URL of the PostgreSQL archive that keeps entities, appearances, names, "
+        "trust and watch labels beyond the Redis TTL (see README, Long-term memory). Empty: off.")
+    archive_retention_days: int = setting(
+        "REID_ARCHIVE_RETENTION_DAYS", 30, _int(1, 3650),
+        "How long the archive keeps an appearance (from its detection time), an entity (from its latest appearance "
+        "or change), and an erasure's tombstone.")
     web_host: str = setting("REID_WEB_HOST", "127.0.0.1", _nonempty, "Address the HTTP views bind to.")
     web_port: int = setting("REID_WEB_PORT", 6066, _int(1, 65535), "Port of the HTTP views.")
     clip_model: str = setting("REID_CLIP_MODEL", "ViT-L-14", _nonempty, "open_clip model name.")
@@ -252,7 +276,8 @@ class Settings:
         "How embeddings are stored in Redis. `float16` halves their memory (similarities move by ~1e-4); "
         "stored vectors of either kind are read back, so it can be changed at any time.")
     app_id: str = setting("REID_APP_ID", "reid-stream", _nonempty, (
-        "Faust app id; the stages' consumer groups are `<id>.embed` and `<id>.assign`."))
+        "Faust app id; the consumer groups are `<id>.embed`, `<id>.assign` and (with REID_ARCHIVE_URL) "
+        "`<id>.archive`."))
     topic_detections: str = setting("REID_TOPIC_DETECTIONS", "detections", _nonempty, "Input topic.")
     topic_matches: str = setting("REID_TOPIC_MATCHES", "entity-matches", _nonempty, "Output topic of match events.")
     topic_updates: str = setting(

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from reid_stream.errors import ApiError
-from reid_stream.events import EntityUpdate
+from reid_stream.events import Annotation, EntityUpdate
 from reid_stream.identity.gallery import plates_conflict
 from reid_stream.store import KEPT_DAY, PAIR_SEP, ReidStore, day_of, lua_script, pair_member, resolve_alias
 
@@ -86,7 +86,8 @@ class Corrections:
 
     async def annotate(self, entity_id: str, patch: dict[str, Any], by: str | None = None) -> str:
         """Set name, notes, trust and/or watch (a key given as null clears it); returns the live entity's id.
-        A watch label changed or cleared records who did it and when (the watch list shows them)."""
+        A watch label changed or cleared records who did it and when (the watch list shows them). A change (an
+        empty patch only refreshes the retention) is queued as an `annotated` update for entity-updates."""
         for _attempt in range(MAX_ATTEMPTS):
             target, h = await self._entity(entity_id)
             fields = {f: h.get(f) for f in OPERATOR_FIELDS}
@@ -97,13 +98,19 @@ class Corrections:
                 fields["watch_at"] = repr(time.time()) if watched else None
             if fields.get("trust") == "unknown":
                 fields["trust"] = None  # the default: stored as absent
-            status = await self._apply(target, h, fields)
+            update = EntityUpdate(
+                type="annotated", survivor=target, entity_type=h["entity_type"], site_id=self.store.site,
+                at=datetime.now(UTC), by=by,
+                annotation=Annotation(**{f: fields.get(f) for f in ("name", "notes", "trust", "watch")})) \
+                if patch else None
+            status = await self._apply(target, h, fields, update)
             if status == "ok":
                 return target
             log.info("annotating %s: the stream moved the version; retrying", target)
         raise CorrectionError(503, "correction_conflict", "the stream kept changing the entity; retry")
 
-    async def _apply(self, target: str, h: dict[str, str], fields: dict[str, Any]) -> str:
+    async def _apply(self, target: str, h: dict[str, str], fields: dict[str, Any],
+                     update: EntityUpdate | None) -> str:
         model, etype, k = h.get("model", ""), h["entity_type"], self.keys
         version = await self.store.version(model, etype)
         rows = await self.redis.zrange(k.order(target), 0, -1, withscores=True)
@@ -111,9 +118,10 @@ class Corrections:
         entry = json.dumps({"name": fields.get("name"), "trust": fields.get("trust"), "watch": fields.get("watch")}) \
             if fields.get("name") or fields.get("trust") or fields.get("watch") else ""
         keys = [k.version(model, etype), k.entity(target), k.order(target), k.index(model, etype), k.named(etype),
-                k.by_type(etype)]
+                k.by_type(etype), k.outbox(etype)]
         args = [version, self.settings.embedding_ttl_seconds, retention, time.time(), self.keys.prefix,
-                model, etype, target, json.dumps(fields), entry, *_days(rows)]
+                model, etype, target, json.dumps(fields), entry, update.model_dump_json() if update else "",
+                *_days(rows)]
         status, _ = await self._retain(keys=keys, args=args)
         if status.decode() == "gone":
             raise CorrectionError(404, "entity_not_found", f"Entity with id '{target}' not found")

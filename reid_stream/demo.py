@@ -46,6 +46,10 @@ def describe_update(ev: dict[str, Any]) -> str:
     who = f" by {ev['by']}" if ev.get("by") else ""
     if ev.get("type") == "split":
         return f"{len(ev.get('detections') or [])} detections split from {ev['survivor']} into {ev['created']}{who}"
+    if ev.get("type") == "annotated":
+        return f"{ev['survivor']} annotated{who}"
+    if ev.get("type") == "erased":
+        return f"{ev['survivor']} erased{who}"
     sim = f" (similarity {ev['similarity']:.3f})" if ev.get("similarity") is not None else ""
     return f"{ev['merged']} merged into {ev['survivor']}{sim}{who}"
 

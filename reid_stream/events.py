@@ -23,6 +23,7 @@ from reid_stream.errors import DetectionError
 EntityType = Literal["person", "vehicle"]
 Trust = Literal["trusted", "untrusted", "unknown"]
 TRUSTS: tuple[str, ...] = ("trusted", "untrusted", "unknown")
+Source = Literal["live", "archive"]
 ENTITY_TYPES: tuple[str, ...] = ("person", "vehicle")
 MAX_ATTRIBUTES_BYTES = 16384  # attributes travel on every match event and appearance: keep them small
 Ident = Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")
@@ -152,12 +153,22 @@ class MatchEvent(BaseModel):
                               "null when none.")
 
 
+class Annotation(BaseModel):
+    """An entity's operator fields after a PATCH (or a watch list change): all four, as they now are."""
+
+    name: str | None = None
+    notes: str | None = None
+    trust: Trust | None = Field(default=None, description="null: unknown.")
+    watch: str | None = Field(default=None, description="The watch list label; null: not watched.")
+
+
 class EntityUpdate(BaseModel):
     """A change to entities after the fact (topic `entity-updates`, keyed by the survivor's id)."""
 
-    type: Literal["merged", "split"] = Field(
+    type: Literal["merged", "split", "annotated", "erased"] = Field(
         description="`merged`: `merged` joined `survivor`; `split`: `detections` left `survivor` for the new "
-        "entity `created`.")
+        "entity `created`; `annotated`: an operator set `survivor`'s name, notes, trust or watch label "
+        "(`annotation`); `erased`: `survivor`, the ids in `erased_ids` and its `detections` were erased.")
     survivor: str = Field(description="The entity that remains: for a merge, the merged one's appearances now "
                           "belong to it; for a split, the entity the detections were taken from.")
     merged: str | None = Field(default=None, description="Merges: the entity that no longer exists; the views "
@@ -171,6 +182,10 @@ class EntityUpdate(BaseModel):
     detections: list[str] | None = Field(default=None, description="Splits: the detections moved.")
     by: str | None = Field(default=None, description="The API token name of the operator who made the "
                            "correction; null for the assign stage's own merges.")
+    annotation: Annotation | None = Field(default=None, description="Annotations: the entity's operator fields "
+                                          "as they now are.")
+    erased_ids: list[str] | None = Field(default=None, description="Erasures: the ids merged into the erased "
+                                         "entity, erased with it.")
 
 
 class DeadLetter(BaseModel):
@@ -247,6 +262,9 @@ class EntityDetail(EntitySummary):
                               "carry (attributes.plate), most often seen first.")
     resolved_from: str | None = Field(default=None, description="The id asked for, when it named an entity "
                                       "since merged into this one.")
+    source: Source = Field(default="live", description="`live`: from Redis, the worker's working memory; "
+                           "`archive`: from the long-term memory (PostgreSQL, REID_ARCHIVE_URL), as Redis no "
+                           "longer holds the entity.")
 
 
 FreeText = Field(default=None, max_length=4096, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$")  # newlines and tabs allowed
@@ -366,6 +384,8 @@ class EntityHistory(BaseModel):
     appearances: list[EntityAppearance]
     count: int
     resolved_from: str | None = None
+    source: Source = Field(default="live", description="`live` (Redis) or `archive` (PostgreSQL), as in "
+                           "EntityDetail.")
 
 
 ModelT = TypeVar("ModelT", bound=BaseModel)

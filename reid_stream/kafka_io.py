@@ -43,9 +43,10 @@ class BatchConsumer(ConsumerRebalanceListener):
     redelivers every unfinished batch (at-least-once; the store makes redelivery idempotent).
     """
 
-    def __init__(self, *, bootstrap: str, topic: str, group_id: str, batch_size: int, max_wait_s: float,
-                 max_inflight: int = 1, session_timeout_s: int = 10, client_id: str = "reid-stream") -> None:
-        self.topic = topic
+    def __init__(self, *, bootstrap: str, topic: str | Sequence[str], group_id: str, batch_size: int,
+                 max_wait_s: float, max_inflight: int = 1, session_timeout_s: int = 10,
+                 client_id: str = "reid-stream") -> None:
+        self.topics = [topic] if isinstance(topic, str) else list(topic)
         self.group_id = group_id
         self.batch_size = batch_size
         self.max_wait_s = max_wait_s
@@ -71,7 +72,7 @@ class BatchConsumer(ConsumerRebalanceListener):
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(**self._options)
         await self._consumer.start()
-        self._consumer.subscribe([self.topic], listener=self)
+        self._consumer.subscribe(self.topics, listener=self)
 
     async def run(self, handler: Handler) -> None:
         """Consume until stop(); a handler that raises is a bug, and stops the loop without committing it."""

@@ -39,13 +39,17 @@ class Metrics:
         self.lag = Gauge("reid_consumer_lag", "Messages behind the log end, per assigned partition.",
                          ["topic", "partition"], registry=r)
         self.stage_seconds = Counter("reid_stage_seconds", "Time spent per pipeline stage (parse, decode_crop, "
-                                     "plate_ocr, encode, match, store, publish); parse, decode_crop and "
+                                     "plate_ocr, encode, match, store, publish, archive); parse, decode_crop and "
                                      "plate_ocr add up across the decode processes.",
                                      ["stage"], registry=r)
         self.alerts = Counter("reid_watch_alerts", "Watch list matches: `raised` (published on entity-alerts) or "
                               "`limited` (held back by REID_ALERT_COOLDOWN_SECONDS).", ["outcome"], registry=r)
-        self.retries = Counter("reid_infra_retries", "Retried infrastructure steps (Redis or Kafka down).",
-                               ["step"], registry=r)
+        self.retries = Counter("reid_infra_retries", "Retried infrastructure steps (Redis, Kafka or the archive's "
+                               "PostgreSQL down).", ["step"], registry=r)
+        self.archive_up = Gauge("reid_archive_up", "1 while the archive (PostgreSQL) takes the archiver's batches, "
+                                "0 while a batch waits for it (REID_ARCHIVE_URL).", registry=r)
+        self.archived = Counter("reid_archived", "Appearances stored new in the archive (redeliveries not counted).",
+                                registry=r)
 
     def stage(self, name: str, seconds: float) -> None:
         self.stage_seconds.labels(name).inc(seconds)

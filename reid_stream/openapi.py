@@ -8,7 +8,9 @@ from pydantic.json_schema import models_json_schema
 
 from reid_stream import __version__
 from reid_stream.events import (
+    DEFAULT_SITE,
     ENTITY_TYPES,
+    SITE_PATTERN,
     Correction,
     EntityDetail,
     EntityHistory,
@@ -25,6 +27,8 @@ from reid_stream.search import MAX_TEXT_CHARS, UPLOAD_TYPES, SearchResults
 REF = "#/components/schemas/{model}"
 MERGED_ID = ("The id of an entity since merged into another answers with that entity; `resolved_from` names the "
              "id asked for.")
+ARCHIVED = (" With the long-term memory on (REID_ARCHIVE_URL), an entity Redis no longer holds answers from the "
+            "archive, with `source: archive`.")
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -60,12 +64,14 @@ def build_openapi() -> dict[str, Any]:
     entity_id = {"name": "entity_id", "in": "path", "required": True,
                  "schema": {"type": "string", "minLength": 1, "maxLength": 256}}
     detection_id = {**entity_id, "name": "detection_id"}
-    common = {"401": _error("missing or wrong bearer token"), "503": _error("storage unavailable")}
+    common = {"401": _error("missing or wrong bearer token"),
+              "503": _error("storage unavailable (Redis; or archive_unavailable: the archive, for an entity Redis "
+                            "no longer holds)")}
     busy = {"503": _error("storage unavailable, or the stream kept changing the entities (correction_conflict): "
                           "retry")}
     search = _search_parameters()
     found = {"200": _ok("SearchResults"), "422": _error("a filter or paging parameter is invalid (invalid_parameter)")}
-    return {
+    return _with_site({
         "openapi": "3.1.0",
         "info": {"title": "reid-stream", "version": __version__,
                  "description": "Entities re-identified across cameras. Every /api route needs a bearer token."},
@@ -87,13 +93,15 @@ def build_openapi() -> dict[str, Any]:
                 "responses": {"200": _ok("EntityList"), "422": _error("a parameter is invalid"), **common},
             }},
             "/api/entities/{entity_id}": {
-                "get": {"summary": "One entity with its appearances", "description": MERGED_ID,
+                "get": {"summary": "One entity with its appearances", "description": MERGED_ID + ARCHIVED,
                         "parameters": [entity_id],
                         "responses": {"200": _ok("EntityDetail"), "404": _error("unknown entity"), **common}},
                 "delete": {"summary": "Erase an entity, its appearances and embeddings",
                            "description": "A merged id erases the entity it became. Also erased: its markers, "
                            "merged ids and aliases, and every mention of it in other detections' stored match "
-                           "events.", "parameters": [entity_id],
+                           "events; with the archive on, its rows there too (`purged.archive`: erased, or pending "
+                           "while PostgreSQL is down), or there alone once Redis forgot it (`purged.source`: "
+                           "archive).", "parameters": [entity_id],
                            "responses": {"200": {"description": "erased"}, "404": _error("unknown entity"),
                                          **common}},
                 "patch": {"summary": "Set an entity's name, notes, trust and watch label",
@@ -120,7 +128,7 @@ def build_openapi() -> dict[str, Any]:
                               **common, **busy},
             }},
             "/api/entities/{entity_id}/history": {"get": {
-                "summary": "An entity's appearances, oldest first", "description": MERGED_ID,
+                "summary": "An entity's appearances, oldest first", "description": MERGED_ID + ARCHIVED,
                 "parameters": [entity_id],
                 "responses": {"200": _ok("EntityHistory"), "404": _error("unknown entity"), **common},
             }},
@@ -213,7 +221,21 @@ def build_openapi() -> dict[str, Any]:
                               **common},
             }},
         },
-    }
+    })
+
+
+SITE = {"name": "site_id", "in": "query", "description": "The site (default `default`): entities never cross "
+        "sites. A malformed one is 422 invalid_parameter.",
+        "schema": {"type": "string", "pattern": SITE_PATTERN, "default": DEFAULT_SITE}}
+
+
+def _with_site(doc: dict[str, Any]) -> dict[str, Any]:
+    """Every entity, detection, search and watch list route reads and writes one site's entities."""
+    for path, ops in doc["paths"].items():
+        if path.startswith("/api/") and path != "/api/openapi.json":
+            for op in ops.values():
+                op["parameters"] = [*op.get("parameters", []), SITE]
+    return doc
 
 
 SEARCH_NOTE = ("Only vectors of the worker's model are compared. Results are appearances, best first, filtered and "

@@ -7,11 +7,14 @@
 -- entity's, and the single writer reloads (and sees the name) at its next commit.
 --
 -- (`extend` comes from prelude.lua.)
+-- The change is queued as an `annotated` entity update in the type's outbox (when given), in this same script, so
+-- that the long-term memory (archive.py, through entity-updates) gets every annotation at least once.
 -- KEYS: 1 version, 2 entity (hash), 3 its order (zset), 4 embedding index (zset), 5 names of the type (hash),
---       6 entities of the type (zset)
+--       6 entities of the type (zset), 7 outbox of the type (list)
 -- ARGV: 1 expected version, 2 ttl seconds, 3 retention seconds (0: not retained), 4 now (epoch s),
 --       5 key prefix, 6 model, 7 entity type, 8 entity id, 9 fields json {name, notes, trust, watch, watch_by, watch_at} (null: removed),
---       10 names entry json ('' when neither named, trusted nor watched), then per row of the entity: detection, day
+--       10 names entry json ('' when neither named, trusted nor watched), 11 EntityUpdate json ('' for none: a
+--       retention refresh), then per row of the entity: detection, day
 local version = tonumber(redis.call('GET', KEYS[1]) or '0')
 if version ~= tonumber(ARGV[1]) then
   return {'conflict', tostring(version)}
@@ -56,7 +59,7 @@ local function move(det, from, into)
     redis.call('ZADD', KEYS[4], score, into .. '|' .. det)
   end
 end
-for i = 11, #ARGV, 2 do
+for i = 12, #ARGV, 2 do
   local det, day = ARGV[i], ARGV[i + 1]
   if retained then
     move(det, day, 'kept')
@@ -104,6 +107,10 @@ for _, other in ipairs(redis.call('HKEYS', KEYS[5])) do
   if redis.call('EXISTS', P .. ':ent:' .. other) == 0 then
     redis.call('HDEL', KEYS[5], other)
   end
+end
+if ARGV[11] ~= '' then
+  redis.call('RPUSH', KEYS[7], ARGV[11])
+  extend(KEYS[7], ttl)
 end
 redis.call('SET', KEYS[1], version + 1, 'EX', ttl)
 return {'ok', tostring(version + 1)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -20,6 +21,7 @@ import faust
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
+from reid_stream.archive import Archive
 from reid_stream.auth import Auditor, Authenticator
 from reid_stream.config import Settings
 from reid_stream.corrections import Corrections
@@ -49,6 +51,21 @@ class SiteServices:
 
 
 @dataclass
+class ArchiveHealth:
+    """How the archiver's latest batch went: what /ready and /metrics say of the long-term memory."""
+
+    ok: bool | None = None  # None: no batch yet
+    error_code: str | None = None
+    since: float = 0.0  # when ok last changed (epoch s)
+    archived: int = 0  # appearances stored new since start
+
+    def report(self, ok: bool, error_code: str | None = None) -> None:
+        if ok != self.ok:
+            self.since = time.time()
+        self.ok, self.error_code = ok, error_code
+
+
+@dataclass
 class Runtime:
     """What the pipeline and the views share inside one worker process."""
 
@@ -67,6 +84,8 @@ class Runtime:
     # Made by each site's first request; the least recently used go beyond MAX_SITE_SERVICES (each holds its
     # search snapshots), and are made again when asked for.
     sites: OrderedDict[str, SiteServices] = field(default_factory=OrderedDict)
+    archive: Archive | None = None  # the long-term memory (REID_ARCHIVE_URL); None when off
+    archive_health: ArchiveHealth = field(default_factory=ArchiveHealth)
     # Held while the outbox of entity updates is read, published and acknowledged: the views (an operator's
     # correction) and the pipeline (its merges) both publish it, and reading the same head twice published
     # an update twice.
@@ -103,6 +122,7 @@ def build_runtime(settings: Settings, encoder: Encoder) -> Runtime:
         model_pool=ThreadPoolExecutor(1, thread_name_prefix="reid-model"),
         auth=Authenticator.from_settings(settings),
         auditor=Auditor(settings.audit_log, settings.audit_log_file),
+        archive=Archive(settings) if settings.archive_url else None,
     )
 
 

@@ -299,6 +299,7 @@ class _Erasure:
     apart: list[str] = field(default_factory=list)  # cannot-link pairs naming it
     alert_fields: list[str] = field(default_factory=list)  # its rate-limit entries (watch id, camera)
     alerts: list[bytes] = field(default_factory=list)  # its alerts not yet published
+    annotations: list[bytes] = field(default_factory=list)  # its `annotated` updates not yet published (names)
 
 
 def _sorted_ids(raw: Iterable[bytes]) -> list[str]:
@@ -661,9 +662,11 @@ class ReidStore:
             vec = await self.redis.hget(vecs + KEPT_DAY, detection_id)
         return event, None if vec is None else stored_vector(vec, dim)
 
-    async def purge_entity(self, entity_id: str) -> dict[str, Any] | None:
+    async def purge_entity(self, entity_id: str, by: str | None = None) -> dict[str, Any] | None:
         """Erase an entity (right to erasure): its appearances, its detections' markers and embeddings, its
-        aliases and merged ids, and every mention of it in other detections' stored match events.
+        aliases and merged ids, and every mention of it in other detections' stored match events. An `erased`
+        entity update (ids only) is queued in the same transaction, so that whoever keeps entities longer (the
+        archive, through entity-updates) erases them too.
 
         An alias id erases the entity it was merged into: after a merge they are one person.
         Optimistic: WATCHed keys make the delete all-or-nothing against a writer adding an appearance or
@@ -680,7 +683,7 @@ class ReidStore:
                         await pipe.unwatch()
                         continue
                     pipe.multi()
-                    self._queue_erasure(pipe, plan)
+                    self._queue_erasure(pipe, plan, by)
                     await pipe.execute()
                 except WatchError:
                     continue
@@ -715,6 +718,10 @@ class ReidStore:
         own = {d for d, _ in plan.detections}
         plan.alerts = [a for a in await pipe.lrange(k.alerts(etype), 0, -1)
                        if (v := json.loads(a))["entity_id"] in erased or v["detection_id"] in own]
+        # Its names waiting to be published go too (the `erased` update that replaces them names ids only).
+        await pipe.watch(k.outbox(etype))
+        plan.annotations = [u for u in await pipe.lrange(k.outbox(etype), 0, -1)
+                            if (v := json.loads(u)).get("type") == "annotated" and v["survivor"] in erased]
         await self._plan_unref(pipe, plan, erased)
         await self._plan_rewrites(pipe, plan, erased)
         return plan
@@ -743,7 +750,7 @@ class ReidStore:
             if scrub_event(marker["event"], erased, own):
                 plan.rewrites[key] = json.dumps(marker)
 
-    def _queue_erasure(self, pipe: Pipeline, plan: _Erasure) -> None:
+    def _queue_erasure(self, pipe: Pipeline, plan: _Erasure, by: str | None) -> None:
         k, eid, model, etype = self.keys, plan.entity_id, plan.model, plan.etype
         for det, ts in plan.detections:
             day = day_of(datetime.fromtimestamp(ts, UTC))
@@ -771,12 +778,21 @@ class ReidStore:
             pipe.hdel(k.alert_last(etype), *plan.alert_fields)
         for alert in plan.alerts:
             pipe.lrem(k.alerts(etype), 0, alert)
+        for annotation in plan.annotations:
+            pipe.lrem(k.outbox(etype), 0, annotation)
         for refs_key, dets in plan.unref.items():
             pipe.srem(refs_key, *dets)
         for marker_key, marker in plan.rewrites.items():
             pipe.set(marker_key, marker, keepttl=True)
+        update = EntityUpdate(type="erased", survivor=eid, entity_type=etype, site_id=self.site, at=datetime.now(UTC),
+                              by=by,
+                              erased_ids=plan.merged_ids or None, detections=[d for d, _ in plan.detections])
+        pipe.rpush(k.outbox(etype), update.model_dump_json())
+        ttl = self.settings.embedding_ttl_seconds
+        pipe.expire(k.outbox(etype), ttl, nx=True)  # a new list; an older one only ever lives longer
+        pipe.expire(k.outbox(etype), ttl, gt=True)
         pipe.incr(k.version(model, etype))
-        pipe.expire(k.version(model, etype), self.settings.embedding_ttl_seconds)
+        pipe.expire(k.version(model, etype), ttl)
 
     async def nearest(self, query_embedding: np.ndarray, entity_type: str, model: str, camera_id: str | None = None,
                       min_similarity: float | None = None, limit: int = 10) -> list[tuple[EntityEmbedding, float]]:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from reid_stream.archive import ARCHIVE_ERRORS
 from reid_stream.corrections import update_messages
 from reid_stream.errors import ApiError, DetectionError
 from reid_stream.events import (
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_BODY = 256 * 1024  # a split of 1,000 ids of 256 characters fits
 OUTBOX_WAIT_S = 2.0  # an operator's correction waits this long for the pipeline to finish publishing the outbox
+ARCHIVE_WAIT_S = 5.0  # a view waits this long for the archive (PostgreSQL) before answering without it
 B = TypeVar("B", bound=BaseModel)
 
 
@@ -105,6 +107,26 @@ class ApiView(View):
 
     def not_found(self, entity_id: str) -> Response:
         return self.json({"detail": f"Entity with id '{entity_id}' not found"}, status=404)
+
+    async def entity(self, site: SiteServices, entity_id: str) -> EntityDetail | None:
+        """The entity from Redis; when Redis no longer holds it (or is down), from the archive, if one is on."""
+        rt = self.runtime
+        try:
+            found = await site.store.get_entity(entity_id)
+        except (RedisError, OSError):
+            if rt.archive is None:
+                raise
+            found, redis_down = None, True
+        else:
+            redis_down = False
+        if found is not None or rt.archive is None:
+            return found
+        try:
+            return await asyncio.wait_for(rt.archive.get_entity(site.store.site, entity_id), ARCHIVE_WAIT_S)
+        except ARCHIVE_ERRORS as exc:
+            log.warning("entity %s: archive unavailable (%r)", entity_id, exc)
+            what = "Redis and the archive" if redis_down else "the archive"
+            raise ApiError(503, "archive_unavailable", f"storage unavailable ({what}); retry later") from None
 
     def bad_id(self, name: str) -> Response:
         return self.json({"detail": [{"loc": ["path", name], "type": "value_error",
@@ -174,6 +196,9 @@ class CorrectionView(ApiView):
         return self.done(request, who, params, response)
 
     async def publish(self, update: EntityUpdate) -> None:
+        await self.publish_outbox(update.site_id, update.entity_type)
+
+    async def publish_outbox(self, site_id: str, entity_type: str) -> None:
         """Best effort: what is not published here stays in the outbox for the pipeline."""
         rt = self.runtime
         if rt.publisher is None:
@@ -184,12 +209,12 @@ class CorrectionView(ApiView):
         except TimeoutError:
             log.warning("entity update left in the outbox for the pipeline: it is publishing")
             return
-        store = rt.store.for_site(update.site_id)
+        store = rt.store.for_site(site_id)
         try:
-            raw = await store.pending_raw(update.entity_type)
+            raw = await store.pending_raw(entity_type)
             if raw:
                 await rt.publisher.publish(update_messages(rt.settings.topic_updates, raw))
-                await store.ack_published(update.entity_type, raw)
+                await store.ack_published(entity_type, raw)
         except Exception as exc:  # Kafka or Redis: the pipeline publishes it with the next batch
             log.warning("entity update left in the outbox for the pipeline: %r", exc)
         finally:
@@ -228,7 +253,7 @@ class EntityListView(ApiView):
 
 class EntityDetailView(CorrectionView):
     async def get(self, request: Request, entity_id: str) -> Response:
-        return await self.on_entity(request, entity_id, lambda site, eid: site.store.get_entity(eid), self.model)
+        return await self.on_entity(request, entity_id, self.entity, self.model)
 
     async def patch(self, request: Request, entity_id: str) -> Response:
         async def annotate(site: SiteServices, who: str | None, patch: EntityPatch) -> Response:
@@ -237,6 +262,7 @@ class EntityDetailView(CorrectionView):
             detail = await site.store.get_entity(target)
             if detail is None:  # erased or expired in between
                 return self.not_found(entity_id)
+            await self.publish_outbox(site.store.site, detail.entity_type)  # `annotated`: for the archive and others
             if target != entity_id:
                 detail.resolved_from = entity_id
             return self.model(detail)
@@ -247,11 +273,37 @@ class EntityDetailView(CorrectionView):
                                   lambda p: {"fields": sorted(p.model_fields_set)}, annotate)
 
     async def delete(self, request: Request, entity_id: str) -> Response:
+        who = self.runtime.auth.identify(request.headers.get("Authorization"))
+
         def erased(purged: dict[str, Any]) -> Response:
             log.info("entity %s erased (%d detections)", purged["entity_id"], len(purged["detections"]))
             return self.json({"purged": purged})
 
-        return await self.on_entity(request, entity_id, lambda site, eid: site.store.purge_entity(eid), erased)
+        return await self.on_entity(request, entity_id, lambda site, eid: self.erase(site, eid, who), erased)
+
+    async def erase(self, site: SiteServices, entity_id: str, who: str | None) -> dict[str, Any] | None:
+        """Redis first (its erasure queues an `erased` update, which reaches the archive even if it is down now),
+        then the archive at once; an entity only the archive still holds is erased there alone."""
+        rt, site_id = self.runtime, site.store.site
+        purged = await site.store.purge_entity(entity_id, by=who)
+        if purged is not None:
+            await self.publish_outbox(site_id, purged["entity_type"])
+        if rt.archive is None:
+            return purged
+        try:
+            if purged is not None:
+                await asyncio.wait_for(rt.archive.erase(
+                    site_id, purged["entity_id"], also=[entity_id, *purged["merged_ids"]],
+                    detections=purged["detections"]), ARCHIVE_WAIT_S)
+                return {**purged, "archive": "erased"}
+            archived = await asyncio.wait_for(rt.archive.erase(site_id, entity_id), ARCHIVE_WAIT_S)
+        except ARCHIVE_ERRORS as exc:
+            log.warning("erasing %s from the archive: unavailable (%r)", entity_id, exc)
+            if purged is not None:  # the queued update erases it there once the archive is back
+                return {**purged, "archive": "pending"}
+            raise ApiError(503, "archive_unavailable", "the archive is unavailable: the entity may still be kept "
+                           "there; retry later") from None
+        return None if archived is None else {**archived, "archive": "erased", "source": "archive"}
 
 
 class EntityMergeView(CorrectionView):
@@ -282,9 +334,10 @@ class EntityHistoryView(ApiView):
             return self.model(EntityHistory(id=detail.id, entity_id=detail.entity_id,
                                             entity_type=detail.entity_type, site_id=detail.site_id,
                                             appearances=detail.appearances,
-                                            count=len(detail.appearances), resolved_from=detail.resolved_from))
+                                            count=len(detail.appearances), resolved_from=detail.resolved_from,
+                                            source=detail.source))
 
-        return await self.on_entity(request, entity_id, lambda site, eid: site.store.get_entity(eid), history)
+        return await self.on_entity(request, entity_id, self.entity, history)
 
 
 # Why a stored image can no longer give a thumbnail, as (HTTP status, error code).
@@ -419,6 +472,7 @@ class WatchlistView(CorrectionView, SearchView):
                 params.update(kind="entity", entity_id=body.entity_id)
                 entry = await site.watchlist.watch_entity(body.entity_id, body.label, who)
                 log.info("entity %s watched by %s", entry.watch_id, who)
+                await self.publish_outbox(site.store.site, entry.entity_type)
             else:
                 raise WatchError(415, "unsupported_media_type", "send JSON {\"entity_id\", \"label\"} to watch an "
                                  "entity, or the raw image (image/jpeg or image/png) with ?label= to enrol one")
@@ -439,6 +493,8 @@ class WatchEntryView(CorrectionView):
                 entry = await site.watchlist.remove(self.runtime.encoder.model_id, wid)
             except ApiError as err:
                 return self.refused(err)
+            if entry.kind == "entity":
+                await self.publish_outbox(site.store.site, entry.entity_type)
             return self.json({"removed": entry.model_dump(mode="json")})
 
         return await self.on_entity(request, watch_id, remove, lambda r: r, id_name="watch_id")
@@ -484,6 +540,8 @@ class ReadyView(ApiView):
             "model": {"ok": True, "model": rt.encoder.model_id, "device": rt.encoder.device},
         }
         ready = all(c["ok"] for c in checks.values())
+        if rt.archive is not None:  # reported, never required: without it the stream goes on and catches up later
+            checks["archive"] = await _check_archive(rt)
         return self.json({"ready": ready, "status": "ready" if ready else "degraded", "checks": checks},
                          status=200 if ready else 503)
 
@@ -539,6 +597,25 @@ async def _check_redis(runtime: Runtime) -> dict[str, Any]:
         return _failed("redis_timeout", f"Redis did not answer PING within {REDIS_PING_TIMEOUT_S}s", exc)
     except (RedisError, OSError) as exc:
         return _failed("redis_unreachable", "Redis PING failed", exc)
+
+
+ARCHIVE_PING_TIMEOUT_S = 2
+
+
+async def _check_archive(runtime: Runtime) -> dict[str, Any]:
+    health = runtime.archive_health
+    state = {"required": False, "archiving": health.ok, "archived": health.archived}
+    if health.ok is False:
+        state["archiving_error_code"] = health.error_code
+    assert runtime.archive is not None
+    try:
+        await asyncio.wait_for(runtime.archive.ping(), timeout=ARCHIVE_PING_TIMEOUT_S)
+    except TimeoutError as exc:
+        return {**_failed("archive_timeout", f"the archive did not answer within {ARCHIVE_PING_TIMEOUT_S}s", exc),
+                **state}
+    except ARCHIVE_ERRORS as exc:
+        return {**_failed("archive_unreachable", "the archive (PostgreSQL) is unreachable", exc), **state}
+    return {"ok": True, **state}
 
 
 async def _check_kafka(runtime: Runtime) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach a model hub
 
 from reid_stream.config import Settings
-from reid_stream.infra.services import InfraConfig, up
+from reid_stream.infra.services import DEFAULT_ARCHIVE_URL, InfraConfig, postgres_up, up
 
 TINY_MODEL = "reid-tiny-vit"
 
@@ -45,6 +45,15 @@ def infra() -> InfraConfig:
     up(cfg)
     _USED_INFRA.append(cfg)
     return cfg
+
+
+@pytest.fixture(scope="session")
+def archive_url(infra: InfraConfig) -> str:
+    """A real PostgreSQL for the archive (REID_ARCHIVE_URL, or the local default), started here if it is not
+    running; failing to start it fails the test, never skips it."""
+    from dataclasses import replace
+
+    return postgres_up(replace(infra, archive_url=infra.archive_url or DEFAULT_ARCHIVE_URL))
 
 
 def _ours(topic: str) -> bool:

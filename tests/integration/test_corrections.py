@@ -226,7 +226,8 @@ async def test_the_assigner_names_events_and_never_snaps_a_split_tracklet_back(s
     assert all(e.decision == "tracklet" and e.entity_name is None for e in later)
     assert (await store.get_entity(entity)).appearance_count == 2
     assert (await store.get_entity(update.created)).appearance_count == 7
-    assert [u.type for u in await store.pending_updates(TYPE)] == ["split"]  # no merge snapped it back
+    # The name, then the split; no merge snapped it back.
+    assert [u.type for u in await store.pending_updates(TYPE)] == ["annotated", "split"]
 
 
 async def test_corrections_racing_the_single_writer_lose_and_double_nothing(store, caplog):
@@ -308,3 +309,30 @@ async def test_corrections_racing_the_single_writer_lose_and_double_nothing(stor
           f"{operator_lost}")
     assert corrections["split"] and corrections["merged"] and corrections["named"]
     assert writer_lost + operator_lost > 0
+
+
+async def test_annotations_and_erasures_are_queued_for_entity_updates_with_the_change(store):
+    """What the long-term memory (and any other consumer of entity-updates) learns of names and erasures: an
+    `annotated` update with all four fields as they now are, and an `erased` one naming ids only."""
+    c = Corrections(store)
+    await put(store, write("a1", "a1", "c1", 0), write("a2", "a1", "c2", 5), write("b1", "b1", "c1", 1))
+    await c.annotate("a1", {"name": "Ann", "trust": "trusted"}, by="ops")
+    await c.annotate("a1", {"trust": "unknown", "watch": "ex"}, by="ops")
+    await merge(store, "a1", "b1")
+    await c.annotate("a1", {})  # a retention refresh (as after a merge) changes nothing: no update
+    pending = await store.pending_updates(TYPE)
+    assert [u.type for u in pending] == ["annotated", "annotated", "merged"]
+    assert pending[0].annotation is not None and pending[0].annotation.model_dump() == {
+        "name": "Ann", "notes": None, "trust": "trusted", "watch": None}
+    assert pending[1].annotation is not None and pending[1].annotation.model_dump() == {
+        "name": "Ann", "notes": None, "trust": None, "watch": "ex"}
+    assert (pending[0].survivor, pending[0].by) == ("a1", "ops")
+    purged = await store.purge_entity("b1", by="ops")
+    assert purged is not None
+    erased = (await store.pending_updates(TYPE))[-1]
+    assert (erased.type, erased.survivor, erased.erased_ids, erased.by) == ("erased", "a1", ["b1"], "ops")
+    assert sorted(erased.detections or []) == ["a1", "a2", "b1"]
+    assert erased.annotation is None and "Ann" not in erased.model_dump_json()
+    # Its names still waiting to be published went with it; the merge stays (ids only, like the erasure).
+    assert [u.type for u in await store.pending_updates(TYPE)] == ["merged", "erased"]
+    assert 0 < await store.redis.ttl(store.keys.outbox(TYPE)) <= RETENTION + 5  # the named entity's, at most

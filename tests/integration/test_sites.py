@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -68,10 +69,11 @@ async def test_every_key_of_a_site_carries_its_hash_tag(store: ReidStore):
     assert len(keys) > 10
     tag = re.compile(re.escape(store.settings.redis_prefix) + r":\{home-b\}:")
     assert all(tag.match(k) for k in keys), [k for k in keys if not tag.match(k)]
-    # The merge's update waits in site b's outbox only, and names its site.
+    # The name's and the merge's updates wait in site b's outbox only, and name their site.
     found = await store.pending_outboxes([("default", "person"), ("home-b", "person")])
     assert list(found) == [("home-b", "person")]
     updates, alerts = found["home-b", "person"]
-    assert len(updates) == 1 and b'"site_id":"home-b"' in updates[0] and not alerts
+    assert [json.loads(u)["type"] for u in updates] == ["annotated", "merged"] and not alerts
+    assert {json.loads(u)["site_id"] for u in updates} == {"home-b"}
     purged = await site_b.purge_entity("k1")
     assert purged is not None and sorted(purged["detections"]) == ["k1", "k2", "k3"]

@@ -12,6 +12,13 @@ def test_defaults():
     assert (s.clip_model, s.clip_pretrained) == ("ViT-L-14", "openai")
 
 
+def test_the_archive_is_off_unless_a_postgresql_url_is_given():
+    assert (Settings.from_env({}).archive_url, Settings.from_env({}).archive_retention_days) == ("", 30)
+    assert Settings.from_env({"REID_ARCHIVE_URL": " "}).archive_url == ""
+    url = "postgresql://reid:secret@db.internal:5433/reid"
+    assert Settings.from_env({"REID_ARCHIVE_URL": url}).archive_url == url
+
+
 def test_values_are_parsed():
     s = Settings.from_env({"REID_IMAGE_ROOTS": "/a,/b", "REID_BATCH_SIZE": "8", "REID_SIMILARITY_THRESHOLD": "0.9"})
     assert s.image_roots == (Path("/a"), Path("/b")) and s.batch_size == 8 and s.similarity_threshold == 0.9
@@ -31,6 +38,10 @@ def test_values_are_parsed():
     ("REID_BATCH_MAX_LATENCY_MS", "soon"),
     ("REID_IMAGE_ROOTS", "relative/dir"),
     ("REID_ENCODER", "magic"),
+    ("REID_ARCHIVE_URL", "mysql://db/reid"),
+    ("REID_ARCHIVE_URL", "postgresql://127.0.0.1:5432"),
+    ("REID_ARCHIVE_URL", "postgresql://127.0.0.1:port/reid"),
+    ("REID_ARCHIVE_RETENTION_DAYS", "0"),
 ])
 def test_an_invalid_value_names_its_variable(var, value):
     with pytest.raises(ConfigError) as err:

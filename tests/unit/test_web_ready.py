@@ -13,6 +13,7 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 
 from reid_stream.app import create_app
+from reid_stream.archive import Archive
 from reid_stream.auth import Auditor, Authenticator
 from reid_stream.encoders.null import NullEncoder
 from reid_stream.runtime import Runtime
@@ -38,13 +39,13 @@ class FailingKafka:
         self.client = SimpleNamespace(fetch_all_metadata=fetch_all_metadata)
 
 
-async def ready(redis_port: int, publisher: Any) -> tuple[int, dict[str, Any], str]:
-    settings = make_settings("ready", redis_url=f"redis://127.0.0.1:{redis_port}/0")
+async def ready(redis_port: int, publisher: Any, **overrides: Any) -> tuple[int, dict[str, Any], str]:
+    settings = make_settings("ready", redis_url=f"redis://127.0.0.1:{redis_port}/0", **overrides)
     store = ReidStore.from_settings(settings)
     with ThreadPoolExecutor(1) as pool:
         runtime = Runtime(settings=settings, encoder=NullEncoder(dim=8), store=store, prepare_pool=pool,
                           model_pool=pool, auth=Authenticator.from_settings(settings), auditor=Auditor(False),
-                          publisher=publisher)
+                          publisher=publisher, archive=Archive(settings) if settings.archive_url else None)
         app, _ = create_app(settings, lambda: runtime)
         resp = await ReadyView(app, app.web).get(SimpleNamespace(headers={}))
     await store.close()
@@ -71,3 +72,13 @@ async def test_ready_codes_for_a_timeout_and_a_producer_not_started():
     assert body["checks"]["kafka"] == {"ok": False, "error_code": "kafka_timeout"}
     _, body, _ = await ready(port, None)
     assert body["checks"]["kafka"] == {"ok": False, "error_code": "kafka_not_started"}
+
+
+async def test_an_unreachable_archive_is_reported_but_never_required():
+    port = closed_port()
+    _, body, text = await ready(port, None, archive_url=f"postgresql://reid@127.0.0.1:{port + 2}/reid")
+    assert body["checks"]["archive"] == {"ok": False, "error_code": "archive_unreachable", "required": False,
+                                         "archiving": None, "archived": 0}
+    assert str(port + 2) not in text
+    _, without, _ = await ready(port, None)
+    assert "archive" not in without["checks"]
