@@ -65,8 +65,11 @@ async def test_views_answer_from_the_archive_once_redis_forgot(infra, archive_ur
         async with Collector(BOOTSTRAP, env["REID_TOPIC_MATCHES"]) as matches, Stream(
                 env["REID_TOPIC_DETECTIONS"]) as stream:
             await stream.send([detection(unique, root, "y", "porch", n, "1") for n in range(3)]
-                              + [detection(unique, root, "w", "yard", n, "2") for n in range(2)])
-            await matches.until(lambda items: len(items) >= 5, 60, "five match events")
+                              + [detection(unique, root, "w", "yard", n, "2") for n in range(2)]
+                              # The same person and detection ids at another site: another entity, archived apart.
+                              + [{**detection(unique, root, "y", "porch", n, "1"), "site_id": "annex"}
+                                 for n in range(3)])
+            await matches.until(lambda items: len(items) >= 8, 60, "eight match events")
         ann, other = event_of(matches.items, f"{unique}-y0")["entity_id"], \
             event_of(matches.items, f"{unique}-w0")["entity_id"]
         status, body = await send_json(f"{base}/api/entities/{ann}", "PATCH", {"name": "Ann", "trust": "trusted"})
@@ -75,7 +78,7 @@ async def test_views_answer_from_the_archive_once_redis_forgot(infra, archive_ur
         assert status == 200, body
         live = await until_archived(f"{base}/api/entities/{ann}", lambda b: b["appearance_count"] == 5)
         assert live["source"] == "live"
-        await archived(base, 5)
+        await archived(base, 8)
 
         assert await forget(env["REID_REDIS_PREFIX"]) > 0
         # The name and the merge travel on entity-updates: the archive has them a moment after the rows.
@@ -90,6 +93,10 @@ async def test_views_answer_from_the_archive_once_redis_forgot(infra, archive_ur
                                                                        ("y0", "y1", "y2", "w0", "w1")}
         status, history, _ = await get_json(f"{base}/api/entities/{ann}/history")
         assert status == 200 and (history["source"], history["count"]) == ("archive", 5)
+        status, annex, _ = await get_json(f"{base}/api/entities/{ann}?site_id=annex")
+        assert status == 200 and (annex["source"], annex["site_id"], annex["appearance_count"], annex["name"]) == (
+            "archive", "annex", 3, None), "the other site's entity: its own rows, not the name given at this one"
+        assert all(a["thumbnail_url"].endswith("?site_id=annex") for a in annex["appearances"])
 
         # Erasure reaches the archive, and what only the archive holds is erased there.
         status, erased, _ = await get_json(f"{base}/api/entities/{ann}", method="DELETE")
@@ -99,3 +106,5 @@ async def test_views_answer_from_the_archive_once_redis_forgot(infra, archive_ur
         for eid in (ann, other):
             status, _, _ = await get_json(f"{base}/api/entities/{eid}")
             assert status == 404
+        status, annex, _ = await get_json(f"{base}/api/entities/{ann}?site_id=annex")
+        assert status == 200 and annex["appearance_count"] == 3, "an erasure at one site leaves the other's"
