@@ -113,7 +113,7 @@ def cmd_memory(args: argparse.Namespace) -> None:
 
 async def populate(settings: Any, n: int, model: str) -> None:
     """Writes n embeddings straight into the store's layout (pipelined), as a worker would have left them."""
-    from reid_stream.store import Keys, day_of
+    from reid_stream.keys import Keys, day_of
 
     client = aioredis.Redis.from_url(settings.redis_url)
     keys = Keys.of(settings.redis_prefix)

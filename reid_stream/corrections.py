@@ -19,7 +19,8 @@ from typing import Any
 from reid_stream.errors import ApiError
 from reid_stream.events import Annotation, EntityUpdate
 from reid_stream.identity.gallery import plates_conflict
-from reid_stream.store import KEPT_DAY, PAIR_SEP, ReidStore, day_of, lua_script, pair_member, resolve_alias
+from reid_stream.keys import KEPT_DAY, PAIR_SEP, day_of
+from reid_stream.store import ReidStore, lua_script, pair_member, resolve_alias
 
 log = logging.getLogger(__name__)
 RETAIN_LUA = lua_script("retain.lua")

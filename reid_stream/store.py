@@ -14,11 +14,11 @@ from typing import Any, TypeVar, cast
 
 import numpy as np
 import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import WatchError
 
 from reid_stream.config import Settings
+from reid_stream.erasure import others_named, plan_erasure, queue_erasure
 from reid_stream.events import (
     DEFAULT_SITE,
     ENTITY_TYPES,
@@ -29,6 +29,7 @@ from reid_stream.events import (
     MatchEvent,
     WatchAlert,
 )
+from reid_stream.keys import KEPT_DAY, PAIR_SEP, Keys, day_of
 from reid_stream.matching import Assignment, EntityEmbedding, VectorIndex
 
 
@@ -51,8 +52,6 @@ end
 return n
 """
 T = TypeVar("T")
-PAIR_SEP = "\x1f"
-KEPT_DAY = "kept"  # the pseudo-day of retained entities' rows (see corrections.py), in place of the date
 MAX_SITE_VIEWS = 4096
 MAX_ALIAS_HOPS = 32  # merges flatten chains, so one hop is the rule; more only mid-merge or from stale keys
 
@@ -77,115 +76,6 @@ def stored_vector(raw: bytes, dim: int) -> np.ndarray:
         vec = np.frombuffer(raw, dtype=np.float16).astype(np.float32)
         return vec / max(float(np.linalg.norm(vec)), 1e-12)  # rounding moved it off the unit sphere
     return np.frombuffer(raw, dtype=np.float32)
-
-
-@dataclass(frozen=True)
-class Keys:
-    """Every key name of one site in one place. Embedding keys carry the model id, so vector spaces never mix.
-
-    Every key of a site carries the hash tag `{site}`: in a Redis Cluster a site's keys share one slot, so the
-    scripts and the erasure's transaction, which touch an entity with its markers, indexes and outboxes at
-    once, work unchanged, and sites spread over the cluster's primaries.
-    """
-
-    prefix: str  # the site's: "{REID_REDIS_PREFIX}:{{site}}"
-
-    @classmethod
-    def of(cls, prefix: str, site: str = DEFAULT_SITE) -> Keys:
-        return cls(f"{prefix}:{{{site}}}")
-
-    def version(self, model: str, etype: str) -> str:
-        return f"{self.prefix}:ver:{model}:{etype}"
-
-    def index(self, model: str, etype: str) -> str:
-        return f"{self.prefix}:idx:{model}:{etype}"
-
-    def vec_prefix(self, model: str, etype: str) -> str:
-        # One hash of vectors per day (entity_embeddings:{date}), split by model and type.
-        return f"{self.prefix}:entity_embeddings:{model}:{etype}:"
-
-    def meta_prefix(self, model: str, etype: str) -> str:
-        return f"{self.prefix}:entity_meta:{model}:{etype}:"
-
-    def marker(self, detection_id: str) -> str:
-        return f"{self.prefix}:det:{detection_id}"
-
-    def entity(self, entity_id: str) -> str:
-        return f"{self.prefix}:ent:{entity_id}"
-
-    def cameras(self, entity_id: str) -> str:
-        return f"{self.prefix}:ent:{entity_id}:cams"
-
-    def appearances(self, entity_id: str) -> str:
-        return f"{self.prefix}:ent:{entity_id}:apps"
-
-    def order(self, entity_id: str) -> str:
-        return f"{self.prefix}:ent:{entity_id}:order"
-
-    def by_type(self, etype: str) -> str:
-        return f"{self.prefix}:entities:{etype}"
-
-    def camera_prefix(self, etype: str) -> str:
-        return f"{self.prefix}:cam:{etype}:"
-
-    def by_camera(self, etype: str, camera_id: str) -> str:
-        return self.camera_prefix(etype) + camera_id
-
-    def merged_ids(self, entity_id: str) -> str:
-        """The ids merged into a live entity (chains flattened)."""
-        return f"{self.prefix}:ent:{entity_id}:merged"
-
-    def alias_prefix(self) -> str:
-        return f"{self.prefix}:alias:"
-
-    def alias(self, merged_id: str) -> str:
-        """A merged id -> the entity it now is; what the views follow."""
-        return self.alias_prefix() + merged_id
-
-    def aliases(self, model: str, etype: str) -> str:
-        """All aliases of one (model, type) in one hash: what load_index reads to name only live entities."""
-        return f"{self.prefix}:aliases:{model}:{etype}"
-
-    def outbox(self, etype: str) -> str:
-        """Entity updates not yet published to Kafka, oldest first."""
-        return f"{self.prefix}:outbox:{etype}"
-
-    def apart(self, model: str, etype: str) -> str:
-        """Cannot-link pairs an operator's split made: pair_member(a, b) -> until (epoch s)."""
-        return f"{self.prefix}:apart:{model}:{etype}"
-
-    def pinned(self, model: str, etype: str) -> str:
-        """Tracklet keys an operator's merge confirmed -> until: never decided again for contradicting the
-        entity's other tracklets."""
-        return f"{self.prefix}:pinned:{model}:{etype}"
-
-    def named(self, etype: str) -> str:
-        """Entities of a type that have a name, a trust or a watch label -> {name, trust, watch}: what the assign
-        stage reads to put them in match events, and to raise alerts, without reading every entity."""
-        return f"{self.prefix}:named:{etype}"
-
-    def enrolments(self, model: str, etype: str) -> str:
-        """Images enrolled on the watch list: enrolment id -> {label, by, at, until} (see watch.py)."""
-        return f"{self.prefix}:enrol:{model}:{etype}"
-
-    def enrolment_vectors(self, model: str, etype: str) -> str:
-        """Enrolment id -> its vector (float32 bytes); the image itself is never kept."""
-        return f"{self.prefix}:enrolvec:{model}:{etype}"
-
-    def alerts(self, etype: str) -> str:
-        """Watch list alerts not yet published to Kafka, oldest first (written with their detection)."""
-        return f"{self.prefix}:alerts:{etype}"
-
-    def alert_last(self, etype: str) -> str:
-        """(watch id, camera id), joined by PAIR_SEP -> detection time of its latest alert: the rate limit."""
-        return f"{self.prefix}:alertlast:{etype}"
-
-    def refs_prefix(self) -> str:
-        return f"{self.prefix}:refs:"
-
-    def refs(self, entity_id: str) -> str:
-        """The detections of other entities whose stored event names this entity: erasure rewrites them."""
-        return self.refs_prefix() + entity_id
 
 
 @dataclass(frozen=True)
@@ -221,11 +111,6 @@ class CommitResult:
     alert: str = ""  # a stored detection's alert: raised | limited (held back by the rate limit) | "" (none)
 
 
-def day_of(ts: datetime) -> str:
-    """The UTC day a detection belongs to, which names its embedding keys."""
-    return ts.astimezone(UTC).date().isoformat()
-
-
 def resolve_alias(aliases: Mapping[str, str], entity_id: str) -> str:
     """The live entity an id now is: aliases followed to the end; a cycle (never written, but keys expire
     independently) stops where it closes rather than looping."""
@@ -247,59 +132,6 @@ def operator_fields(h: Mapping[str, str]) -> dict[str, Any]:
     until = float(h.get("keep_until", 0) or 0)
     return {"name": h.get("name"), "notes": h.get("notes"), "trust": h.get("trust", "unknown"), "watch": h.get("watch"),
             "retained_until": datetime.fromtimestamp(until, UTC) if until > time.time() else None}
-
-
-def others_named(entity_id: str, matches: Iterable[str], candidates: Iterable[str],
-                  redecided_from: str | None) -> set[str]:
-    """The entities other than its own that a match event names: in its matches, its candidates and its
-    tracklet. Erasing one of them rewrites the event's stored copy."""
-    names = {*matches, *candidates}
-    if redecided_from:
-        names.add(redecided_from)
-    names.discard(entity_id)
-    return names
-
-
-def named_entities(event: Mapping[str, Any]) -> set[str]:
-    """`others_named` of a stored match event (as JSON; events stored before candidates existed included)."""
-    return others_named(event["entity_id"], (m["entity_id"] for m in event.get("matches") or ()),
-                        (c["entity_id"] for c in event.get("candidates") or ()),
-                        (event.get("tracklet") or {}).get("redecided_from"))
-
-
-def scrub_event(event: dict[str, Any], entities: set[str], detections: set[str]) -> bool:
-    """Drop every mention of erased entities and detections from a stored match event; True if it changed."""
-    before_matches, before_candidates = event.get("matches") or [], event.get("candidates") or []
-    matches = [m for m in before_matches if m["entity_id"] not in entities and m["detection_id"] not in detections]
-    candidates = [c for c in before_candidates if c["entity_id"] not in entities]
-    changed = len(matches) < len(before_matches) or len(candidates) < len(before_candidates)
-    event["matches"] = matches
-    if "candidates" in event:
-        event["candidates"] = candidates
-    tracklet = event.get("tracklet")
-    if tracklet and tracklet.get("redecided_from") in entities:
-        tracklet["redecided_from"] = None
-        changed = True
-    return changed
-
-
-@dataclass
-class _Erasure:
-    """What purge_entity read under WATCH and will delete or rewrite in one MULTI."""
-
-    entity_id: str
-    etype: str
-    model: str
-    cameras: list[str]
-    detections: list[tuple[str, float]]  # (detection id, its time as epoch seconds)
-    merged_ids: list[str]
-    aliases: set[str] = field(default_factory=set)  # alias fields and keys to delete
-    unref: dict[str, list[str]] = field(default_factory=dict)  # other entities' refs key -> its detections
-    rewrites: dict[str, str] = field(default_factory=dict)  # other detections' marker key -> scrubbed json
-    apart: list[str] = field(default_factory=list)  # cannot-link pairs naming it
-    alert_fields: list[str] = field(default_factory=list)  # its rate-limit entries (watch id, camera)
-    alerts: list[bytes] = field(default_factory=list)  # its alerts not yet published
-    annotations: list[bytes] = field(default_factory=list)  # its `annotated` updates not yet published (names)
 
 
 def _sorted_ids(raw: Iterable[bytes]) -> list[str]:
@@ -678,12 +510,12 @@ class ReidStore:
                 return None
             async with self.redis.pipeline(transaction=True) as pipe:
                 try:
-                    plan = await self._plan_erasure(pipe, target)
+                    plan = await plan_erasure(pipe, self.keys, target)
                     if plan is None:  # merged or erased between resolving and watching: resolve again
                         await pipe.unwatch()
                         continue
                     pipe.multi()
-                    self._queue_erasure(pipe, plan, by)
+                    queue_erasure(pipe, self.keys, plan, self.site, self.settings.embedding_ttl_seconds, by)
                     await pipe.execute()
                 except WatchError:
                     continue
@@ -691,108 +523,6 @@ class ReidStore:
                     "detections": [d for d, _ in plan.detections], "cameras": plan.cameras,
                     "merged_ids": plan.merged_ids, "resolved_from": entity_id if entity_id != target else None}
         raise RuntimeError(f"entity {entity_id} kept changing; purge gave up after 20 attempts")
-
-    async def _plan_erasure(self, pipe: Pipeline, entity_id: str) -> _Erasure | None:
-        """Everything the erasure touches, read under WATCH (the pipeline answers at once until MULTI)."""
-        k = self.keys
-        await pipe.watch(k.entity(entity_id), k.appearances(entity_id), k.merged_ids(entity_id))
-        h = await pipe.hgetall(k.entity(entity_id))
-        if not h:
-            return None
-        etype, model = h[b"entity_type"].decode(), h.get(b"model", b"").decode()
-        await pipe.watch(k.version(model, etype))
-        plan = _Erasure(
-            entity_id, etype, model, cameras=[c.decode() for c in await pipe.smembers(k.cameras(entity_id))],
-            detections=[(d.decode(), ts) for d, ts in await pipe.zrange(k.order(entity_id), 0, -1, withscores=True)],
-            merged_ids=_sorted_ids(await pipe.smembers(k.merged_ids(entity_id))))
-        erased = {entity_id, *plan.merged_ids}
-        # Aliases naming it whose merged-ids set expired first would otherwise outlive it in the hash.
-        aliases = await pipe.hgetall(k.aliases(model, etype))
-        plan.aliases = set(plan.merged_ids) | {f.decode() for f, v in aliases.items() if v.decode() in erased}
-        pairs = await pipe.zrange(k.apart(model, etype), 0, -1)
-        plan.apart = [p.decode() for p in pairs if erased & set(p.decode().split(PAIR_SEP))]
-        # Watch list traces: its alerts' rate-limit entries, and alerts about it still waiting to be published.
-        await pipe.watch(k.alerts(etype))
-        plan.alert_fields = [f.decode() for f in await pipe.hkeys(k.alert_last(etype))
-                             if f.decode().partition(PAIR_SEP)[0] in erased]
-        own = {d for d, _ in plan.detections}
-        plan.alerts = [a for a in await pipe.lrange(k.alerts(etype), 0, -1)
-                       if (v := json.loads(a))["entity_id"] in erased or v["detection_id"] in own]
-        # Its names waiting to be published go too (the `erased` update that replaces them names ids only).
-        await pipe.watch(k.outbox(etype))
-        plan.annotations = [u for u in await pipe.lrange(k.outbox(etype), 0, -1)
-                            if (v := json.loads(u)).get("type") == "annotated" and v["survivor"] in erased]
-        await self._plan_unref(pipe, plan, erased)
-        await self._plan_rewrites(pipe, plan, erased)
-        return plan
-
-    async def _plan_unref(self, pipe: Pipeline, plan: _Erasure, erased: set[str]) -> None:
-        """Its own detections leave the reference sets of the entities their events named."""
-        own = [d for d, _ in plan.detections]
-        raw = await pipe.mget([self.keys.marker(d) for d in own]) if own else []
-        for det, marker in zip(own, raw, strict=True):
-            if marker is not None:
-                for other in named_entities(json.loads(marker)["event"]) - erased:
-                    plan.unref.setdefault(self.keys.refs(other), []).append(det)
-
-    async def _plan_rewrites(self, pipe: Pipeline, plan: _Erasure, erased: set[str]) -> None:
-        """Other detections whose stored event names it: their markers, scrubbed."""
-        own = {d for d, _ in plan.detections}
-        referrers = sorted({r.decode() for r in await pipe.sunion([self.keys.refs(e) for e in erased])} - own)
-        if not referrers:
-            return
-        marker_keys = [self.keys.marker(d) for d in referrers]
-        await pipe.watch(*marker_keys)  # an expiry in between aborts the MULTI, so KEEPTTL never revives one
-        for key, raw in zip(marker_keys, await pipe.mget(marker_keys), strict=True):
-            if raw is None:
-                continue
-            marker = json.loads(raw)
-            if scrub_event(marker["event"], erased, own):
-                plan.rewrites[key] = json.dumps(marker)
-
-    def _queue_erasure(self, pipe: Pipeline, plan: _Erasure, by: str | None) -> None:
-        k, eid, model, etype = self.keys, plan.entity_id, plan.model, plan.etype
-        for det, ts in plan.detections:
-            day = day_of(datetime.fromtimestamp(ts, UTC))
-            pipe.hdel(k.vec_prefix(model, etype) + day, det)
-            pipe.hdel(k.meta_prefix(model, etype) + day, det)
-            pipe.zrem(k.index(model, etype), f"{day}|{det}")
-            # A retained entity's rows live under the pseudo-day (see corrections.py).
-            pipe.hdel(k.vec_prefix(model, etype) + KEPT_DAY, det)
-            pipe.hdel(k.meta_prefix(model, etype) + KEPT_DAY, det)
-            pipe.zrem(k.index(model, etype), f"{KEPT_DAY}|{det}")
-            pipe.delete(k.marker(det))
-        pipe.delete(k.entity(eid), k.cameras(eid), k.appearances(eid), k.order(eid), k.merged_ids(eid),
-                    *(k.refs(e) for e in (eid, *plan.merged_ids)))
-        pipe.zrem(k.by_type(etype), eid)
-        for cam in plan.cameras:
-            pipe.zrem(k.by_camera(etype, cam), eid)
-        if plan.aliases:
-            pipe.delete(*(k.alias(a) for a in plan.aliases))
-            pipe.hdel(k.aliases(model, etype), *plan.aliases)
-        # Its name, notes and trust went with its hash; the name index and the cannot-link pairs naming it go too.
-        pipe.hdel(k.named(etype), eid, *plan.merged_ids)
-        if plan.apart:
-            pipe.zrem(k.apart(model, etype), *plan.apart)
-        if plan.alert_fields:
-            pipe.hdel(k.alert_last(etype), *plan.alert_fields)
-        for alert in plan.alerts:
-            pipe.lrem(k.alerts(etype), 0, alert)
-        for annotation in plan.annotations:
-            pipe.lrem(k.outbox(etype), 0, annotation)
-        for refs_key, dets in plan.unref.items():
-            pipe.srem(refs_key, *dets)
-        for marker_key, marker in plan.rewrites.items():
-            pipe.set(marker_key, marker, keepttl=True)
-        update = EntityUpdate(type="erased", survivor=eid, entity_type=etype, site_id=self.site, at=datetime.now(UTC),
-                              by=by,
-                              erased_ids=plan.merged_ids or None, detections=[d for d, _ in plan.detections])
-        pipe.rpush(k.outbox(etype), update.model_dump_json())
-        ttl = self.settings.embedding_ttl_seconds
-        pipe.expire(k.outbox(etype), ttl, nx=True)  # a new list; an older one only ever lives longer
-        pipe.expire(k.outbox(etype), ttl, gt=True)
-        pipe.incr(k.version(model, etype))
-        pipe.expire(k.version(model, etype), ttl)
 
     async def nearest(self, query_embedding: np.ndarray, entity_type: str, model: str, camera_id: str | None = None,
                       min_similarity: float | None = None, limit: int = 10) -> list[tuple[EntityEmbedding, float]]:

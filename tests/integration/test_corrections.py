@@ -12,7 +12,8 @@ import pytest
 
 from reid_stream.assign import Assigner
 from reid_stream.corrections import CorrectionError, Corrections
-from reid_stream.store import KEPT_DAY, ReidStore, day_of
+from reid_stream.keys import KEPT_DAY, day_of
+from reid_stream.store import ReidStore
 from tests.conftest import make_settings
 from tests.integration.test_store_merge import DIM, MODEL, T0, TYPE, all_keys, merge, put, write
 

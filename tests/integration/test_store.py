@@ -217,7 +217,7 @@ async def test_a_mass_expiry_larger_than_lua_can_unpack_still_commits(store):
     """After a long quiet spell thousands of embeddings expire in one commit; the script must cope."""
     import time
 
-    from reid_stream.store import day_of
+    from reid_stream.keys import day_of
 
     k, model = store.keys, "test-model"
     old = time.time() - 10_000  # older than the 600 s TTL of this fixture

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from reid_stream.keys import Keys
 from reid_stream.params import ParamError, site_param
-from reid_stream.store import Keys
 
 
 def test_site_param_defaults_and_refuses_what_cannot_be_a_hash_tag():

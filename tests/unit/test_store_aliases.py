@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from reid_stream.store import named_entities, resolve_alias, scrub_event
+from reid_stream.erasure import named_entities, scrub_event
+from reid_stream.store import resolve_alias
 
 
 def test_aliases_resolve_through_chains_and_stop_at_a_cycle():
