@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -58,6 +59,10 @@ def cmd_worker(_: argparse.Namespace) -> int:
             return 4
     app, _ = create_app(settings, lambda: build_runtime(settings, encoder))
     worker = faust.Worker(app, loglevel=settings.log_level, loop=loop, override_logging=False)
+    # What startup built (modules, the model, the app) lives as long as the process: out of the cyclic
+    # collector's sight, its full collections no longer walk it again and again (about half of their CPU).
+    gc.collect()
+    gc.freeze()
     worker.execute_from_commandline()
     return 0
 
