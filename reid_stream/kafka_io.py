@@ -10,6 +10,7 @@ Faust's guarantee: a batch's offsets are committed only after everything it prod
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
@@ -20,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from reid_stream.wire import RawEvent
 
@@ -173,13 +175,27 @@ class BatchConsumer(ConsumerRebalanceListener):
             await self._consumer.stop()
 
 
+# aiokafka's murmur2 is pure Python (~4-9 us a key); match events are keyed by entity, and an entity's id comes
+# back with each of its detections. Bounded: a few MB at most.
+_murmur2 = functools.lru_cache(maxsize=1 << 14)(murmur2)
+
+
+class KeyedPartitioner(DefaultPartitioner):
+    """The default partitioner, the same partition for every key (the Java client's), with the hash remembered."""
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return super().__call__(key, all_partitions, available)
+        return all_partitions[(_murmur2(bytes(key)) & 0x7FFFFFFF) % len(all_partitions)]
+
+
 class Publisher:
     """One idempotent producer for every output; publish() returns once Kafka acknowledged all of it."""
 
     def __init__(self, bootstrap: str, client_id: str = "reid-stream") -> None:
         self._options = {
             "bootstrap_servers": bootstrap, "client_id": client_id, "acks": "all", "enable_idempotence": True,
-            "linger_ms": 2, "max_batch_size": 1 << 20,
+            "linger_ms": 2, "max_batch_size": 1 << 20, "partitioner": KeyedPartitioner(),
             # Room for a dead letter carrying a cut original (REID_DLQ_MAX_ORIGINAL_BYTES, base64) and its JSON.
             "max_request_size": 16 << 20}
         self._producer: AIOKafkaProducer  # made in start(): aiokafka binds to the running loop
