@@ -11,7 +11,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -124,8 +124,11 @@ async def produce_fast(bootstrap: str, topic: str, messages: Any) -> None:
         await producer.stop()
 
 
-def cpu_times() -> tuple[dict[str, float], float]:
-    """CPU seconds so far by process role (worker, decoders, kafka, redis, other), and the machine's total."""
+def cpu_times(workers: Collection[int] = ()) -> tuple[dict[str, float], float]:
+    """CPU seconds so far by process role (worker, decoders, kafka, redis, other), and the machine's total.
+
+    With `workers` (pids), only those workers and their own decode processes count as worker and decoders:
+    other workers on a shared machine (another checkout's tests) are outside load, not this run's CPU."""
     tick = os.sysconf("SC_CLK_TCK")
     roles: dict[str, float] = {}
     for pid in os.listdir("/proc"):
@@ -140,6 +143,9 @@ def cpu_times() -> tuple[dict[str, float], float]:
         used = (int(fields[11]) + int(fields[12])) / tick
         role = ("decoders" if "multiprocessing.spawn" in cmd else "worker" if "reid_stream worker" in cmd else
                 "kafka" if "kafka" in cmd and "java" in cmd else "redis" if "redis-server" in cmd else "other")
+        if workers and role in ("worker", "decoders"):
+            mine = int(pid) in workers if role == "worker" else int(fields[1]) in workers  # fields[1]: parent
+            role = role if mine else "other"
         roles[role] = roles.get(role, 0.0) + used
     total = sum(int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]) / tick
     return roles, total

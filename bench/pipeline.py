@@ -117,11 +117,13 @@ async def pipeline_drain(n: int, crops: list[bytes], env: dict[str, str], log: P
     worker.start()
     try:
         await worker.wait_ready()
-        before, busy_before = cpu_times(), busy_jiffies()
+        assert worker.proc is not None
+        mine = {worker.proc.pid}
+        before, busy_before = cpu_times(mine), busy_jiffies()
         with tqdm(total=n, desc="match events", unit="det") as bar:
             await drain_matches(BOOTSTRAP, worker.env["REID_TOPIC_MATCHES"], n, timeout=timeout,
                                 on_record=lambda r: stamps.append(r.timestamp), progress=bar)
-        after, busy_after = cpu_times(), busy_jiffies()
+        after, busy_after = cpu_times(mine), busy_jiffies()
         cpu = cpu_share(before, after)
         metrics = scrape(worker.base)
     finally:

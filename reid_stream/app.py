@@ -152,13 +152,19 @@ class Pipeline(mode.Service):
         now = time.time()
         sent_at = {(i.site_id, i.detection_id): i.source.timestamp for i in items}
         m = self.metrics
+        new = ambiguous = refused = 0
         for ev in out:
-            m.processed.inc()
-            (m.new_entities if ev.is_new_entity else m.matched).inc()
-            m.ambiguous.inc(ev.ambiguous)
-            m.refused.inc(sum(c.refused is not None for c in ev.candidates))
+            new += ev.is_new_entity
+            ambiguous += ev.ambiguous
+            refused += sum(c.refused is not None for c in ev.candidates)
             if sent := sent_at.get((ev.site_id, ev.detection_id)):
                 m.latency.observe(max(0.0, now - sent))
+        # Counted once per batch: each inc() takes the counter's lock.
+        m.processed.inc(len(out))
+        m.new_entities.inc(new)
+        m.matched.inc(len(out) - new)
+        m.ambiguous.inc(ambiguous)
+        m.refused.inc(refused)
 
     async def _publish_outboxes(self, shards: set[tuple[str, str]]) -> None:
         """Entity updates (merges) and watch list alerts wait in Redis outboxes, written by the same scripts as

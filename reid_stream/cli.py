@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import sys
 from pathlib import Path
 
 from reid_stream.config import ConfigError, Settings, describe
+
+GC_YOUNG_THRESHOLD = 7000  # allocations between young-generation collections in the worker (Python's default: 700)
 
 
 def _settings() -> Settings:
@@ -58,6 +61,14 @@ def cmd_worker(_: argparse.Namespace) -> int:
             return 4
     app, _ = create_app(settings, lambda: build_runtime(settings, encoder))
     worker = faust.Worker(app, loglevel=settings.log_level, loop=loop, override_logging=False)
+    # What startup built (modules, the model, the app) lives as long as the process: out of the cyclic
+    # collector's sight, its full collections no longer walk it again and again (about half of their CPU).
+    gc.collect()
+    gc.freeze()
+    # A batch allocates tens of thousands of short-lived containers (records, events, Kafka's structures): at the
+    # default 700 a young collection ran every few hundred of them and re-walked the survivors each time. Memory
+    # is freed by reference counts as before; only cycles wait for at most this many new objects.
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     worker.execute_from_commandline()
     return 0
 

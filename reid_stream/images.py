@@ -11,15 +11,18 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlparse
 
-import aiohttp
 import numpy as np
 import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 from reid_stream.errors import DetectionError
 from reid_stream.events import BBox, Detection
+
+if TYPE_CHECKING:  # imported where a URL is fetched: the decode processes never do, and aiohttp costs each of
+    import aiohttp  # them ~0.4 s of CPU at start (its connector builds an SSL context)
 
 # The only formats accepted, and the only Pillow parsers that ever see untrusted bytes (Image.open's formats=,
 # which takes a tuple or list).
@@ -133,6 +136,8 @@ async def fetch_url(session: aiohttp.ClientSession, url: str, allowed_hosts: tup
 
 
 async def _follow(session: aiohttp.ClientSession, url: str, allowed_hosts: tuple[str, ...], max_bytes: int) -> bytes:
+    import aiohttp
+
     for _ in range(MAX_REDIRECTS + 1):
         check_url(url, allowed_hosts)
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -109,6 +110,14 @@ class CommitResult:
     evicted: tuple[str, ...] = ()
     marker: dict[str, Any] | None = None
     alert: str = ""  # a stored detection's alert: raised | limited (held back by the rate limit) | "" (none)
+
+
+_json_str = json.encoder.encode_basestring_ascii  # json.dumps of a str (ensure_ascii), quotes included
+
+
+def _json_number(x: float) -> str:
+    """json.dumps of a number: repr for a finite float, as json's encoder writes it."""
+    return float.__repr__(x) if type(x) is float and math.isfinite(x) else json.dumps(x)
 
 
 def resolve_alias(aliases: Mapping[str, str], entity_id: str) -> str:
@@ -236,8 +245,12 @@ class ReidStore:
     def _commit_fields(w: PlannedWrite) -> list[str]:
         """One detection's text fields in the batch commit (see store.lua); none holds a newline."""
         ev = w.event
-        meta = json.dumps({"e": ev.entity_id, "c": ev.camera_id, "t": ev.timestamp.isoformat(), "k": w.track_key,
-                           "q": w.quality, **({"p": ev.plate} if ev.plate else {})})  # a plate lives with its row
+        at = ev.timestamp.isoformat()
+        # What json.dumps of {"e", "c", "t", "k", "q"[, "p"]} writes, byte for byte (tests/unit/test_store_fields.py),
+        # without building and walking a dict per detection. A plate lives with its row.
+        meta = (f'{{"e": {_json_str(ev.entity_id)}, "c": {_json_str(ev.camera_id)}, "t": {_json_str(at)}, '
+                f'"k": {_json_str(w.track_key)}, "q": {_json_number(w.quality)}'
+                + (f', "p": {_json_str(ev.plate)}}}' if ev.plate else "}"))
         # The event is serialised once, straight into the marker's JSON text.
         marker = (f'{{"fp": {json.dumps(w.fingerprint)}, "event": {w.event_json()}, '
                   f'"ref": {json.dumps(w.image_ref)}}}')
@@ -246,7 +259,7 @@ class ReidStore:
                                     ev.tracklet.redecided_from if ev.tracklet is not None else None))
         alert = w.alert
         return [ev.detection_id, day_of(ev.timestamp), meta, marker, ev.camera_id, repr(ev.timestamp.timestamp()),
-                ev.timestamp.isoformat(), w.appearance.model_dump_json(), ev.entity_id, str(len(named)), *named,
+                at, w.appearance.model_dump_json(), ev.entity_id, str(len(named)), *named,
                 alert.model_dump_json() if alert else "", alert.watch_id + PAIR_SEP + alert.camera_id if alert else ""]
 
     async def commit(self, writes: list[PlannedWrite], expected_version: int) -> list[CommitResult]:

@@ -6,10 +6,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import DefaultPartitioner
 
-from reid_stream.kafka_io import BatchConsumer
+from reid_stream.kafka_io import BatchConsumer, Publisher
 from tests.e2e.harness import committed
 
 pytestmark = pytest.mark.integration
@@ -94,3 +95,52 @@ async def test_a_failing_handler_stops_the_loop_and_commits_nothing_of_its_batch
     finally:
         await consumer.close(drain=False)
     assert await committed_offset(group, topic) == -1
+
+
+async def test_publish_puts_each_message_where_send_would_in_order(infra, unique):
+    """Publisher.publish builds its own record batches: every keyed message must still land on the partition
+    aiokafka's send() picks (murmur2, as the Java client), in the order given, a message larger than a batch
+    included, and all of them acknowledged when it returns."""
+    topics = [f"kio-pub-{unique}", f"kio-pub2-{unique}"]
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    await admin.start()
+    try:
+        big = {"max.message.bytes": str(4 << 20)}  # as the dead-letter topic allows
+        await admin.create_topics([NewTopic(topics[0], 6, 1, topic_configs=big), NewTopic(topics[1], 1, 1)])
+    finally:
+        await admin.close()
+    messages: list[tuple[str, bytes | None, bytes]] = []
+    for i in range(900):
+        value = f"{i}:".encode() + (b"x" * (1_500_000 if i == 450 else 1_400))  # one over the 1 MiB batch
+        messages.append((topics[i % 7 == 0], f"entity-{i % 97}".encode() if i % 50 else None, value))
+    publisher = Publisher(BOOTSTRAP)
+    await publisher.start()
+    try:
+        await publisher.publish(messages)
+    finally:
+        await publisher.stop()
+    default = DefaultPartitioner()
+    got: dict[tuple[str, int], list[ConsumerRecord]] = {}
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest",
+                                group_id=f"kio-pub-{unique}", enable_auto_commit=False, fetch_max_bytes=64 << 20,
+                                max_partition_fetch_bytes=4 << 20)
+    await consumer.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + 30
+        while sum(map(len, got.values())) < len(messages):
+            assert asyncio.get_running_loop().time() < deadline, "not every message arrived"
+            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                got.setdefault((tp.topic, tp.partition), []).extend(records)
+    finally:
+        await consumer.stop()
+    assert sum(map(len, got.values())) == len(messages)
+    position = {m[2]: n for n, m in enumerate(messages)}
+    for (topic, partition), records in got.items():
+        order = [position[r.value] for r in records]
+        assert order == sorted(order)  # each partition holds its messages in the order given
+        for r in records:
+            _, key, _ = messages[position[r.value]]
+            assert r.key == key
+            if key is not None:
+                every = list(range(6 if topic == topics[0] else 1))
+                assert partition == default(key, every, every)
