@@ -10,6 +10,7 @@ import asyncio
 import gc
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ MAX_CONFLICT_RETRIES = 20
 COMMIT_CHUNK = 256  # detections per commit: the next chunk is planned while Redis stores this one
 THREADED_PRODUCTS_MIN = 64  # smaller batches (a paced stream) compute their products inline: no thread hand-off
 SIMILARITY_DIGITS = 6
+MAX_CACHED = 256  # (model, site, type) copies a worker keeps
 
 
 @dataclass
@@ -97,7 +99,9 @@ class Assigner:
         self.store = store
         self.metrics = metrics or Metrics()
         self.policy = policy_of(settings)
-        self._caches: dict[tuple[str, str, str], _TypeCache] = {}  # by (model, site, type)
+        # By (model, site, type), least recently used first: a worker keeps the copies of at most MAX_CACHED
+        # (site, type)s (its partitions' sites move away in a rebalance); one dropped is read again when needed.
+        self._caches: OrderedDict[tuple[str, str, str], _TypeCache] = OrderedDict()
         self._sites: dict[str, _Site] = {}
         self._names: dict[str, Named] = {}  # of the (model, site, type) being planned: set by _cache
         # The last batch's stored events as the marker holds them, by (site, detection id).
@@ -123,6 +127,8 @@ class Assigner:
     async def _cache(self, site: _Site, model: str, etype: str, dim: int) -> _TypeCache:
         key = (model, site.store.site, etype)
         cache = self._caches.get(key)
+        if cache is not None:
+            self._caches.move_to_end(key)
         current = await site.store.version(model, etype)
         if cache is None or cache.version != current or cache.index.dim != dim:
             version, index = await site.store.load_index(model, etype, dim)
@@ -136,6 +142,8 @@ class Assigner:
             names = await site.corrections.names(etype)
             enrolments = await site.watchlist.enrolments(model, etype, dim)
             cache = self._caches[key] = _TypeCache(version, index, gallery, names, enrolments)
+            while len(self._caches) > MAX_CACHED:
+                self._caches.popitem(last=False)
         self._names = cache.names
         return cache
 

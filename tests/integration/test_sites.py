@@ -77,3 +77,16 @@ async def test_every_key_of_a_site_carries_its_hash_tag(store: ReidStore):
     assert {json.loads(u)["site_id"] for u in updates} == {"home-b"}
     purged = await site_b.purge_entity("k1")
     assert purged is not None and sorted(purged["detections"]) == ["k1", "k2", "k3"]
+
+
+async def test_a_worker_keeps_few_sites_in_memory_and_reads_a_dropped_one_again(store: ReidStore, monkeypatch):
+    """Sites come and go with a worker's partitions: it keeps the copies of the latest ones only, and one it
+    dropped is read back from Redis, with the same outcome as if it had been kept."""
+    monkeypatch.setattr("reid_stream.assign.MAX_CACHED", 2)
+    a = Assigner(store.settings, store)
+    for n, site in enumerate(("s1", "s2", "s3")):
+        await a.assign([item(f"p{n}", unit(n), "c1", site_id=site)])
+    assert [key[1] for key in a._caches] == ["s2", "s3"]
+    events, _ = await a.assign([item("q0", unit(0), "c2", minutes=1, site_id="s1")])
+    assert events[0].entity_id == "p0" and not events[0].is_new_entity, "s1's entity, read again from Redis"
+    assert [key[1] for key in a._caches] == ["s3", "s1"]
