@@ -53,7 +53,8 @@ class Pipeline(mode.Service):
                                    batch_size=settings.batch_size, max_wait_s=settings.batch_max_latency_ms / 1000,
                                    # Concurrent batches overlap one batch's decoding with another's encoding.
                                    max_inflight=settings.embed_concurrency, **common)
-        # Stage 2 is the single writer of a type: one batch at a time, a few stage-1 messages per batch.
+        # Stage 2 is the single writer of its partitions' (site, type)s: one batch at a time, a few stage-1
+        # messages per batch.
         self.assign = BatchConsumer(topic=settings.topic_embedded, group_id=f"{settings.app_id}.assign",
                                     batch_size=ASSIGN_MESSAGES_PER_BATCH, max_wait_s=0.005, max_inflight=1, **common)
         self.publisher = Publisher(settings.kafka_bootstrap, client_id=settings.app_id)

@@ -88,7 +88,7 @@ class _Products(NamedTuple):
 
 
 class Assigner:
-    """Stage 2: match each embedded detection, decide its entity and store it. The single writer of a type.
+    """Stage 2: match each embedded detection, decide its entity and store it. The single writer of a (site, type).
 
     It keeps a local copy of the type's embeddings and trusts it only while Redis' version counter says
     nobody else wrote; any other writer makes the commit fail with 'conflict', and the copy is reloaded.

@@ -295,7 +295,7 @@ class Settings:
         "REID_SIMILARITY_THRESHOLD.")
     topic_embedded: str = setting(
         "REID_TOPIC_EMBEDDED", "reid-embedded", _nonempty,
-        "Internal topic keyed by entity type (single writer per type).")
+        "Internal topic keyed by site and entity type (a single writer per (site, type)).")
     redis_prefix: str = setting("REID_REDIS_PREFIX", "reid", _nonempty, "Prefix of every Redis key.")
     thumbnail_url_template: str = setting(
         "REID_THUMBNAIL_URL_TEMPLATE", "", _template,

@@ -1,7 +1,7 @@
 """Stage 1, free of Kafka: validate, load, crop and encode a batch of raw detections.
 
-It runs wherever the camera-keyed `detections` partitions land; its output is re-keyed by entity type
-(see wire.py), so that stage 2 has one writer per type.
+It runs wherever the camera-keyed `detections` partitions land; its output is re-keyed by site and entity type
+(see wire.py), so that stage 2 has one writer per (site, type).
 """
 
 from __future__ import annotations
