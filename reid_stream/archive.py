@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,6 +22,7 @@ import asyncpg
 
 from reid_stream.config import Settings
 from reid_stream.events import DEFAULT_SITE, EntityAppearance, EntityDetail
+from reid_stream.plates import entity_plates
 
 log = logging.getLogger(__name__)
 # What a lost or refusing database raises; anything else is a bug, and the archiver logs it too (and retries).
@@ -388,7 +388,6 @@ class Archive:
             # Only the plate of the detection's attributes is archived (it travels on the match event).
             attributes={"plate": a["plate"]} if a["plate"] else None,
             thumbnail_url=s.thumbnail_url(a["camera_id"], a["detection_id"], row["site_id"])) for a in apps]
-        plates = Counter(a["plate"] for a in apps if a["plate"] and etype == "vehicle")
         latest = max(apps, key=lambda a: (a["seen_at"], a["detection_id"]))
         return EntityDetail(
             id=eid, entity_id=eid, entity_type=etype, site_id=row["site_id"], first_seen=apps[0]["seen_at"],
@@ -398,7 +397,7 @@ class Archive:
             merged_ids=merged,
             name=row["name"], notes=row["notes"], trust=row["trust"] or "unknown", watch=row["watch"],
             retained_until=max(row["touched_at"], latest["seen_at"]) + self.retention, appearances=appearances,
-            plates=[p for p, _ in sorted(plates.items(), key=lambda kv: (-kv[1], kv[0]))],
+            plates=entity_plates(etype, appearances),
             resolved_from=asked if asked != eid else None, source="archive")
 
 

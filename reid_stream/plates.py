@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from reid_stream.errors import DetectionError
-from reid_stream.events import Detection
+from reid_stream.events import Detection, EntityAppearance
 
 PLATE_MIN, PLATE_MAX = 2, 10  # what a plate holds after normalisation (the shortest real plates have 2)
 OCR_PLATE_MIN = 4  # an OCR read shorter than this is more often a sticker, a logo or a fragment
@@ -75,3 +77,12 @@ def with_plate(header: dict[str, Any], plate: str, ocr_confidence: float | None 
         attributes["plate_source"] = "ocr"
         attributes["plate_confidence"] = round(ocr_confidence, 3)
     return {**header, "plate": plate, "attributes": attributes}
+
+
+def entity_plates(entity_type: str, appearances: Iterable[EntityAppearance]) -> list[str]:
+    """The plates an entity's appearances carry, most often seen first (ties by plate). Only a vehicle's
+    `attributes.plate` is a plate (normalised in stage 1); on a person it is any attribute."""
+    if entity_type != "vehicle":
+        return []
+    seen = Counter(p for a in appearances if a.attributes and isinstance(p := a.attributes.get("plate"), str))
+    return sorted(seen, key=lambda p: (-seen[p], p))

@@ -6,7 +6,6 @@ import copy
 import json
 import math
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +31,7 @@ from reid_stream.events import (
 )
 from reid_stream.keys import KEPT_DAY, PAIR_SEP, Keys, day_of
 from reid_stream.matching import Assignment, EntityEmbedding, VectorIndex
+from reid_stream.plates import entity_plates
 
 
 def lua_script(name: str) -> str:
@@ -460,19 +460,13 @@ class ReidStore:
             return None
         h = {key.decode(): v.decode() for key, v in h.items()}
         appearances = [EntityAppearance.model_validate_json(apps[d]) for d in order if d in apps]
-        plates: Counter[str] = Counter()
         for app in appearances:  # filled on read, so a changed REID_THUMBNAIL_URL_TEMPLATE applies at once
             app.thumbnail_url = self.settings.thumbnail_url(app.camera_id, app.detection_id, self.site)
-            # Only a vehicle's plate is a plate (normalised in stage 1); on a person it is any attribute.
-            if h["entity_type"] == "vehicle" and app.attributes and isinstance(plate := app.attributes.get("plate"),
-                                                                               str):
-                plates[plate] += 1
         return EntityDetail(id=entity_id, entity_id=entity_id, entity_type=h["entity_type"], site_id=self.site,
                             first_seen=h["first_seen"], last_seen=h["last_seen"], appearance_count=len(apps),
                             cameras_seen=sorted(c.decode() for c in cams), appearances=appearances,
                             thumbnail_url=self._entity_thumbnail(entity_id, h), merged_ids=_sorted_ids(merged),
-                            plates=[p for p, _ in sorted(plates.items(), key=lambda kv: (-kv[1], kv[0]))],
-                            **operator_fields(h))
+                            plates=entity_plates(h["entity_type"], appearances), **operator_fields(h))
 
     async def entity_names(self, entity_ids: list[str]) -> dict[str, str]:
         """The names operators gave these entities (those without one are left out), in one round trip."""
