@@ -10,7 +10,6 @@ import asyncio
 import gc
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from reid_stream.events import (
 from reid_stream.identity.decide import Decider, Decision, Incoming, Merge, Policy, quality, track_key
 from reid_stream.identity.gallery import SINGLE, Gallery, Row
 from reid_stream.identity.topology import Topology
+from reid_stream.lru import Lru
 from reid_stream.matching import Assignment, EntityEmbedding, VectorIndex, assign_entity, merge_matches
 from reid_stream.metrics import Metrics
 from reid_stream.store import CommitResult, PlannedWrite, ReidStore
@@ -45,7 +45,7 @@ MAX_CONFLICT_RETRIES = 20
 COMMIT_CHUNK = 256  # detections per commit: the next chunk is planned while Redis stores this one
 THREADED_PRODUCTS_MIN = 64  # smaller batches (a paced stream) compute their products inline: no thread hand-off
 SIMILARITY_DIGITS = 6
-MAX_CACHED = 256  # (model, site, type) copies a worker keeps
+MAX_CACHED = 256  # (model, site, type) copies a worker keeps, and sites' correction readers
 
 
 @dataclass
@@ -99,10 +99,10 @@ class Assigner:
         self.store = store
         self.metrics = metrics or Metrics()
         self.policy = policy_of(settings)
-        # By (model, site, type), least recently used first: a worker keeps the copies of at most MAX_CACHED
-        # (site, type)s (its partitions' sites move away in a rebalance); one dropped is read again when needed.
-        self._caches: OrderedDict[tuple[str, str, str], _TypeCache] = OrderedDict()
-        self._sites: dict[str, _Site] = {}
+        # By (model, site, type): a worker keeps the copies of the latest MAX_CACHED only (its partitions' sites
+        # move away in a rebalance); one dropped is read again when needed.
+        self._caches: Lru[tuple[str, str, str], _TypeCache] = Lru(MAX_CACHED)
+        self._sites: Lru[str, _Site] = Lru(MAX_CACHED)
         self._names: dict[str, Named] = {}  # of the (model, site, type) being planned: set by _cache
         # The last batch's stored events as the marker holds them, by (site, detection id).
         self._json: dict[tuple[str, str], str] = {}
@@ -117,18 +117,16 @@ class Assigner:
         self._caches.clear()
 
     def _site(self, site_id: str) -> _Site:
-        site = self._sites.get(site_id)
-        if site is None:
+        def make() -> _Site:
             store = self.store.for_site(site_id)
             corrections = Corrections(store)
-            site = self._sites[site_id] = _Site(store, corrections, Watchlist(store, corrections))
-        return site
+            return _Site(store, corrections, Watchlist(store, corrections))
+
+        return self._sites.get_or_make(site_id, make)
 
     async def _cache(self, site: _Site, model: str, etype: str, dim: int) -> _TypeCache:
         key = (model, site.store.site, etype)
         cache = self._caches.get(key)
-        if cache is not None:
-            self._caches.move_to_end(key)
         current = await site.store.version(model, etype)
         if cache is None or cache.version != current or cache.index.dim != dim:
             version, index = await site.store.load_index(model, etype, dim)
@@ -141,9 +139,7 @@ class Assigner:
             gallery.pinned = await site.corrections.pinned(model, etype)
             names = await site.corrections.names(etype)
             enrolments = await site.watchlist.enrolments(model, etype, dim)
-            cache = self._caches[key] = _TypeCache(version, index, gallery, names, enrolments)
-            while len(self._caches) > MAX_CACHED:
-                self._caches.popitem(last=False)
+            cache = self._caches.put(key, _TypeCache(version, index, gallery, names, enrolments))
         self._names = cache.names
         return cache
 
@@ -371,7 +367,7 @@ class Assigner:
                 redo, whole = await self._stored(cache, *inflight, out, letters)
             if not whole:
                 # The local copy holds tentative rows that were not stored: reload it.
-                self._caches.pop((model, site.store.site, etype), None)
+                self._caches.pop((model, site.store.site, etype))
             elif merges:
                 await self._commit_merges(site, model, etype, cache, merges)
             if not redo:
@@ -421,7 +417,7 @@ class Assigner:
                                          cache.version, datetime.now(UTC))
             if res.status != "ok":
                 log.info("merge %s into %s not stored (%s)", merge.merged, merge.survivor, res.status)
-                self._caches.pop((model, site.store.site, etype), None)
+                self._caches.pop((model, site.store.site, etype))
                 return
             cache.version = res.version or cache.version
             self.metrics.merges.inc()

@@ -10,7 +10,6 @@ import asyncio
 import logging
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from reid_stream.config import Settings
 from reid_stream.corrections import Corrections
 from reid_stream.encoders import Encoder
 from reid_stream.kafka_io import BatchConsumer, Publisher
+from reid_stream.lru import Lru
 from reid_stream.metrics import Metrics
 from reid_stream.prepare import process_pool
 from reid_stream.search import SearchService
@@ -81,9 +81,8 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     publisher: Publisher | None = None
     consumers: list[BatchConsumer] = field(default_factory=list)
-    # Made by each site's first request; the least recently used go beyond MAX_SITE_SERVICES (each holds its
-    # search snapshots), and are made again when asked for.
-    sites: OrderedDict[str, SiteServices] = field(default_factory=OrderedDict)
+    # Made by each site's first request; each holds its search snapshots, so only the latest sites' are kept.
+    sites: Lru[str, SiteServices] = field(default_factory=lambda: Lru(MAX_SITE_SERVICES))
     archive: Archive | None = None  # the long-term memory (REID_ARCHIVE_URL); None when off
     archive_health: ArchiveHealth = field(default_factory=ArchiveHealth)
     # Held while the outbox of entity updates is read, published and acknowledged: the views (an operator's
@@ -93,18 +92,13 @@ class Runtime:
 
 
     def site(self, site_id: str) -> SiteServices:
-        found = self.sites.get(site_id)
-        if found is None:
+        def make() -> SiteServices:
             store = self.store.for_site(site_id)
             corrections = Corrections(store)
-            found = self.sites[site_id] = SiteServices(store, corrections, Watchlist(store, corrections),
-                                                       SearchService(store, self.encoder, self.settings,
-                                                                     self.model_pool))
-            while len(self.sites) > MAX_SITE_SERVICES:
-                self.sites.popitem(last=False)
-        else:
-            self.sites.move_to_end(site_id)
-        return found
+            return SiteServices(store, corrections, Watchlist(store, corrections),
+                                SearchService(store, self.encoder, self.settings, self.model_pool))
+
+        return self.sites.get_or_make(site_id, make)
 
 
 class ReidApp(faust.App):

@@ -30,6 +30,7 @@ from reid_stream.events import (
     WatchAlert,
 )
 from reid_stream.keys import KEPT_DAY, PAIR_SEP, Keys, day_of
+from reid_stream.lru import Lru
 from reid_stream.matching import Assignment, EntityEmbedding, VectorIndex
 from reid_stream.plates import entity_plates
 
@@ -155,7 +156,8 @@ class ReidStore:
         self.settings = settings
         self.site = site
         self.keys = Keys.of(settings.redis_prefix, site)
-        self._sites: dict[str, ReidStore] = {site: self}  # shared by every site's view
+        self._sites: Lru[str, ReidStore] = Lru(MAX_SITE_VIEWS)  # shared by every site's view
+        self._sites.put(site, self)
         # redis-py keeps the script's SHA and loads it again itself after a Redis restart (NOSCRIPT).
         self._commit_script = client.register_script(COMMIT_LUA)
         self._merge_script = client.register_script(MERGE_LUA)
@@ -168,14 +170,12 @@ class ReidStore:
 
     def for_site(self, site: str) -> ReidStore:
         """The same store, keyed for another site."""
-        found = self._sites.get(site)
-        if found is None:
-            if len(self._sites) >= MAX_SITE_VIEWS:  # small objects, but one per site ever seen: start over
-                self._sites.clear()
-            found = copy.copy(self)  # shallow: the client, the scripts and this dict are shared
+        def make() -> ReidStore:
+            found = copy.copy(self)  # shallow: the client, the scripts and the map of sites are shared
             found.site, found.keys = site, Keys.of(self.settings.redis_prefix, site)
-            self._sites[site] = found
-        return found
+            return found
+
+        return self._sites.get_or_make(site, make)
 
     async def close(self) -> None:
         await self.redis.aclose()
