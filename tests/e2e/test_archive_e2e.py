@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from reid_stream.config import Settings
 from tests.e2e.harness import Collector, get_json, running_worker, worker_env
-from tests.e2e.test_operator_e2e import BOOTSTRAP, Stream, detection, event_of, looks, send_json
+from tests.e2e.test_operator_e2e import BOOTSTRAP, Stream, detection, event_of, frames, send_json
 
 pytestmark = pytest.mark.e2e
 
@@ -53,9 +53,7 @@ async def until_archived(url: str, check, timeout: float = 30) -> dict[str, Any]
 
 
 async def test_views_answer_from_the_archive_once_redis_forgot(infra, archive_url, unique, tmp_path: Path):
-    root = tmp_path / "frames"
-    root.mkdir()
-    looks(root, "yw")
+    root = frames(tmp_path, "yw")
     env = worker_env(unique, REID_ENCODER="null", REID_IMAGE_ROOTS=str(root), REID_SIMILARITY_THRESHOLD="0.9",
                      REID_ARCHIVE_URL=archive_url)
     async with running_worker(env, tmp_path / "worker.log") as worker:

@@ -35,6 +35,14 @@ def looks(root: Path, names: str) -> None:
         Image.fromarray(pixels).save(root / f"{name}.png")
 
 
+def frames(tmp_path: Path, names: str) -> Path:
+    """A new image root holding one distinct look per letter of names (`a.png`, ...)."""
+    root = tmp_path / "frames"
+    root.mkdir()
+    looks(root, names)
+    return root
+
+
 def detection(tag: str, root: Path, look: str, camera: str, frame: int, track: str | None) -> dict[str, Any]:
     value = {"detection_id": f"{tag}-{look}{frame}", "camera_id": camera, "entity_type": "person",
              "timestamp": (T0 + timedelta(seconds=frame * 0.5)).isoformat(),
@@ -79,9 +87,7 @@ def event_of(items: list[dict[str, Any]], det: str) -> dict[str, Any] | None:
 
 
 async def test_name_and_trust_survive_the_embedding_ttl_and_erasure_removes_them(infra, unique, tmp_path: Path):
-    root = tmp_path / "frames"
-    root.mkdir()
-    looks(root, "yw")
+    root = frames(tmp_path, "yw")
     ttl = 15
     env = worker_env(unique, REID_ENCODER="null", REID_IMAGE_ROOTS=str(root), REID_SIMILARITY_THRESHOLD="0.9",
                      REID_EMBEDDING_TTL_SECONDS=str(ttl), REID_NAMED_RETENTION_SECONDS="600")
@@ -151,9 +157,7 @@ async def test_name_and_trust_survive_the_embedding_ttl_and_erasure_removes_them
 
 
 async def test_merge_and_split_under_concurrent_detections_lose_and_double_nothing(infra, unique, tmp_path: Path):
-    root = tmp_path / "frames"
-    root.mkdir()
-    looks(root, "sabc")
+    root = frames(tmp_path, "sabc")
     env = worker_env(unique, REID_ENCODER="null", REID_IMAGE_ROOTS=str(root), REID_SIMILARITY_THRESHOLD="0.9",
                      REID_BATCH_SIZE="8")
     async with running_worker(env, tmp_path / "worker.log") as worker:
@@ -169,8 +173,8 @@ async def test_merge_and_split_under_concurrent_detections_lose_and_double_nothi
             assert len(set(ent.values())) == 4
 
             # a, b and c keep coming while an operator splits s and merges b into a.
-            frames = [detection(unique, root, look, f"cam-{look}", n, "1") for n in range(1, 61) for look in "abc"]
-            traffic = asyncio.create_task(stream.send(frames, rate=60))
+            dets = [detection(unique, root, look, f"cam-{look}", n, "1") for n in range(1, 61) for look in "abc"]
+            traffic = asyncio.create_task(stream.send(dets, rate=60))
             await asyncio.sleep(1.0)
             moved = [f"{unique}-s{n}" for n in range(5, 10)]
             status, split = await send_json(f"{base}/api/entities/{ent['s']}/split", "POST",
@@ -215,9 +219,7 @@ async def test_merge_and_split_under_concurrent_detections_lose_and_double_nothi
 
 
 async def test_correction_routes_need_a_token_and_refuse_bad_input(infra, unique, tmp_path: Path):
-    root = tmp_path / "frames"
-    root.mkdir()
-    looks(root, "y")
+    root = frames(tmp_path, "y")
     env = worker_env(unique, REID_ENCODER="null", REID_IMAGE_ROOTS=str(root), REID_AUDIT_LOG="true",
                      REID_AUDIT_LOG_FILE=str(tmp_path / "audit.log"))
     async with running_worker(env, tmp_path / "worker.log") as worker:

@@ -13,7 +13,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from reid_stream.infra.services import CLUSTER_PORTS, redis_cluster_up
 from tests.e2e.harness import Collector, get_json, running_worker, worker_env
-from tests.e2e.test_operator_e2e import BOOTSTRAP, Stream, detection, looks, send_json
+from tests.e2e.test_operator_e2e import BOOTSTRAP, Stream, detection, frames, send_json
 
 pytestmark = pytest.mark.e2e
 
@@ -24,9 +24,7 @@ def at(site: str, value: dict) -> dict:
 
 async def test_two_sites_on_a_redis_cluster_never_share_an_entity(infra, unique, tmp_path: Path):
     url = redis_cluster_up(infra)
-    root = tmp_path / "frames"
-    root.mkdir()
-    looks(root, "ab")
+    root = frames(tmp_path, "ab")
     env = worker_env(unique, REID_ENCODER="null", REID_IMAGE_ROOTS=str(root), REID_SIMILARITY_THRESHOLD="0.9",
                      REID_REDIS_URL=url)
     async with running_worker(env, tmp_path / "worker.log") as worker:

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from tests.e2e.harness import Collector, auth_headers, get_json, running_worker, worker_env
-from tests.e2e.test_operator_e2e import BOOTSTRAP, Stream, detection, event_of, looks, send_json
+from tests.e2e.test_operator_e2e import BOOTSTRAP, Stream, detection, event_of, frames, send_json
 
 pytestmark = pytest.mark.e2e
 QUIET_S = 3.0  # after the last match event: alerts are published right behind their batch's match events
@@ -27,9 +27,7 @@ async def post_image(url: str, data: bytes, content_type: str = "image/png") -> 
 
 
 async def test_watched_entity_and_enrolled_image_alert_once_on_entity_alerts(infra, unique, tmp_path: Path):
-    root = tmp_path / "frames"
-    root.mkdir()
-    looks(root, "abc")
+    root = frames(tmp_path, "abc")
     env = worker_env(unique, REID_ENCODER="null", REID_IMAGE_ROOTS=str(root), REID_SIMILARITY_THRESHOLD="0.9",
                      REID_ALERT_COOLDOWN_SECONDS="60")
     async with running_worker(env, tmp_path / "worker.log") as worker:
