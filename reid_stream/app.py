@@ -28,7 +28,7 @@ from reid_stream.corrections import update_messages
 from reid_stream.embed import Embedder
 from reid_stream.errors import DetectionError
 from reid_stream.events import DeadLetter, MatchEvent
-from reid_stream.kafka_io import BatchConsumer, Publisher, raw_event
+from reid_stream.kafka_io import BatchConsumer, FetchOrder, Publisher, raw_event
 from reid_stream.runtime import ReidApp, Runtime, retry_forever
 from reid_stream.watch import alert_messages
 from reid_stream.web import register_views
@@ -58,6 +58,7 @@ class Pipeline(mode.Service):
         self.assign = BatchConsumer(topic=settings.topic_embedded, group_id=f"{settings.app_id}.assign",
                                     batch_size=ASSIGN_MESSAGES_PER_BATCH, max_wait_s=0.005, max_inflight=1, **common)
         self.publisher = Publisher(settings.kafka_bootstrap, client_id=settings.app_id)
+        self._embed_order = FetchOrder(self.publisher)
         self._loops_done = {"embed": asyncio.Event(), "assign": asyncio.Event()}
         self._embedder: Embedder | None = None
         self._assigner = Assigner(settings, runtime.store, runtime.metrics)
@@ -114,9 +115,11 @@ class Pipeline(mode.Service):
 
     async def _embed_batch(self, batch: list[ConsumerRecord]) -> None:
         assert self._embedder is not None
-        records, letters = await self._embedder.embed([raw_event(r) for r in batch])
-        messages = embedded_messages(self.settings.topic_embedded, records) + self._letters(letters)
-        await retry_forever("publishing embeddings", lambda: self.publisher.publish(messages), self.metrics)
+        # Batches run concurrently but publish in fetch order, so a camera's frames reach the writer in order.
+        with self._embed_order.turn() as turn:
+            records, letters = await self._embedder.embed([raw_event(r) for r in batch])
+            messages = embedded_messages(self.settings.topic_embedded, records) + self._letters(letters)
+            await retry_forever("publishing embeddings", partial(turn.publish, messages), self.metrics)
         self._count_letters(letters)
 
     async def _assign_batch(self, batch: list[ConsumerRecord]) -> None:

@@ -216,7 +216,13 @@ class Publisher:
         await self._producer.stop()
 
     async def publish(self, messages: Sequence[tuple[str, bytes | None, bytes]]) -> None:
-        """Each partition's messages go in record batches built here (in order), not one send() each: aiokafka's
+        await (await self.enqueue(messages))
+
+    async def enqueue(self, messages: Sequence[tuple[str, bytes | None, bytes]]) -> asyncio.Future[Any]:
+        """Hands the messages to the producer and returns what completes once Kafka acknowledged all of them.
+        Messages enqueued later land after these in every partition (the idempotent producer keeps order).
+
+        Each partition's messages go in record batches built here (in order), not one send() each: aiokafka's
         send() costs ~20 us of Python per message (a future, the accumulator), and a batch's append a few.
         The partitions are the ones send() would pick, from the same partitioner and metadata."""
         producer = self._producer
@@ -239,8 +245,50 @@ class Publisher:
                 futures.append(await producer.send(topic, value, key=key, partition=partition))
         for (topic, partition), batch in open_batches.items():
             futures.append(await producer.send_batch(batch, topic, partition=partition))
-        if futures:
-            await asyncio.gather(*futures)
+        return asyncio.gather(*futures)
+
+
+class Turn:
+    """One handler's place in a FetchOrder; a context manager that gives the place up however the handler ends."""
+
+    def __init__(self, publisher: Publisher, before: asyncio.Future[None] | None, mine: asyncio.Future[None]) -> None:
+        self._publisher, self._before, self._mine = publisher, before, mine
+
+    async def publish(self, messages: Sequence[tuple[str, bytes | None, bytes]]) -> None:
+        """After the previous turn's messages were handed to the producer; returns once these are acknowledged."""
+        if self._before is not None:
+            await asyncio.shield(self._before)  # a cancelled wait must not cancel the turn before this one
+        acked = await self._publisher.enqueue(messages)
+        self._release()
+        await acked
+
+    def _release(self) -> None:
+        if self._before is not None and not self._before.done():  # given up early: the next still waits
+            self._before.add_done_callback(lambda _f: self._release())
+        elif not self._mine.done():
+            self._mine.set_result(None)
+
+    def __enter__(self) -> Turn:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._release()  # failed or cancelled: the next turn must not wait forever
+
+
+class FetchOrder:
+    """Concurrent batch handlers publish in the order their batches were fetched. A handler that finishes early
+    waits until the one before it handed its messages to the producer -- not until they are acknowledged, so
+    keeping the order costs no round trip. Take the turn before the handler's first await: tasks run their
+    first step in the order they were created, which is fetch order."""
+
+    def __init__(self, publisher: Publisher) -> None:
+        self._publisher = publisher
+        self._last: asyncio.Future[None] | None = None
+
+    def turn(self) -> Turn:
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        before, self._last = self._last, mine
+        return Turn(self._publisher, before, mine)
 
 
 def raw_event(rec: ConsumerRecord) -> RawEvent:

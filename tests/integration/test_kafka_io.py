@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
-from reid_stream.kafka_io import BatchConsumer, Publisher
+from reid_stream.kafka_io import BatchConsumer, FetchOrder, Publisher
 from tests.e2e.harness import committed
 
 pytestmark = pytest.mark.integration
@@ -144,3 +144,44 @@ async def test_publish_puts_each_message_where_send_would_in_order(infra, unique
             if key is not None:
                 every = list(range(6 if topic == topics[0] else 1))
                 assert partition == default(key, every, every)
+
+
+async def test_concurrent_handlers_publish_in_fetch_order_however_they_finish(infra, unique):
+    """Stage 1 runs batches concurrently; a later batch that finishes first still publishes after the earlier
+    one (a camera's frames reach the writer in order), and a handler that fails does not hold up the next."""
+    source, sink, group = f"kio-ord-{unique}", f"kio-ord-out-{unique}", f"kio-ord-{unique}"
+    await topic_with(source, 40)
+    await topic_with(sink, 0)
+    publisher = Publisher(BOOTSTRAP)
+    await publisher.start()
+    order = FetchOrder(publisher)
+    delays = {0: 1.0, 10: 0.5, 20: 0.0, 30: 0.2}  # by the batch's first offset: the first batch is slowest
+
+    async def handler(batch: list[ConsumerRecord]) -> None:
+        with order.turn() as turn:
+            await asyncio.sleep(delays[batch[0].offset])
+            if batch[0].offset == 20:  # fails after its wait: the turn is given up on the way out
+                return
+            await turn.publish([(sink, None, r.value or b"") for r in batch])
+
+    consumer = BatchConsumer(bootstrap=BOOTSTRAP, topic=source, group_id=group, batch_size=10, max_wait_s=0.5,
+                             max_inflight=4, session_timeout_s=6)
+    await consumer.start()
+    loop = asyncio.create_task(consumer.run(handler))
+    reader = AIOKafkaConsumer(sink, bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest",
+                              group_id=f"kio-ord-read-{unique}", enable_auto_commit=False)
+    await reader.start()
+    got: list[int] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + 30
+        while len(got) < 30:
+            assert asyncio.get_running_loop().time() < deadline, f"only {len(got)} of 30 arrived"
+            for records in (await reader.getmany(timeout_ms=500)).values():
+                got.extend(int(r.value or b"") for r in records)
+    finally:
+        await reader.stop()
+        await consumer.stop()
+        await loop
+        await consumer.close()
+        await publisher.stop()
+    assert got == [*range(0, 20), *range(30, 40)]
