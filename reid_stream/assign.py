@@ -10,11 +10,11 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -41,6 +41,7 @@ from reid_stream.watch import Enrolments, Watchlist, alert_for
 from reid_stream.wire import EmbeddedRecord, dead_letter
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 MAX_CONFLICT_RETRIES = 20
 COMMIT_CHUNK = 256  # detections per commit: the next chunk is planned while Redis stores this one
 THREADED_PRODUCTS_MIN = 64  # smaller batches (a paced stream) compute their products inline: no thread hand-off
@@ -64,6 +65,68 @@ class _Site:
     store: ReidStore
     corrections: Corrections
     watchlist: Watchlist
+
+
+_CONFLICT = ("detection_id_conflict", "a different detection with this detection_id was already processed")
+
+
+@dataclass
+class _Triage:
+    """A site's share of a batch against its markers: what is fresh, what was stored before (re-emitted as
+    stored), what reuses a stored id for other content (a dead letter), and exact in-batch repeats."""
+
+    batch: list[EmbeddedRecord]
+    markers: dict[str, dict[str, Any]]
+    fresh: list[EmbeddedRecord]
+    seen: dict[str, str]  # detection id -> the fingerprint of its first fresh copy
+    events: list[MatchEvent]
+    letters: list[DeadLetter]
+
+    @classmethod
+    def of(cls, batch: list[EmbeddedRecord], markers: dict[str, dict[str, Any]]) -> _Triage:
+        seen: dict[str, str] = {}
+        fresh: list[EmbeddedRecord] = []
+        events: list[MatchEvent] = []
+        letters: list[DeadLetter] = []
+        for item in batch:
+            det_id = item.detection_id
+            known = markers.get(det_id, {}).get("fp") or seen.get(det_id)
+            if known is None:
+                seen[det_id] = item.fingerprint
+                fresh.append(item)
+            elif known != item.fingerprint:
+                letters.append(dead_letter(item.source, DetectionError(*_CONFLICT, "store"), det_id))
+            elif det_id in markers:  # a redelivery: publish the stored outcome again, store nothing
+                events.append(MatchEvent.model_validate(markers[det_id]["event"]))
+        return cls(batch, markers, fresh, seen, events, letters)
+
+    def outcome(self, events: list[MatchEvent], letters: list[DeadLetter]) -> tuple[list[MatchEvent], list[DeadLetter]]:
+        """Given the fresh detections' outcome: the site's events and dead letters, exact in-batch repeats
+        following their first copy's outcome."""
+        out = self.events + events
+        by_id = {e.detection_id: e for e in out}
+        fresh_ids = {id(item) for item in self.fresh}
+        for item in self.batch:
+            det_id = item.detection_id
+            if (det_id not in self.markers and id(item) not in fresh_ids and self.seen.get(det_id) == item.fingerprint
+                    and det_id in by_id):
+                out.append(by_id[det_id])
+        return out, self.letters + letters
+
+
+async def _all(coros: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """gather(), but a failure cancels the rest and waits for them: a retry of the batch must not run
+    beside a group of the failed attempt (two writers of one copy)."""
+    if len(coros) == 1:
+        return [await coros[0]]
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def _row(e: EntityEmbedding) -> Row:
@@ -103,7 +166,6 @@ class Assigner:
         # move away in a rebalance); one dropped is read again when needed.
         self._caches: Lru[tuple[str, str, str], _TypeCache] = Lru(MAX_CACHED)
         self._sites: Lru[str, _Site] = Lru(MAX_CACHED)
-        self._names: dict[str, Named] = {}  # of the (model, site, type) being planned: set by _cache
         # The last batch's stored events as the marker holds them, by (site, detection id).
         self._json: dict[tuple[str, str], str] = {}
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="reid-assign")  # the batch's matrix products
@@ -124,10 +186,12 @@ class Assigner:
 
         return self._sites.get_or_make(site_id, make)
 
-    async def _cache(self, site: _Site, model: str, etype: str, dim: int) -> _TypeCache:
+    async def _cache(self, site: _Site, model: str, etype: str, dim: int, current: int | None = None) -> _TypeCache:
+        """The local copy, trusted while the version in Redis (`current`, when the batch already read it) is its."""
         key = (model, site.store.site, etype)
         cache = self._caches.get(key)
-        current = await site.store.version(model, etype)
+        if current is None:
+            current = await site.store.version(model, etype)
         if cache is None or cache.version != current or cache.index.dim != dim:
             version, index = await site.store.load_index(model, etype, dim)
             gallery = Gallery(dim)
@@ -140,11 +204,11 @@ class Assigner:
             names = await site.corrections.names(etype)
             enrolments = await site.watchlist.enrolments(model, etype, dim)
             cache = self._caches.put(key, _TypeCache(version, index, gallery, names, enrolments))
-        self._names = cache.names
         return cache
 
     def _plan(self, item: EmbeddedRecord, matches: list[tuple[EntityEmbedding, float]], decision: Decision | None,
-              now: float, incoming: Incoming, enrolled: tuple[str, str, float] | None = None) -> PlannedWrite:
+              now: float, incoming: Incoming, names: dict[str, Named],
+              enrolled: tuple[str, str, float] | None = None) -> PlannedWrite:
         # Built without validation (`complete`, model_construct without its per-field handling): every value
         # comes from a detection stage 1 validated, and building the models was a measurable share of this
         # single-writer stage.
@@ -167,7 +231,7 @@ class Assigner:
                 for c in decision.candidates]}
             extra["tracklet"] = complete(TrackletRef, key=incoming.track_key, detections=decision.track_rows,
                                          redecided_from=decision.redecided_from) if incoming.has_track else None
-        named = self._names.get(assignment.entity_id)
+        named = names.get(assignment.entity_id)
         processed_at = datetime.now(UTC)
         event = complete(
             MatchEvent,
@@ -198,48 +262,29 @@ class Assigner:
         by_site: dict[str, list[EmbeddedRecord]] = {}
         for item in batch:
             by_site.setdefault(item.site_id, []).append(item)
+        # Every site's markers and every (site, model, type)'s version in one round trip, not two per group.
+        shards = sorted({(item.site_id, item.model, item.entity_type) for item in batch})
+        markers, versions = await self.store.batch_state(
+            {site_id: list({item.detection_id for item in items}) for site_id, items in by_site.items()}, shards)
+        triaged = {site_id: _Triage.of(items, markers.get(site_id, {})) for site_id, items in by_site.items()}
+        groups: dict[tuple[str, str, str], list[EmbeddedRecord]] = {}
+        for site_id, triage in triaged.items():
+            for item in triage.fresh:
+                groups.setdefault((site_id, item.model, item.entity_type), []).append(item)
+        # Each group is its own (site, type)'s writer, with its own copy and version: while one waits on Redis
+        # (reads, commits), another plans.
+        results = await _all([self._assign_group(self._site(site_id), model, etype, items, versions[site_id, model,
+                              etype]) for (site_id, model, etype), items in groups.items()])
+        found: dict[str, tuple[list[MatchEvent], list[DeadLetter]]] = {site_id: ([], []) for site_id in by_site}
+        for (site_id, _model, _etype), (group_events, group_letters) in zip(groups, results, strict=True):
+            found[site_id][0].extend(group_events)
+            found[site_id][1].extend(group_letters)
         events: list[MatchEvent] = []
         letters: list[DeadLetter] = []
-        for site_id, items in by_site.items():  # detection ids are unique within a site only
-            site_events, site_letters = await self._assign_site(self._site(site_id), items)
+        for site_id, triage in triaged.items():
+            site_events, site_letters = triage.outcome(*found[site_id])
             events += site_events
             letters += site_letters
-        return events, letters
-
-    async def _assign_site(self, site: _Site,
-                           batch: Sequence[EmbeddedRecord]) -> tuple[list[MatchEvent], list[DeadLetter]]:
-        events: list[MatchEvent] = []
-        letters: list[DeadLetter] = []
-        markers = await site.store.markers(list({e.detection_id for e in batch}))
-        seen: dict[str, str] = {}
-        fresh: list[EmbeddedRecord] = []
-        for item in batch:
-            det_id = item.detection_id
-            known = markers.get(det_id, {}).get("fp") or seen.get(det_id)
-            if known is None:
-                seen[det_id] = item.fingerprint
-                fresh.append(item)
-            elif known != item.fingerprint:
-                letters.append(dead_letter(item.source, DetectionError(
-                    "detection_id_conflict", "a different detection with this detection_id was already processed",
-                    "store"), det_id))
-            elif det_id in markers:  # a redelivery: publish the stored outcome again, store nothing
-                events.append(MatchEvent.model_validate(markers[det_id]["event"]))
-        groups: dict[tuple[str, str], list[EmbeddedRecord]] = {}
-        for item in fresh:
-            groups.setdefault((item.model, item.entity_type), []).append(item)
-        for (model, etype), items in groups.items():
-            group_events, group_letters = await self._assign_group(site, model, etype, items)
-            events.extend(group_events)
-            letters.extend(group_letters)
-        # Exact in-batch repeats follow their first copy's outcome.
-        by_id = {e.detection_id: e for e in events}
-        fresh_ids = {id(item) for item in fresh}
-        for item in batch:
-            det_id = item.detection_id
-            if (det_id not in markers and id(item) not in fresh_ids and seen.get(det_id) == item.fingerprint
-                    and det_id in by_id):
-                events.append(by_id[det_id])
         return events, letters
 
     async def _products(self, items: list[EmbeddedRecord], cache: _TypeCache) -> _Products:
@@ -301,7 +346,8 @@ class Assigner:
             decision = decider.decide(incoming, primed=n) if decider is not None else None
             hit = watched[n] if watched else None
             enrolled = (ens.ids[hit[0]], ens.labels[hit[0]], hit[1]) if hit is not None and ens is not None else None
-            plan = self._plan(item, merge_matches(prior, in_batch[:k], limit=k), decision, now, incoming, enrolled)
+            plan = self._plan(item, merge_matches(prior, in_batch[:k], limit=k), decision, now, incoming,
+                              cache.names, enrolled)
             plans.append(plan)
             entry = EntityEmbedding(item.detection_id, item.camera_id, item.entity_type, item.timestamp, item.vector,
                                     entity_id=plan.assignment.entity_id, model=item.model, stored_at=now,
@@ -328,8 +374,8 @@ class Assigner:
         cache.gallery.merge(merge.survivor, merge.merged)
         cache.index.rename_entity(merge.merged, merge.survivor)
 
-    async def _assign_group(self, site: _Site, model: str, etype: str,
-                            items: list[EmbeddedRecord]) -> tuple[list[MatchEvent], list[DeadLetter]]:
+    async def _assign_group(self, site: _Site, model: str, etype: str, items: list[EmbeddedRecord],
+                            version: int | None = None) -> tuple[list[MatchEvent], list[DeadLetter]]:
         """Plan and store a group in chunks, pipelined: chunk i+1 is planned while Redis runs chunk i's
         commit. Chunk i+1 expects the version chunk i leaves, and is sent only once chunk i was stored whole,
         so the chain is exactly one batch's compare-and-set; at the first detection not stored, the local
@@ -339,7 +385,8 @@ class Assigner:
         pending = items
         for _attempt in range(MAX_CONFLICT_RETRIES):
             t0 = time.perf_counter()
-            cache = await self._cache(site, model, etype, pending[0].vector.shape[0])
+            cache = await self._cache(site, model, etype, pending[0].vector.shape[0], version)
+            version = None  # a retry reads it again
             now = time.time()
             cache.gallery.remove(cache.index.expire(now - self.settings.embedding_ttl_seconds))
             chunks = [pending[i:i + COMMIT_CHUNK] for i in range(0, len(pending), COMMIT_CHUNK)]
@@ -400,10 +447,7 @@ class Assigner:
                 if res.marker["fp"] == item.fingerprint:
                     out.append(MatchEvent.model_validate(res.marker["event"]))
                 else:
-                    letters.append(dead_letter(item.source, DetectionError(
-                        "detection_id_conflict",
-                        "a different detection with this detection_id was already processed", "store"),
-                        item.detection_id))
+                    letters.append(dead_letter(item.source, DetectionError(*_CONFLICT, "store"), item.detection_id))
             else:
                 redo.append(item)
         return redo, all(res.status == "ok" for res in results)

@@ -224,6 +224,26 @@ class ReidStore:
                     index.enable_ann(self.settings.ann_min_size)
                 return before, index
 
+    async def batch_state(self, detections: dict[str, list[str]], shards: list[tuple[str, str, str]]
+                          ) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[tuple[str, str, str], int]]:
+        """What a stage-2 batch reads first, for all its sites in one round trip: the markers of its detection
+        ids by site, and the version of each (site, model, type). One command per site, so each names one slot
+        of a cluster (a cluster pipeline sends each node its own)."""
+        pipe = self.redis.pipeline(transaction=False)
+        sites = [(site, ids) for site, ids in detections.items() if ids]
+        for site, ids in sites:
+            keys = self.for_site(site).keys
+            # As a raw command: redis-py's cluster pipeline refuses mget() for fear of keys in several slots,
+            # but a site's keys share one (its hash tag), so the pipeline sends it to that slot's node.
+            pipe.execute_command("MGET", *(keys.marker(d) for d in ids))
+        for site, model, etype in shards:
+            pipe.get(self.for_site(site).keys.version(model, etype))
+        raw = await pipe.execute()
+        markers = {site: {d: json.loads(r) for d, r in zip(ids, found, strict=True) if r is not None}
+                   for (site, ids), found in zip(sites, raw, strict=False)}
+        versions = {shard: int(v or 0) for shard, v in zip(shards, raw[len(sites):], strict=True)}
+        return markers, versions
+
     async def markers(self, detection_ids: list[str]) -> dict[str, dict[str, Any]]:
         if not detection_ids:
             return {}
