@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_CONFLICT_RETRIES = 20
 COMMIT_CHUNK = 256  # detections per commit: the next chunk is planned while Redis stores this one
+PLAN_SLICE = 32  # detections planned between two turns of the event loop
 THREADED_PRODUCTS_MIN = 64  # smaller batches (a paced stream) compute their products inline: no thread hand-off
 SIMILARITY_DIGITS = 6
 MAX_CACHED = 256  # (model, site, type) copies a worker keeps, and sites' correction readers
@@ -306,24 +307,24 @@ class Assigner:
         gram = vectors @ vectors.T
         return _Products(vectors, await stored, gram, await entities if entities is not None else None)
 
-    def _plan_batch(self, items: list[EmbeddedRecord], cache: _TypeCache, now: float,
-                    products: _Products) -> tuple[list[PlannedWrite], list[Merge]]:
+    async def _plan_batch(self, items: list[EmbeddedRecord], cache: _TypeCache, now: float,
+                          products: _Products) -> tuple[list[PlannedWrite], list[Merge]]:
         """Match a batch in order: against the stored vectors, and against the batch's earlier items
         (each with the entity it was just given), both from the products; then decide who each is."""
-        # The cyclic collector waits while a chunk is planned (synchronous: nothing else runs on the loop
-        # meanwhile) and runs once after it: planning allocates thousands of short-lived objects, and a
-        # collection every few hundred of them re-traversed the survivors over and over (~10% of its CPU).
-        # Memory is freed by reference counts as before; only cycles wait the few milliseconds.
+        # The cyclic collector waits while a chunk is planned and runs once after it: planning allocates
+        # thousands of short-lived objects, and a collection every few hundred of them re-traversed the
+        # survivors over and over (~10% of its CPU). Memory is freed by reference counts as before; only
+        # cycles wait the few milliseconds.
         collecting = gc.isenabled()
         gc.disable()
         try:
-            return self._plan_chunk(items, cache, now, products)
+            return await self._plan_chunk(items, cache, now, products)
         finally:
             if collecting:
                 gc.enable()
 
-    def _plan_chunk(self, items: list[EmbeddedRecord], cache: _TypeCache, now: float,
-                    products: _Products) -> tuple[list[PlannedWrite], list[Merge]]:
+    async def _plan_chunk(self, items: list[EmbeddedRecord], cache: _TypeCache, now: float,
+                          products: _Products) -> tuple[list[PlannedWrite], list[Merge]]:
         k, threshold = self.settings.match_top_k, self.settings.similarity_threshold
         vectors, stored, sims = products.vectors, products.stored, products.gram
         earlier: dict[int, list[int]] = {}
@@ -338,6 +339,11 @@ class Assigner:
         watched = cache.enrolments.best(vectors, self.settings.watch_min_similarity) if cache.enrolments else []
         ens = cache.enrolments
         for n, (item, prior) in enumerate(zip(items, stored, strict=True)):
+            if n and not n % PLAN_SLICE:
+                # Let the loop run between slices: stage 1's decoded and encoded batches come back through it,
+                # and holding it for a whole chunk (tens of ms) was most of a detection's latency under load.
+                # Nothing else touches this (site, type)'s copy meanwhile: the batch is its only writer.
+                await asyncio.sleep(0)
             near = earlier.get(n)  # most detections match none of the batch's earlier ones
             in_batch = sorted(((entries[j], float(sims[n, j])) for j in near), key=lambda m: -m[1]) if near else []
             key, has_track = track_key(item.camera_id, item.track_id, item.detection_id)
@@ -397,7 +403,7 @@ class Assigner:
             whole = True
             for n, chunk in enumerate(chunks):
                 products = await self._products(chunk, cache)  # threads: the previous commit goes out meanwhile
-                plans, chunk_merges = self._plan_batch(chunk, cache, now, products)
+                plans, chunk_merges = await self._plan_batch(chunk, cache, now, products)
                 merges += chunk_merges
                 self.metrics.stage("match", time.perf_counter() - t0)
                 if inflight is not None:

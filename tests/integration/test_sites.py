@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 
+import numpy as np
 import pytest
 
-from reid_stream.assign import Assigner
+from reid_stream.assign import PLAN_SLICE, Assigner
 from reid_stream.corrections import Corrections
 from reid_stream.store import ReidStore
 from tests.conftest import make_settings
@@ -90,3 +92,38 @@ async def test_a_worker_keeps_few_sites_in_memory_and_reads_a_dropped_one_again(
     events, _ = await a.assign([item("q0", unit(0), "c2", minutes=1, site_id="s1")])
     assert events[0].entity_id == "p0" and not events[0].is_new_entity, "s1's entity, read again from Redis"
     assert [key[1] for key in a._caches] == ["s3", "s1"]
+
+
+async def test_a_batch_over_many_sites_gives_each_site_what_it_gets_alone(store: ReidStore, redis_client, unique):
+    """A batch's (site, type) groups run concurrently, each yielding the loop between slices of its plan: the
+    outcome must be the one each site gets when its detections arrive alone, in the same order."""
+    rng = np.random.default_rng(5)
+    looks = [unit(100 + i) for i in range(6)]
+    sites = [f"s{i}" for i in range(4)]
+    batch = []
+    for n in range(3 * PLAN_SLICE):  # each group spans several slices
+        for s, site in enumerate(sites):
+            who = int(rng.integers(0, len(looks)))
+            noisy = looks[who] + rng.normal(0, 0.005, looks[who].shape).astype(np.float32)
+            etype = "vehicle" if (n + s) % 3 == 0 else "person"
+            batch.append(item(f"d{n}", noisy / np.linalg.norm(noisy), f"c{n % 3}", etype, minutes=n, site_id=site))
+    batch.append(copy.copy(batch[0]))  # an exact in-batch repeat (as Kafka redelivers it) follows its first copy
+
+    together, letters = await Assigner(store.settings, store).assign(batch)
+    assert not letters
+    alone_settings = make_settings(unique + "-alone", similarity_threshold=0.9, embedding_ttl_seconds=600)
+    alone_store = ReidStore(redis_client, alone_settings)
+    try:
+        alone_assigner = Assigner(alone_settings, alone_store)
+        alone = [ev for site in sites for ev in
+                 (await alone_assigner.assign([i for i in batch[:-1] if i.site_id == site]))[0]]
+    finally:
+        keys = [k async for k in redis_client.scan_iter(match=f"{alone_settings.redis_prefix}:*")]
+        if keys:
+            await redis_client.delete(*keys)
+
+    def outcome(events):
+        return {(e.site_id, e.detection_id): (e.entity_id, e.is_new_entity) for e in events}
+
+    assert len(together) == len(batch) and outcome(together) == outcome(alone)
+    assert len({(e.site_id, e.entity_id) for e in together}) >= len(sites) * 2, "looks became entities per site"
