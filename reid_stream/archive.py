@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 
 from reid_stream.config import Settings
-from reid_stream.events import DEFAULT_SITE, EntityAppearance, EntityDetail
+from reid_stream.events import DEFAULT_SITE, EntityAppearance, EntityDetail, EntitySummary
 from reid_stream.plates import entity_plates
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,23 @@ CREATE TABLE IF NOT EXISTS archive_erased (
     site_id text NOT NULL, kind text NOT NULL, id text NOT NULL, erased_at timestamptz NOT NULL,
     PRIMARY KEY (site_id, kind, id));
 """
+
+# An entity's appearances summed up, for the list; $2-$4 filter like the live list (null: no filter).
+_LISTED = """
+WITH seen AS (
+    SELECT entity_id, count(*) AS appearances, min(seen_at) AS first_seen, max(seen_at) AS last_seen,
+           array_agg(DISTINCT camera_id) AS cameras,
+           (array_agg(camera_id ORDER BY seen_at DESC, detection_id DESC))[1] AS last_camera,
+           (array_agg(detection_id ORDER BY seen_at DESC, detection_id DESC))[1] AS last_detection
+    FROM archive_appearances WHERE site_id = $1 AND seen_at IS NOT NULL GROUP BY entity_id)
+SELECT {columns} FROM archive_entities e JOIN seen USING (entity_id)
+WHERE e.site_id = $1 AND ($2::text IS NULL OR e.entity_type = $2) AND ($3::text IS NULL OR $3 = ANY(seen.cameras))
+  AND ($4::timestamptz IS NULL OR seen.last_seen >= $4)
+"""
+LIST_ENTITIES = _LISTED.format(columns="e.*, seen.appearances, seen.first_seen, seen.last_seen, seen.cameras, "
+                                "seen.last_camera, seen.last_detection, count(*) OVER () AS total") + (
+    "ORDER BY seen.last_seen DESC, e.entity_id LIMIT $5 OFFSET $6")
+COUNT_ENTITIES = _LISTED.format(columns="count(*)")
 
 INSERT_APPEARANCES = """
 WITH incoming AS (
@@ -378,6 +395,35 @@ class Archive:
         if not apps:
             return None
         return self._detail(row, apps, [m["alias"] for m in merged], entity_id)
+
+    async def list_entities(self, site: str, entity_type: str | None, camera_id: str | None, since: float | None,
+                            limit: int, offset: int) -> tuple[list[EntitySummary], int]:
+        """The archived entities of a site, most recently seen first, filtered like the live list (a camera:
+        entities it saw; since: last seen at or after), and how many match."""
+        when = None if since is None else datetime.fromtimestamp(since, UTC)
+        pool = await self._connection_pool()
+        async with pool.acquire() as conn:
+            found = await conn.fetch(LIST_ENTITIES, site, entity_type, camera_id, when, limit, offset)
+            total = found[0]["total"] if found else await conn.fetchval(COUNT_ENTITIES, site, entity_type,
+                                                                        camera_id, when)
+            aliases = await conn.fetch("SELECT target, alias FROM archive_aliases WHERE site_id = $1 AND "
+                                       "target = ANY($2::text[]) ORDER BY alias", site,
+                                       [r["entity_id"] for r in found])
+        merged: dict[str, list[str]] = {}
+        for a in aliases:
+            merged.setdefault(a["target"], []).append(a["alias"])
+        return [self._summary(r, merged.get(r["entity_id"], [])) for r in found], int(total or 0)
+
+    def _summary(self, row: asyncpg.Record, merged: list[str]) -> EntitySummary:
+        s, eid = self.settings, row["entity_id"]
+        return EntitySummary(
+            id=eid, entity_id=eid, entity_type=row["entity_type"], site_id=row["site_id"],
+            first_seen=row["first_seen"], last_seen=row["last_seen"], appearance_count=row["appearances"],
+            cameras_seen=sorted(row["cameras"]),
+            thumbnail_url=s.thumbnail_url(row["last_camera"], row["last_detection"], row["site_id"]),
+            merged_ids=merged, name=row["name"], notes=row["notes"], trust=row["trust"] or "unknown",
+            watch=row["watch"], retained_until=max(row["touched_at"], row["last_seen"]) + self.retention,
+            source="archive")
 
     def _detail(self, row: asyncpg.Record, apps: list[asyncpg.Record], merged: list[str],
                 asked: str) -> EntityDetail:

@@ -254,6 +254,9 @@ class EntitySummary(BaseModel):
     retained_until: datetime | None = Field(
         default=None, description="A named, trusted/untrusted or watched entity is kept (with its embeddings) until "
         "this time, REID_NAMED_RETENTION_SECONDS after its latest change or appearance; null: the embedding TTL.")
+    source: Source = Field(default="live", description="`live`: from Redis, the worker's working memory; "
+                           "`archive`: from the long-term memory (PostgreSQL, REID_ARCHIVE_URL), as Redis no "
+                           "longer holds the entity, or as asked (GET /api/entities?source=archive).")
 
 
 class EntityDetail(EntitySummary):
@@ -262,9 +265,6 @@ class EntityDetail(EntitySummary):
                               "carry (attributes.plate), most often seen first.")
     resolved_from: str | None = Field(default=None, description="The id asked for, when it named an entity "
                                       "since merged into this one.")
-    source: Source = Field(default="live", description="`live`: from Redis, the worker's working memory; "
-                           "`archive`: from the long-term memory (PostgreSQL, REID_ARCHIVE_URL), as Redis no "
-                           "longer holds the entity.")
 
 
 FreeText = Field(default=None, max_length=4096, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$")  # newlines and tabs allowed

@@ -89,8 +89,14 @@ def build_openapi() -> dict[str, Any]:
                      "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}},
                     {"name": "offset", "in": "query",
                      "schema": {"type": "integer", "minimum": 0, "maximum": 10_000_000, "default": 0}},
+                    {"name": "source", "in": "query", "schema": {"type": "string", "enum": ["live", "archive"],
+                                                                 "default": "live"},
+                     "description": "`archive`: the long-term memory's entities (REID_ARCHIVE_URL), also those "
+                                    "Redis no longer holds; a camera filter lists the entities it saw."},
                 ],
-                "responses": {"200": _ok("EntityList"), "422": _error("a parameter is invalid"), **common},
+                "responses": {"200": _ok("EntityList"), "422": _error("a parameter is invalid, or source=archive "
+                                                                      "on a worker without an archive"),
+                              **common},
             }},
             "/api/entities/{entity_id}": {
                 "get": {"summary": "One entity with its appearances", "description": MERGED_ID + ARCHIVED,

@@ -57,6 +57,14 @@ def site_param(query: Mapping[str, Any]) -> str:
     return site
 
 
+def source_param(query: Mapping[str, Any]) -> str:
+    """Where GET /api/entities lists from: `live` (Redis, the default) or `archive` (PostgreSQL)."""
+    source = query.get("source") or "live"
+    if source not in ("live", "archive"):
+        raise ParamError("source", "source must be live or archive")
+    return source
+
+
 def parse_list_params(query: Mapping[str, Any]) -> dict[str, Any]:
     """Validated filters and paging of GET /api/entities; ParamError names the bad one."""
     entity_type = query.get("entity_type") or None

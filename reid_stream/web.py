@@ -38,7 +38,7 @@ from reid_stream.events import (
 from reid_stream.images import fetch_url, read_path, thumbnail_jpeg
 from reid_stream.metrics import CONTENT_TYPE
 from reid_stream.openapi import build_openapi
-from reid_stream.params import MAX_ID, ParamError, parse_list_params, site_param
+from reid_stream.params import MAX_ID, ParamError, parse_list_params, site_param, source_param
 from reid_stream.runtime import ReidApp, Runtime, SiteServices
 from reid_stream.search import (
     UPLOAD_TYPES,
@@ -234,7 +234,12 @@ class EntityListView(ApiView):
         query = dict(request.query)
         try:
             params = parse_list_params(request.query)
-            store = self.runtime.store.for_site(site_param(request.query))
+            site_id = site_param(request.query)
+            store = self.runtime.store.for_site(site_id)
+            if source_param(request.query) == "archive":
+                if self.runtime.archive is None:
+                    raise ParamError("source", "the archive is off on this worker (REID_ARCHIVE_URL)")
+                return self.done(request, who, query, await self._archived(site_id, params))
         except ParamError as err:
             return self.done(request, who, query, self.json(
                 {"error_code": "invalid_parameter",
@@ -249,6 +254,18 @@ class EntityListView(ApiView):
                 body.model_dump(mode="json"), headers={"X-Reid-Degraded": "redis-unavailable"}))
         body = EntityList(entities=entities, count=total, limit=params["limit"], offset=params["offset"])
         return self.done(request, who, query, self.model(body))
+
+
+    async def _archived(self, site_id: str, params: dict[str, Any]) -> Response:
+        """The long-term memory's list: entities Redis may no longer hold, for as long as the archive keeps them."""
+        assert self.runtime.archive is not None
+        try:
+            entities, total = await asyncio.wait_for(self.runtime.archive.list_entities(site_id, **params),
+                                                     ARCHIVE_WAIT_S)
+        except ARCHIVE_ERRORS as exc:
+            log.warning("entity list: archive unavailable (%r)", exc)
+            return self.error(503, "archive_unavailable", "storage unavailable (the archive); retry later")
+        return self.model(EntityList(entities=entities, count=total, limit=params["limit"], offset=params["offset"]))
 
 
 class EntityDetailView(CorrectionView):

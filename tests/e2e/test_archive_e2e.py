@@ -95,6 +95,19 @@ async def test_views_answer_from_the_archive_once_redis_forgot(infra, archive_ur
         assert status == 200 and (annex["source"], annex["site_id"], annex["appearance_count"], annex["name"]) == (
             "archive", "annex", 3, None), "the other site's entity: its own rows, not the name given at this one"
         assert all(a["thumbnail_url"].endswith("?site_id=annex") for a in annex["appearances"])
+        # The live list has forgotten them; the archive's lists them, per site, merged entity folded in.
+        status, listed, _ = await get_json(f"{base}/api/entities")
+        assert status == 200 and listed["count"] == 0
+        # (The archive is a database that outlives test runs: this run's entities are the ones named after it.)
+        status, listed, _ = await get_json(f"{base}/api/entities?source=archive&camera_id=porch&limit=1000")
+        assert status == 200 and [(e["id"], e["source"], e["merged_ids"], e["name"], e["appearance_count"])
+                                  for e in listed["entities"] if e["id"].startswith(unique)] == [
+            (ann, "archive", [other], "Ann", 5)]
+        status, listed, _ = await get_json(f"{base}/api/entities?source=archive&site_id=annex&limit=1000")
+        assert status == 200 and [(e["id"], e["site_id"], e["appearance_count"]) for e in listed["entities"]
+                                  if e["id"].startswith(unique)] == [(ann, "annex", 3)]
+        status, bad, _ = await get_json(f"{base}/api/entities?source=attic")
+        assert status == 422 and bad["detail"][0]["loc"] == ["query", "source"]
 
         # Erasure reaches the archive, and what only the archive holds is erased there.
         status, erased, _ = await get_json(f"{base}/api/entities/{ann}", method="DELETE")

@@ -127,6 +127,29 @@ async def test_annotations_last_writer_wins(archive: Archive, unique: str):
     assert detail is not None and (detail.name, detail.trust, detail.watch) == (None, "untrusted", None)
 
 
+async def test_the_list_pages_filters_and_follows_merges(archive: Archive, unique: str):
+    site = f"s-{unique}"
+    await archive.apply([match(site, "a1", "a1", "c1", 0), match(site, "a2", "a1", "c2", 10),
+                         match(site, "b1", "b1", "c2", 5), match(site, "v1", "v1", "c3", 20, entity_type="vehicle"),
+                         match(site, "m1", "m1", "c1", 1), match(f"other-{unique}", "x1", "x1", "c1", 30)],
+                        [annotated(site, "b1", T0, name="Bob"), merged(site, "a1", "m1")])
+    every, total = await archive.list_entities(site, None, None, None, 50, 0)
+    assert total == 3 and [e.id for e in every] == ["v1", "a1", "b1"]  # most recently seen first; m1 is a1 now
+    a1 = every[1]
+    assert (a1.appearance_count, a1.cameras_seen, a1.merged_ids, a1.first_seen, a1.last_seen, a1.source) == (
+        3, ["c1", "c2"], ["m1"], T0, T0 + timedelta(minutes=10), "archive")
+    assert "/detections/a2/image" in a1.thumbnail_url  # its latest appearance's crop
+    assert every[2].name == "Bob" and every[0].entity_type == "vehicle"
+    page, total = await archive.list_entities(site, None, None, None, 1, 1)
+    assert total == 3 and [e.id for e in page] == ["a1"]
+    assert (await archive.list_entities(site, "person", None, None, 50, 0))[1] == 2
+    assert [e.id for e in (await archive.list_entities(site, None, "c2", None, 50, 0))[0]] == ["a1", "b1"]
+    since = (T0 + timedelta(minutes=6)).timestamp()
+    assert [e.id for e in (await archive.list_entities(site, None, None, since, 50, 0))[0]] == ["v1", "a1"]
+    assert await archive.list_entities(site, None, None, None, 50, 10) == ([], 3)  # past the end: still counted
+    assert (await archive.list_entities(f"nowhere-{unique}", None, None, None, 50, 0)) == ([], 0)
+
+
 async def test_erasure_removes_the_rows_and_tombstones_keep_them_out(archive: Archive, unique: str):
     site = f"s-{unique}"
     batch = [match(site, "a1", "a1"), match(site, "a2", "a1", minutes=1), match(site, "b1", "b1", minutes=2),
