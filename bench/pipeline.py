@@ -239,7 +239,11 @@ def cmd_overhead(args: argparse.Namespace) -> dict[str, Any]:
                 worker.stop()
 
         asyncio.run(latency_runs())
-    result = {"settings": settings, "machine": info, "sustained_per_s": peak,
+    cores = info["cores"] or 2
+    # ms of one core per detection = share of the machine x cores / rate x 1000
+    budget = {k: v * cores / peak * 1000 for k, v in drain["cpu_share"].items() if k != "other"}
+    outside = sum(v for k, v in budget.items() if k != "worker")
+    result = {"settings": settings, "machine": info, "sustained_per_s": peak, "cpu_ms_per_detection": budget,
               "passthrough_per_s": passthrough["per_s"], "pipeline_over_passthrough": peak / passthrough["per_s"],
               "stages_ms": drain["stage_ms_per_detection"], "cpu_share": drain["cpu_share"], "latency_ms": loads}
     rows = "\n".join(
@@ -253,7 +257,11 @@ def cmd_overhead(args: argparse.Namespace) -> dict[str, Any]:
           f"| offered det/s | received | p50 ms | p95 ms | p99 ms |\n|---|---|---|---|---|\n{rows}\n\n"
           f"Per-stage time per detection (ms): {stages}\n\n"
           f"Share of the machine (1.0 = both cores) during the drain: "
-          + " · ".join(f"{k} {v:.2f}" for k, v in drain["cpu_share"].items()) + "\n")
+          + " · ".join(f"{k} {v:.2f}" for k, v in drain["cpu_share"].items()) + "\n\n"
+          "CPU per detection (ms of one core): " + " · ".join(f"{k} {v:.3f}" for k, v in budget.items())
+          + f". At 3,000/s the parts outside the worker process (decoders, Redis, Kafka) would take "
+          f"{outside * 3:.2f} cores of the machine's {cores}, leaving {cores - outside * 3:.2f} for the worker, "
+          f"which needs {budget.get('worker', 0.0) * 3:.2f} at its measured cost.\n")
     import matplotlib
 
     matplotlib.use("Agg")

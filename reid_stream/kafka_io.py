@@ -10,6 +10,7 @@ Faust's guarantee: a batch's offsets are committed only after everything it prod
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -32,6 +33,7 @@ Handler = Callable[[list[ConsumerRecord]], Awaitable[None]]
 COMMIT_INTERVAL_S = 0.5
 IDLE_POLL_MS = 500  # an idle consumer still wakes up this often to commit finished batches
 MIN_FETCH_WAIT_MS = 25
+PRODUCER_STOP_TIMEOUT_S = 10.0  # a broken producer's stop; it is dropped either way
 
 
 @dataclass
@@ -170,10 +172,14 @@ class BatchConsumer(ConsumerRebalanceListener):
         self._stopping.set()
 
     async def close(self, drain: bool = True) -> None:
-        """Leave the group; with drain, first finish and commit the running batches."""
+        """Leave the group; with drain, first finish and commit the running batches, else cancel them (a batch
+        still retrying a failed step then exits the worker without committing it: see runtime.retry_forever)."""
         try:
             if drain:
                 await self.drain()
+            else:
+                for running in self._inflight:
+                    running.task.cancel()
         finally:
             await self._consumer.stop()
 
@@ -193,7 +199,14 @@ class KeyedPartitioner(DefaultPartitioner):
 
 
 class Publisher:
-    """One idempotent producer for every output; publish() returns once Kafka acknowledged all of it."""
+    """One idempotent producer for every output; publish() returns once Kafka acknowledged all of it.
+
+    A producer whose sender died is replaced before the next publish: aiokafka's idempotent producer ends its
+    sender task on a fatal broker answer -- OutOfOrderSequenceNumber after a broker restart lost its sequence
+    state (aio-libs/aiokafka#1017, seen in fault test R3) -- and refuses every send after it, so retrying on
+    it would retry forever. A new producer gets a new producer id; the retried batch may publish twice, as any
+    retry may (at least once).
+    """
 
     def __init__(self, bootstrap: str, client_id: str = "reid-stream") -> None:
         self._partitioner = KeyedPartitioner()
@@ -210,10 +223,29 @@ class Publisher:
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(**self._options)
+        self._renewing = asyncio.Lock()
+        self.renewals = 0
         await self._producer.start()
 
     async def stop(self) -> None:
         await self._producer.stop()
+
+    async def _live(self) -> AIOKafkaProducer:
+        producer = self._producer
+        sender = producer._sender.sender_task  # no public way to ask whether it still sends
+        if sender is None or not sender.done():
+            return producer
+        async with self._renewing:
+            if self._producer is producer:  # not replaced meanwhile by another publish
+                failure = None if sender.cancelled() else sender.exception()
+                log.warning("the Kafka producer stopped sending (%r); starting a new one", failure)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(producer.stop(), PRODUCER_STOP_TIMEOUT_S)
+                fresh = AIOKafkaProducer(**self._options)
+                await fresh.start()
+                self._producer = fresh
+                self.renewals += 1
+        return self._producer
 
     async def publish(self, messages: Sequence[tuple[str, bytes | None, bytes]]) -> None:
         await (await self.enqueue(messages))
@@ -225,7 +257,7 @@ class Publisher:
         Each partition's messages go in record batches built here (in order), not one send() each: aiokafka's
         send() costs ~20 us of Python per message (a future, the accumulator), and a batch's append a few.
         The partitions are the ones send() would pick, from the same partitioner and metadata."""
-        producer = self._producer
+        producer = await self._live()
         partitions: dict[str, tuple[list[int], list[int]]] = {}
         open_batches: dict[tuple[str, int], BatchBuilder] = {}
         futures: list[asyncio.Future[Any]] = []

@@ -240,7 +240,7 @@ class ReidStore:
             pipe.get(self.for_site(site).keys.version(model, etype))
         raw = await pipe.execute()
         markers = {site: {d: json.loads(r) for d, r in zip(ids, found, strict=True) if r is not None}
-                   for (site, ids), found in zip(sites, raw, strict=False)}
+                   for (site, ids), found in zip(sites, raw[:len(sites)], strict=True)}
         versions = {shard: int(v or 0) for shard, v in zip(shards, raw[len(sites):], strict=True)}
         return markers, versions
 

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import OutOfOrderSequenceNumber
 from aiokafka.partitioner import DefaultPartitioner
 
 from reid_stream.kafka_io import BatchConsumer, FetchOrder, Publisher
@@ -185,3 +186,39 @@ async def test_concurrent_handlers_publish_in_fetch_order_however_they_finish(in
         await consumer.close()
         await publisher.stop()
     assert got == [*range(0, 20), *range(30, 40)]
+
+
+async def test_a_producer_whose_sender_died_is_replaced_and_publishing_goes_on(infra, unique):
+    """Fault test R3 found it: after a broker restart, aiokafka's idempotent producer got OutOfOrderSequenceNumber,
+    its sender task ended, and every retry failed the same way, for ever. Here the sender meets that answer on
+    its next produce request (the broker cannot be made to give it on cue); the publish fails, and the retry
+    publishes on a new producer."""
+    topic = f"kio-renew-{unique}"
+    await topic_with(topic, 0)
+    publisher = Publisher(BOOTSTRAP)
+    await publisher.start()
+    try:
+        await publisher.publish([(topic, None, b"before")])
+        sender = publisher._producer._sender
+
+        async def refused(*_args: object) -> None:
+            raise OutOfOrderSequenceNumber()
+
+        sender._send_produce_req = refused
+        with pytest.raises(OutOfOrderSequenceNumber):
+            await publisher.publish([(topic, None, b"lost")])
+        assert sender.sender_task is not None and sender.sender_task.done()
+        await publisher.publish([(topic, None, b"after")])  # what retry_forever does next
+        assert publisher.renewals == 1
+    finally:
+        await publisher.stop()
+    reader = AIOKafkaConsumer(topic, bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest",
+                              group_id=f"kio-renew-{unique}", enable_auto_commit=False)
+    await reader.start()
+    got: list[bytes] = []
+    try:
+        while len(got) < 2:
+            got += [r.value or b"" for recs in (await reader.getmany(timeout_ms=2000)).values() for r in recs]
+    finally:
+        await reader.stop()
+    assert got == [b"before", b"after"]
