@@ -53,7 +53,8 @@ CORRECTION_ERRORS = {
 }
 
 
-def build_openapi() -> dict[str, Any]:
+def build_openapi(archive: bool = False) -> dict[str, Any]:
+    """The worker's API; `archive`: it has the long-term memory, so GET /api/entities takes `source`."""
     models = [(m, "serialization") for m in (EntityList, EntityDetail, EntityHistory, Correction, SearchResults,
                                              WatchList, WatchEntry)]
     models += [(m, "validation") for m in (EntityPatch, MergeRequest, SplitRequest, WatchRequest)]
@@ -89,14 +90,13 @@ def build_openapi() -> dict[str, Any]:
                      "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}},
                     {"name": "offset", "in": "query",
                      "schema": {"type": "integer", "minimum": 0, "maximum": 10_000_000, "default": 0}},
-                    {"name": "source", "in": "query", "schema": {"type": "string", "enum": ["live", "archive"],
-                                                                 "default": "live"},
-                     "description": "`archive`: the long-term memory's entities (REID_ARCHIVE_URL), also those "
-                                    "Redis no longer holds; a camera filter lists the entities it saw."},
+                    *([{"name": "source", "in": "query",
+                        "schema": {"type": "string", "enum": ["live", "archive"], "default": "live"},
+                        "description": "`archive`: the long-term memory's entities (REID_ARCHIVE_URL), also those "
+                                       "Redis no longer holds; a camera filter lists the entities it saw."}]
+                      if archive else []),
                 ],
-                "responses": {"200": _ok("EntityList"), "422": _error("a parameter is invalid, or source=archive "
-                                                                      "on a worker without an archive"),
-                              **common},
+                "responses": {"200": _ok("EntityList"), "422": _error("a parameter is invalid"), **common},
             }},
             "/api/entities/{entity_id}": {
                 "get": {"summary": "One entity with its appearances", "description": MERGED_ID + ARCHIVED,

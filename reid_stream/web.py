@@ -518,14 +518,14 @@ class WatchEntryView(CorrectionView):
 
 
 @cache
-def _openapi() -> dict[str, Any]:
-    return build_openapi()
+def _openapi(archive: bool) -> dict[str, Any]:
+    return build_openapi(archive)
 
 
 class OpenApiView(ApiView):
     async def get(self, request: Request) -> Response:
         _, denied = self.guard(request)
-        return denied or self.json(_openapi())
+        return denied or self.json(_openapi(self.runtime.archive is not None))
 
 
 class HealthView(ApiView):

@@ -99,6 +99,8 @@ export function features(spec) {
     similar,
     search,
     image: Boolean(op("/api/search/image", "post")),
+    // Listed only where the worker has the long-term memory (REID_ARCHIVE_URL).
+    archive: params(op("/api/entities", "get")).includes("source"),
   };
 }
 

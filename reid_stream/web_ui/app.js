@@ -61,6 +61,7 @@ async function signIn(value) {
 }
 
 function configureSearch() {
+  $("f-source-label").hidden = !feats.archive;
   $("search-label").textContent = feats.search ? "Entity id, or a text to search for" : "Find entity by id";
   $("search-q").placeholder = feats.search ? "entity id, or e.g. person in a red coat" : "entity id";
 }
@@ -100,7 +101,7 @@ function listFilters() { return filtersFrom(new URLSearchParams(location.hash.sp
 $("filters").addEventListener("submit", (ev) => {
   ev.preventDefault();
   location.hash = hashFor({ ...listFilters(), entity_type: $("f-type").value, camera_id: $("f-camera").value.trim(),
-                            since: localToIso($("f-since").value), offset: 0 });
+                            since: localToIso($("f-since").value), source: $("f-source").value, offset: 0 });
 });
 $("f-clear").addEventListener("click", () => { location.hash = hashFor({ ...filtersFrom(new URLSearchParams()) }); });
 $("prev").addEventListener("click", () => {

@@ -22,6 +22,10 @@ function facts(e) {
   if ((e.merged_ids || []).length) rows.push(["Merged ids", e.merged_ids.join(", ")]);
   if (e.resolved_from) rows.push(["Asked for", `${e.resolved_from} (since merged into this entity)`]);
   if (e.retained_until) rows.push(["Kept until", when(e.retained_until)]);
+  if (e.source === "archive") {
+    rows.push(["Memory", "archive: the worker's working memory (Redis) has forgotten this entity; it is read from "
+      + "the long-term memory, and cannot be renamed, merged or split until it is seen again"]);
+  }
   return rows.flatMap(([k, v]) => [h("dt", { text: k }), h("dd", { dataset: { fact: k.toLowerCase() } }, v ?? "?")]);
 }
 

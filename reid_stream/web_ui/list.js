@@ -18,7 +18,9 @@ export function card(e) {
       h("h3", { class: "card-title" }, h("a", { href, class: "card-link", text: name }),
         trust !== "unknown" ? [" ", h("span", { class: `badge trust trust-${trust}`, text: trust })] : null,
         e.watch ? [" ", h("span", { class: "badge watched", title: `watch list: ${e.watch}`, text: "watched" })]
-          : null),
+          : null,
+        e.source === "archive" ? [" ", h("span", { class: "badge archived", title: "from the long-term memory",
+                                                   text: "archived" })] : null),
       h("dl", { class: "facts" },
       e.name ? [h("dt", { text: "Id" }), h("dd", { class: "id", text: e.id })] : null,
       h("dt", { text: "Type" }), h("dd", { class: "type", text: e.entity_type || "?" }),
@@ -51,6 +53,7 @@ export function filtersFrom(params) {
     entity_type: params.get("entity_type") || "",
     camera_id: params.get("camera_id") || "",
     since: params.get("since") || "",
+    source: params.get("source") === "archive" ? "archive" : "",
     offset: Math.max(0, parseInt(params.get("offset") || "0", 10) || 0),
     limit: Math.min(1000, Math.max(1, parseInt(params.get("limit") || String(PAGE), 10) || PAGE)),
   };
@@ -58,7 +61,7 @@ export function filtersFrom(params) {
 
 export function hashFor(f) {
   const p = new URLSearchParams();
-  for (const k of ["entity_type", "camera_id", "since"]) if (f[k]) p.set(k, f[k]);
+  for (const k of ["entity_type", "camera_id", "since", "source"]) if (f[k]) p.set(k, f[k]);
   if (f.offset) p.set("offset", f.offset);
   if (f.limit !== PAGE) p.set("limit", f.limit);
   const q = p.toString();
@@ -85,6 +88,7 @@ export async function loadList(f, showFilters = false) {
     $("f-type").value = f.entity_type;
     $("f-camera").value = f.camera_id;
     $("f-since").value = isoToLocal(f.since);
+    $("f-source").value = f.source;
   }
   const { data, degraded } = await api.get("/api/entities", f);
   const ul = $("entities");
@@ -95,7 +99,8 @@ export async function loadList(f, showFilters = false) {
   const last = f.offset + data.entities.length;
   $("page-info").textContent = `${first}–${last} of ${data.count}`;
   $("list-status").textContent = degraded ? "The list is empty while storage is unavailable."
-    : data.count ? "" : "No entity matches these filters.";
+    : data.count ? "" : f.source ? "The archive holds no entity that matches these filters."
+    : "No entity matches these filters.";
   $("prev").disabled = f.offset <= 0;
   $("next").disabled = last >= data.count;
   return Boolean(degraded);

@@ -493,3 +493,46 @@ def test_the_site_switch_shows_one_sites_entities_and_their_pictures(browser: We
     wait_for(lambda: visible(d, "entity-view") and annex_id in d.find_element(By.ID, "entity-view").text,
              "the annex entity's page")
     assert "cam-9" in d.find_element(By.ID, "entity-view").text
+
+
+def test_the_archive_switch_lists_what_redis_has_forgotten(browser: WebDriver, demo: dict[str, Any],
+                                                           archive_url: str, tmp_path: Path):
+    """With the long-term memory on, the list's Memory switch reads the archive: entities Redis no longer holds
+    are listed there, marked archived, and their page says why they cannot be corrected. Without it, no switch."""
+    d = browser
+    sign_in(d, demo["worker"].base)
+    wait_for(lambda: card_ids(d), "the demo worker's list")
+    assert not visible(d, "f-source-label"), "a worker without the archive shows no switch"
+
+    worker, tag, root = start_worker(tmp_path / "w", REID_ARCHIVE_URL=archive_url)
+    site_id = f"attic-{tag}"  # the archive outlives test runs: a site of this run's own
+    try:
+        seen = [{**detection(root, f"{tag}-{n}", f"cam-{n}", pattern_image(710 + n), (20, 20)), "site_id": site_id}
+                for n in range(2)]
+        send(worker, *seen)
+        query = f"/api/entities?site_id={site_id}&source=archive"
+        wait_for(lambda: api(worker.base, query)[1]["count"] == 2, "both archived", 60)
+        redis = __import__("redis").Redis.from_url(worker.env.get("REID_REDIS_URL", "redis://127.0.0.1:6379/0"))
+        keys = list(redis.scan_iter(match=f"{worker.env['REID_REDIS_PREFIX']}:*", count=1000))
+        redis.delete(*keys)  # what the TTL would do, at once
+        redis.close()
+        assert api(worker.base, f"/api/entities?site_id={site_id}")[1]["count"] == 0
+
+        sign_in(d, worker.base)  # another port, another origin: its own token store
+        wait_for(lambda: visible(d, "list-view"), "signed in")
+        d.get(f"{worker.base}/?site_id={site_id}")
+        wait_for(lambda: visible(d, "list-view") and "No entity" in d.find_element(By.ID, "list-status").text,
+                 "the live list, empty")
+        assert visible(d, "f-source-label")
+        Select(d.find_element(By.ID, "f-source")).select_by_value("archive")
+        d.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+        wait_for(lambda: sorted(card_ids(d)) == sorted(s["detection_id"] for s in seen), "the archived cards")
+        assert "source=archive" in d.current_url
+        badges = [b.text for b in css(d, "#entities .badge.archived")]
+        assert badges == ["archived", "archived"]
+        css(d, f'#entities li.card[data-id="{seen[0]["detection_id"]}"] a.card-link')[0].click()
+        memory = wait_for(lambda: (m := css(d, '#entity-view dd[data-fact="memory"]')) and m[0].text,
+                          "the entity page from the archive")
+        assert "archive" in memory and "cam-0" in d.find_element(By.ID, "entity-view").text
+    finally:
+        stop_worker(worker)

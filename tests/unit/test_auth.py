@@ -62,3 +62,12 @@ def test_openapi_document_describes_every_route():
     documented = {(path, m) for path, ops in doc["paths"].items() for m in ops}
     assert served == documented
     json.dumps(doc)  # serialisable as served
+
+
+def test_the_list_takes_source_only_where_the_worker_has_the_archive():
+    """The entity browser shows its archive switch from the document: it is listed only where it works."""
+    def names(doc: dict) -> list[str]:
+        return [p["name"] for p in doc["paths"]["/api/entities"]["get"]["parameters"]]
+
+    assert "source" not in names(build_openapi())
+    assert "source" in names(build_openapi(archive=True))
