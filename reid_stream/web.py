@@ -255,7 +255,6 @@ class EntityListView(ApiView):
         body = EntityList(entities=entities, count=total, limit=params["limit"], offset=params["offset"])
         return self.done(request, who, query, self.model(body))
 
-
     async def _archived(self, site_id: str, params: dict[str, Any]) -> Response:
         """The long-term memory's list: entities Redis may no longer hold, for as long as the archive keeps them."""
         assert self.runtime.archive is not None
