@@ -96,9 +96,12 @@ class Pipeline(mode.Service):
             await asyncio.wait_for(asyncio.gather(self.embed.close(), self.assign.close()), SHUTDOWN_GRACE_S)
         except TimeoutError:
             log.error("batches still running after %ss; stopping without committing them", SHUTDOWN_GRACE_S)
-            # Leave the groups now, so the partitions move on without waiting for the session timeout.
+            # Leave the groups now, so the partitions move on without waiting for the session timeout; then the
+            # stuck batches go (one retrying a failed step exits the worker: it cannot finish).
             await asyncio.gather(self.embed.close(drain=False), self.assign.close(drain=False),
                                  return_exceptions=True)
+            for consumer in (self.embed, self.assign):
+                consumer.abandon()
         await self.publisher.stop()
         if self._embedder is not None:
             self._embedder.preparer.pool.shutdown(wait=False, cancel_futures=True)

@@ -64,17 +64,24 @@ CREATE TABLE IF NOT EXISTS archive_erased (
     PRIMARY KEY (site_id, kind, id));
 """
 
-# An entity's appearances summed up, for the list; $2-$4 filter like the live list (null: no filter).
+# The list: each entity's appearances summed up. $2-$4 filter like the live list (null: no filter), and narrow
+# the rows summed first: a type, the entities a camera saw, those seen since (through the seen_at index). Without
+# filters it sums all of a site's appearances for each page.
 _LISTED = """
 WITH seen AS (
     SELECT entity_id, count(*) AS appearances, min(seen_at) AS first_seen, max(seen_at) AS last_seen,
            array_agg(DISTINCT camera_id) AS cameras,
            (array_agg(camera_id ORDER BY seen_at DESC, detection_id DESC))[1] AS last_camera,
            (array_agg(detection_id ORDER BY seen_at DESC, detection_id DESC))[1] AS last_detection
-    FROM archive_appearances WHERE site_id = $1 AND seen_at IS NOT NULL GROUP BY entity_id)
+    FROM archive_appearances
+    WHERE site_id = $1 AND seen_at IS NOT NULL AND ($2::text IS NULL OR entity_type = $2)
+      AND ($3::text IS NULL OR entity_id IN (
+          SELECT entity_id FROM archive_appearances WHERE site_id = $1 AND camera_id = $3))
+      AND ($4::timestamptz IS NULL OR entity_id IN (
+          SELECT entity_id FROM archive_appearances WHERE seen_at >= $4 AND site_id = $1))
+    GROUP BY entity_id)
 SELECT {columns} FROM archive_entities e JOIN seen USING (entity_id)
-WHERE e.site_id = $1 AND ($2::text IS NULL OR e.entity_type = $2) AND ($3::text IS NULL OR $3 = ANY(seen.cameras))
-  AND ($4::timestamptz IS NULL OR seen.last_seen >= $4)
+WHERE e.site_id = $1 AND ($2::text IS NULL OR e.entity_type = $2)
 """
 LIST_ENTITIES = _LISTED.format(columns="e.*, seen.appearances, seen.first_seen, seen.last_seen, seen.cameras, "
                                 "seen.last_camera, seen.last_detection, count(*) OVER () AS total") + (

@@ -386,6 +386,22 @@ class Assigner:
         commit. Chunk i+1 expects the version chunk i leaves, and is sent only once chunk i was stored whole,
         so the chain is exactly one batch's compare-and-set; at the first detection not stored, the local
         copy is dropped and everything not stored is planned again on a fresh one."""
+        commits: list[asyncio.Future[list[CommitResult]]] = []
+        try:
+            return await self._assign_chunks(site, model, etype, items, version, commits)
+        except BaseException:
+            # Failed, or cancelled because a sibling group failed: the copy may hold planned rows that were never
+            # stored (at the version Redis still has, so a retry would trust them), and a commit may still be on
+            # its way. Neither may outlive this attempt: the batch's retry reads the copy again, alone.
+            self._caches.pop((model, site.store.site, etype))
+            for commit in commits:
+                commit.cancel()
+            await asyncio.gather(*commits, return_exceptions=True)
+            raise
+
+    async def _assign_chunks(self, site: _Site, model: str, etype: str, items: list[EmbeddedRecord],
+                             version: int | None, commits: list[asyncio.Future[list[CommitResult]]]
+                             ) -> tuple[list[MatchEvent], list[DeadLetter]]:
         out: list[MatchEvent] = []
         letters: list[DeadLetter] = []
         pending = items
@@ -413,6 +429,7 @@ class Assigner:
                         break
                 t0 = time.perf_counter()
                 inflight = (chunk, plans, asyncio.ensure_future(site.store.commit(plans, expected)))
+                commits.append(inflight[2])
                 expected += len(plans)
                 await asyncio.sleep(0)  # let the commit go out before the next chunk holds the loop
             else:

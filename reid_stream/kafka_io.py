@@ -172,16 +172,18 @@ class BatchConsumer(ConsumerRebalanceListener):
         self._stopping.set()
 
     async def close(self, drain: bool = True) -> None:
-        """Leave the group; with drain, first finish and commit the running batches, else cancel them (a batch
-        still retrying a failed step then exits the worker without committing it: see runtime.retry_forever)."""
+        """Leave the group; with drain, first finish and commit the running batches."""
         try:
             if drain:
                 await self.drain()
-            else:
-                for running in self._inflight:
-                    running.task.cancel()
         finally:
             await self._consumer.stop()
+
+    def abandon(self) -> None:
+        """Cancel the batches still running, uncommitted (after close(drain=False), once the group was left): one
+        still retrying a failed step then exits the worker (runtime.retry_forever) instead of keeping it up."""
+        for running in self._inflight:
+            running.task.cancel()
 
 
 # aiokafka's murmur2 is pure Python (~4-9 us a key); match events are keyed by entity, and an entity's id comes
@@ -224,25 +226,33 @@ class Publisher:
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(**self._options)
         self._renewing = asyncio.Lock()
+        self._stopped = False
         self.renewals = 0
         await self._producer.start()
 
     async def stop(self) -> None:
-        await self._producer.stop()
+        self._stopped = True  # no renewal after this: a late publish fails on the stopped producer
+        async with self._renewing:
+            await self._producer.stop()
 
     async def _live(self) -> AIOKafkaProducer:
         producer = self._producer
         sender = producer._sender.sender_task  # no public way to ask whether it still sends
-        if sender is None or not sender.done():
+        if self._stopped or sender is None or not sender.done():
             return producer
         async with self._renewing:
-            if self._producer is producer:  # not replaced meanwhile by another publish
+            if self._producer is producer and not self._stopped:  # not replaced meanwhile by another publish
                 failure = None if sender.cancelled() else sender.exception()
                 log.warning("the Kafka producer stopped sending (%r); starting a new one", failure)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(producer.stop(), PRODUCER_STOP_TIMEOUT_S)
                 fresh = AIOKafkaProducer(**self._options)
-                await fresh.start()
+                try:
+                    await fresh.start()  # Kafka down: raises, and the caller's retry renews again
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        await fresh.stop()
+                    raise
                 self._producer = fresh
                 self.renewals += 1
         return self._producer
@@ -311,7 +321,10 @@ class FetchOrder:
     """Concurrent batch handlers publish in the order their batches were fetched. A handler that finishes early
     waits until the one before it handed its messages to the producer -- not until they are acknowledged, so
     keeping the order costs no round trip. Take the turn before the handler's first await: tasks run their
-    first step in the order they were created, which is fetch order."""
+    first step in the order they were created, which is fetch order.
+
+    The order holds while publishing works: a batch whose acknowledgement fails is published again by its
+    retry, after the batches that took their turn meanwhile (at least once, so out of order then)."""
 
     def __init__(self, publisher: Publisher) -> None:
         self._publisher = publisher

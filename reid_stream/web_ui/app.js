@@ -96,7 +96,11 @@ document.addEventListener("visibilitychange", () => {
   if (!document.hidden && refreshList.pending) { const f = refreshList.pending; refreshList.pending = null; refreshList(f); }
 });
 
-function listFilters() { return filtersFrom(new URLSearchParams(location.hash.split("?")[1] || "")); }
+function listFilters() {
+  const f = filtersFrom(new URLSearchParams(location.hash.split("?")[1] || ""));
+  if (feats && !feats.archive) f.source = "";  // a link made on a worker with the archive, opened on one without
+  return f;
+}
 
 $("filters").addEventListener("submit", (ev) => {
   ev.preventDefault();

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import re
@@ -127,3 +128,27 @@ async def test_a_batch_over_many_sites_gives_each_site_what_it_gets_alone(store:
 
     assert len(together) == len(batch) and outcome(together) == outcome(alone)
     assert len({(e.site_id, e.entity_id) for e in together}) >= len(sites) * 2, "looks became entities per site"
+
+
+async def test_a_group_cancelled_mid_plan_leaves_no_unstored_rows_behind(store: ReidStore):
+    """A batch's groups run concurrently, and one that fails cancels the others. A group cancelled while planning
+    holds rows in its copy that Redis never stored, at the version Redis still has: kept, the batch's retry would
+    trust them, and each detection would meet a ghost of itself."""
+    a = Assigner(store.settings, store)
+    items = [item(f"g{n}", unit(300 + n), "c1", minutes=n) for n in range(3 * PLAN_SLICE)]
+    key = ("test-model", "default", "person")
+    task = asyncio.ensure_future(a._assign_group(a._site("default"), "test-model", "person", items))
+    for _ in range(100_000):  # until planning has put rows in the copy (it yields every PLAN_SLICE detections)
+        await asyncio.sleep(0)
+        cache = a._caches.get(key)
+        if cache is not None and len(cache.index) > 0:
+            break
+    assert not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert a._caches.get(key) is None, "the copy with unstored rows was dropped"
+    assert await store.version("test-model", "person") == 0, "nothing was stored"
+    events, letters = await a.assign(items)  # the retry
+    assert not letters and len(events) == len(items)
+    assert all(e.is_new_entity for e in events), "no detection met a ghost of itself"
