@@ -12,6 +12,7 @@ leaves placeholders that keep their new owner when the events fill them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -327,6 +328,26 @@ class Archive:
         pool = await self._connection_pool()
         async with pool.acquire() as conn, conn.transaction():
             return await self._erase(conn, site, entity_id, also, detections)
+
+    async def erase_after_redis(self, site: str, asked: str, purged: dict[str, Any] | None,
+                                timeout: float | None = None) -> dict[str, Any] | None:
+        """The archive's half of an erasure, after Redis's (`purged`: what Redis erased for the id `asked`, None
+        if it held nothing). The answer adds `archive: erased`, or `pending` when the archive is unavailable:
+        Redis's erasure queued an `erased` update that erases it there once it is back. When Redis held nothing,
+        what only the archive holds is erased (`source: archive`), and an unavailable archive raises
+        (ARCHIVE_ERRORS): nothing was erased anywhere."""
+        try:
+            if purged is not None:
+                await asyncio.wait_for(self.erase(site, purged["entity_id"], also=[asked, *purged["merged_ids"]],
+                                                  detections=purged["detections"]), timeout)
+                return {**purged, "archive": "erased"}
+            archived = await asyncio.wait_for(self.erase(site, asked), timeout)
+        except ARCHIVE_ERRORS as exc:
+            log.warning("erasing %s from the archive: unavailable (%r)", asked, exc)
+            if purged is None:
+                raise
+            return {**purged, "archive": "pending"}
+        return None if archived is None else {**archived, "archive": "erased", "source": "archive"}
 
     async def _erase(self, conn: asyncpg.Connection, site: str, entity_id: str, also: Sequence[str],
                      detections: Sequence[str]) -> dict[str, Any] | None:

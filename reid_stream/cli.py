@@ -113,16 +113,9 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
         archive = Archive(settings)  # at once: the queued `erased` update waits for a worker's next batch
         try:
-            if purged is not None:
-                await archive.erase(args.site, purged["entity_id"], also=[args.entity, *purged["merged_ids"]],
-                                    detections=purged["detections"])
-                return {**purged, "archive": "erased"}
-            archived = await archive.erase(args.site, args.entity)
-            return None if archived is None else {**archived, "archive": "erased", "source": "archive"}
+            return await archive.erase_after_redis(args.site, args.entity, purged)
         except ARCHIVE_ERRORS as exc:
-            if purged is None:
-                raise SystemExit(f"reid-stream: the archive is unavailable ({exc!r}); nothing erased") from None
-            return {**purged, "archive": "pending"}  # the queued update erases it there later
+            raise SystemExit(f"reid-stream: the archive is unavailable ({exc!r}); nothing erased") from None
         finally:
             await archive.close()
 

@@ -307,19 +307,10 @@ class EntityDetailView(CorrectionView):
         if rt.archive is None:
             return purged
         try:
-            if purged is not None:
-                await asyncio.wait_for(rt.archive.erase(
-                    site_id, purged["entity_id"], also=[entity_id, *purged["merged_ids"]],
-                    detections=purged["detections"]), ARCHIVE_WAIT_S)
-                return {**purged, "archive": "erased"}
-            archived = await asyncio.wait_for(rt.archive.erase(site_id, entity_id), ARCHIVE_WAIT_S)
-        except ARCHIVE_ERRORS as exc:
-            log.warning("erasing %s from the archive: unavailable (%r)", entity_id, exc)
-            if purged is not None:  # the queued update erases it there once the archive is back
-                return {**purged, "archive": "pending"}
+            return await rt.archive.erase_after_redis(site_id, entity_id, purged, ARCHIVE_WAIT_S)
+        except ARCHIVE_ERRORS:
             raise ApiError(503, "archive_unavailable", "the archive is unavailable: the entity may still be kept "
                            "there; retry later") from None
-        return None if archived is None else {**archived, "archive": "erased", "source": "archive"}
 
 
 class EntityMergeView(CorrectionView):

@@ -4,6 +4,9 @@ forgotten the entities, the views answer from the archive (a real PostgreSQL), a
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from reid_stream.config import Settings
-from tests.e2e.harness import Collector, get_json, running_worker, worker_env
+from tests.e2e.harness import REPO, Collector, get_json, running_worker, worker_env
 from tests.e2e.test_operator_e2e import BOOTSTRAP, Stream, detection, event_of, frames, send_json
 
 pytestmark = pytest.mark.e2e
@@ -119,3 +122,11 @@ async def test_views_answer_from_the_archive_once_redis_forgot(infra, archive_ur
             assert status == 404
         status, annex, _ = await get_json(f"{base}/api/entities/{ann}?site_id=annex")
         assert status == 200 and annex["appearance_count"] == 3, "an erasure at one site leaves the other's"
+        # The CLI erases what only the archive holds, at the site it names.
+        done = subprocess.run([sys.executable, "-m", "reid_stream", "purge", "--site", "annex", "--entity", ann],
+                              env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        purged = json.loads(done.stdout)["purged"]
+        assert (purged["source"], purged["archive"], len(purged["detections"])) == ("archive", "erased", 3)
+        status, _, _ = await get_json(f"{base}/api/entities/{ann}?site_id=annex")
+        assert status == 404
