@@ -42,25 +42,16 @@ def forget_runs() -> None:
     left behind, a day of benchmarks was 5 GB of Kafka logs and ~360,000 Redis keys, and the tests' key scans
     slowed a hundredfold (0.26 s -> 34 s for one test's teardown)."""
     import redis
-    from aiokafka.admin import AIOKafkaAdminClient
 
     from reid_stream.config import Settings
+    from tests.conftest import _TAGS, _delete_test_topics
 
     wanted = ("REID_KAFKA_BOOTSTRAP", "REID_REDIS_URL")
     settings = Settings.from_env({k: v for k, v in os.environ.items() if k in wanted})
-
-    async def topics() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-        await admin.start()
-        try:
-            doomed = [t for t in await admin.list_topics() if any(t.endswith(f"-{tag}") for tag in _RUNS)]
-            for i in range(0, len(doomed), 100):
-                await admin.delete_topics(doomed[i:i + 100])
-        finally:
-            await admin.close()
+    _TAGS.update(_RUNS)  # the tests' own clean-up deletes the topics of the tags it knows
 
     try:
-        asyncio.run(topics())
+        asyncio.run(_delete_test_topics(settings.kafka_bootstrap))
         client = redis.Redis.from_url(settings.redis_url)
         for tag in _RUNS:
             batch = []
