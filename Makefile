@@ -69,7 +69,9 @@ worker: install infra
 demo: install infra
 	@mkdir -p $(RUN_DIR)
 	@[ -s $(RUN_DIR)/demo-token ] || (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > $(RUN_DIR)/demo-token)
-	@[ $(DEMO_SITE)/stream.jsonl -nt reid_stream/eval/synth.py ] || $(PY) -m reid_stream synth $(DEMO_SITE) --ids 12 --cameras 3 --seed 7 > /dev/null
+	@# Drawn again whenever the generator changed since the site was drawn.
+	@if [ ! -f $(DEMO_SITE)/stream.jsonl ] || [ -n "$$(find reid_stream/eval/synth -name '*.py' -newer $(DEMO_SITE)/stream.jsonl)" ]; then \
+		$(PY) -m reid_stream synth $(DEMO_SITE) --ids 12 --cameras 3 --seed 7 > /dev/null; fi
 	@if [ -f $(RUN_DIR)/demo-worker.pid ] && kill -0 $$(cat $(RUN_DIR)/demo-worker.pid) 2>/dev/null; then \
 		echo "demo worker already running (pid $$(cat $(RUN_DIR)/demo-worker.pid))"; \
 	else \

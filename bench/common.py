@@ -148,7 +148,7 @@ def detection_message(i: int, image: bytes, tag: str) -> tuple[bytes, bytes]:
 async def create_topics(env: dict[str, str]) -> None:
     """The worker's topics, made before it starts, so a backlog can wait for it."""
     from reid_stream.config import Settings
-    from reid_stream.topics import ensure_topics
+    from reid_stream.stream.topics import ensure_topics
 
     await ensure_topics(Settings.from_env(env))
 

@@ -61,7 +61,7 @@ def bare_encoder(n: int, batch: int, crops: list[bytes], repeats: int = 1) -> di
     from reid_stream.config import Settings
     from reid_stream.encoders import load_encoder
     from reid_stream.events import BBox
-    from reid_stream.images import crop_letterbox, decode_image
+    from reid_stream.vision.images import crop_letterbox, decode_image
 
     enc = load_encoder(Settings.from_env({}, clip_model=MODEL, clip_pretrained="none", device="cpu"))
     arrays = []

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from reid_stream.events import BBox  # noqa: E402
-from reid_stream.plate_ocr import OCR_MAX_SIDE, read_vehicle_plate  # noqa: E402
+from reid_stream.vision.plate_ocr import OCR_MAX_SIDE, read_vehicle_plate  # noqa: E402
 from tests.plate_images import frame_jpeg  # noqa: E402
 
 LETTERS, DIGITS = "ABCDEFGHJKLMNPRSTUVWXYZ", "0123456789"

@@ -30,10 +30,10 @@ from bench.common import (
     start_worker,
     write_results,
 )
-from reid_stream.assign import Assigner
 from reid_stream.events import Detection
-from reid_stream.store import ReidStore
-from reid_stream.wire import EmbeddedRecord
+from reid_stream.store.reid_store import ReidStore
+from reid_stream.stream.assign import Assigner
+from reid_stream.stream.wire import EmbeddedRecord
 from tests.conftest import make_settings
 from tests.e2e.harness import produce
 
@@ -113,7 +113,7 @@ def cmd_memory(args: argparse.Namespace) -> None:
 
 async def populate(settings: Any, n: int, model: str) -> None:
     """Writes n embeddings straight into the store's layout (pipelined), as a worker would have left them."""
-    from reid_stream.keys import Keys, day_of
+    from reid_stream.store.keys import Keys, day_of
 
     client = aioredis.Redis.from_url(settings.redis_url)
     keys = Keys.of(settings.redis_prefix)

@@ -28,7 +28,7 @@ def cmd_worker(_: argparse.Namespace) -> int:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     settings = _settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from reid_stream.auth import Authenticator
+    from reid_stream.api.auth import Authenticator
     from reid_stream.encoders import EncoderLoadError, load_encoder
     from reid_stream.identity.topology import Topology, TopologyError
 
@@ -47,9 +47,9 @@ def cmd_worker(_: argparse.Namespace) -> int:
         return 3
     import faust
 
-    from reid_stream.app import create_app
-    from reid_stream.runtime import build_runtime
-    from reid_stream.topics import ensure_topics
+    from reid_stream.stream.topics import ensure_topics
+    from reid_stream.worker.app import create_app
+    from reid_stream.worker.runtime import build_runtime
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -84,7 +84,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from reid_stream.topics import ensure_topics, write_schemas
+    from reid_stream.stream.topics import ensure_topics, write_schemas
 
     if args.action == "schemas":
         for path in write_schemas():
@@ -98,7 +98,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
 def cmd_purge(args: argparse.Namespace) -> int:
     import json
 
-    from reid_stream.store import ReidStore
+    from reid_stream.store.reid_store import ReidStore
 
     async def purge() -> dict | None:
         settings = _settings()
@@ -109,7 +109,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
             await store.close()
         if not settings.archive_url:
             return purged
-        from reid_stream.archive import ARCHIVE_ERRORS, Archive
+        from reid_stream.memory.archive import ARCHIVE_ERRORS, Archive
 
         archive = Archive(settings)  # at once: the queued `erased` update waits for a worker's next batch
         try:

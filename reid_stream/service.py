@@ -19,9 +19,11 @@ import redis.asyncio as aioredis
 from reid_stream.config import Settings
 from reid_stream.encoders import Encoder, load_encoder
 from reid_stream.events import DEFAULT_SITE, BBox
-from reid_stream.images import crop_letterbox, decode_image, read_path
-from reid_stream.matching import EntityEmbedding
-from reid_stream.store import ReidStore
+from reid_stream.identity.matching import EntityEmbedding, cosine_similarity
+from reid_stream.store.reid_store import ReidStore
+from reid_stream.vision.images import crop_letterbox, decode_image, read_path
+
+__all__ = ["EntityEmbedding", "ReIdentificationService", "cosine_similarity", "get_reid_service"]
 
 Roi = BBox | dict[str, float] | tuple[float, float, float, float] | list[float]
 

@@ -1,5 +1,5 @@
 """Synthetic vehicles with licence plates, rendered here with Pillow's own font (no font file, no download):
-what the plate OCR is tested and measured on (tests/unit/test_plates.py, bench/plates.py)."""
+what the plate OCR is tested and measured on (tests/unit/identity/test_plates.py, bench/plates.py)."""
 
 from __future__ import annotations
 

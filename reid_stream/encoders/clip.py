@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
-MODEL_CONFIGS = Path(__file__).resolve().parents[1] / "model_configs"
+MODEL_CONFIGS = Path(__file__).resolve().parent / "model_configs"
 
 
 def _how_to_provide(settings: Settings) -> str:

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from reid_stream.encoders import Encoder
 from reid_stream.events import BBox
-from reid_stream.images import ALLOWED_FORMATS, decode_crop
+from reid_stream.vision.images import ALLOWED_FORMATS, decode_crop
 
 
 def crop_of(data: bytes, bbox: BBox | None, size: int, max_pixels: int) -> np.ndarray:

@@ -13,16 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import redis.asyncio as aioredis
 
-from reid_stream.assign import Assigner
 from reid_stream.config import Settings
 from reid_stream.encoders import Encoder
 from reid_stream.eval.embed import embed_images
 from reid_stream.eval.metrics import ClusteringResult, clustering_metrics
 from reid_stream.events import Detection
-from reid_stream.store import ReidStore
-from reid_stream.wire import EmbeddedRecord
+from reid_stream.store.reid_store import ReidStore
+from reid_stream.stream.assign import Assigner
+from reid_stream.stream.wire import EmbeddedRecord
 
 STAGE_BATCH = 8  # detections per assign call: about what stage 2 sees per batch at a modest rate
 
@@ -71,8 +70,7 @@ async def replay(items: list[StreamItem], vectors: np.ndarray, model: str, setti
     """Assign every detection in time order, as the worker's stage 2 would, and score the entities."""
     s = replace(settings, similarity_threshold=threshold, redis_prefix=f"reid-eval:{uuid.uuid4().hex[:12]}",
                 max_embeddings=max(settings.max_embeddings, len(items) + 1))
-    client = aioredis.Redis.from_url(s.redis_url)
-    store = ReidStore(client, s)
+    store = ReidStore.from_settings(s)
     entity_of: dict[str, str] = {}
     try:
         assigner = Assigner(s, store)
@@ -83,10 +81,8 @@ async def replay(items: list[StreamItem], vectors: np.ndarray, model: str, setti
                 raise RuntimeError(f"replay dead-lettered {letters[0].error_code}: {letters[0].message}")
             entity_of.update((e.detection_id, e.entity_id) for e in events)
     finally:
-        keys = [k async for k in client.scan_iter(match=f"{s.redis_prefix}:*", count=1000)]
-        for start in range(0, len(keys), 1000):
-            await client.delete(*keys[start:start + 1000])
-        await client.aclose()
+        await store.forget_everything()
+        await store.close()
     ids = [i.detection.detection_id for i in items]
     scored = clustering_metrics([scored_id(i.true_id, i.detection.detection_id) for i in items],
                                 [entity_of[d] for d in ids])

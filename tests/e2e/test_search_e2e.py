@@ -1,6 +1,6 @@
 """Search through the worker process, with real Kafka and Redis, and a real open_clip model with a text tower
 (reid-tiny-clip, random weights: its text ranking means nothing, so here text search is checked for being
-well formed; the ranking itself is proved with a stubbed tower in tests/unit/test_search.py)."""
+well formed; the ranking itself is proved with a stubbed tower in tests/unit/api/test_search.py)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from reid_stream.config import Settings
-from reid_stream.store import ReidStore
+from reid_stream.store.reid_store import ReidStore
 from tests.conftest import encode_png, pattern_image
 from tests.e2e.harness import REPO, TEST_TOKEN, Collector, Worker, get_json, produce, worker_env
 

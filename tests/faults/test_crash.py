@@ -23,7 +23,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
-from reid_stream.keys import Keys
+from reid_stream.store.keys import Keys
 from tests.conftest import encode_png, pattern_image
 from tests.e2e.harness import Collector, Worker, free_port, worker_env
 from tests.faults.report import record

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
 from reid_stream.infra.services import InfraConfig, kafka_up, port_open
-from reid_stream.keys import Keys
+from reid_stream.store.keys import Keys
 from tests.conftest import encode_png, pattern_image
 from tests.e2e.harness import (
     Collector,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from reid_stream.archive import Archive, parse_records
+from reid_stream.memory.archive import Archive, parse_records
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.integration

@@ -9,11 +9,11 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from reid_stream import assign as assign_module
-from reid_stream.assign import COMMIT_CHUNK, Assigner
 from reid_stream.events import Detection
-from reid_stream.store import ReidStore
-from reid_stream.wire import EmbeddedRecord
+from reid_stream.store.reid_store import ReidStore
+from reid_stream.stream import assign as assign_module
+from reid_stream.stream.assign import COMMIT_CHUNK, Assigner
+from reid_stream.stream.wire import EmbeddedRecord
 from tests.conftest import make_settings
 from tests.integration.test_store_merge import DIM, MODEL, T0, TYPE, all_keys
 

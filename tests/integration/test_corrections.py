@@ -10,10 +10,10 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from reid_stream.assign import Assigner
-from reid_stream.corrections import CorrectionError, Corrections
-from reid_stream.keys import KEPT_DAY, day_of
-from reid_stream.store import ReidStore
+from reid_stream.store.corrections import CorrectionError, Corrections
+from reid_stream.store.keys import KEPT_DAY, day_of
+from reid_stream.store.reid_store import ReidStore
+from reid_stream.stream.assign import Assigner
 from tests.conftest import make_settings
 from tests.integration.test_store_merge import DIM, MODEL, T0, TYPE, all_keys, merge, put, write
 
@@ -200,7 +200,7 @@ async def test_the_assigner_names_events_and_never_snaps_a_split_tracklet_back(s
     """A tracklet's later detections follow where its latest rows were split to; the entity it was split from
     is never merged back, though the tracklet's look matches it exactly."""
     from reid_stream.events import Detection
-    from reid_stream.wire import EmbeddedRecord
+    from reid_stream.stream.wire import EmbeddedRecord
 
     assigner = Assigner(store.settings, store)
     vec = np.ones(DIM, dtype=np.float32) / np.sqrt(DIM)
@@ -240,7 +240,7 @@ async def test_corrections_racing_the_single_writer_lose_and_double_nothing(stor
     import random
 
     from reid_stream.events import Detection
-    from reid_stream.wire import EmbeddedRecord
+    from reid_stream.stream.wire import EmbeddedRecord
 
     caplog.set_level(logging.INFO)
     assigner = Assigner(store.settings, store)

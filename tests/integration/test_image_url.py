@@ -12,11 +12,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from reid_stream.embed import Embedder
 from reid_stream.encoders.null import NullEncoder
 from reid_stream.errors import DetectionError
-from reid_stream.images import MAX_REDIRECTS, fetch_url
-from reid_stream.wire import RawEvent
+from reid_stream.stream.embed import Embedder
+from reid_stream.stream.wire import RawEvent
+from reid_stream.vision.images import MAX_REDIRECTS, fetch_url
 from tests.conftest import encode_png, make_settings, pattern_image
 
 pytestmark = pytest.mark.integration

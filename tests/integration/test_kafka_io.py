@@ -11,7 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import OutOfOrderSequenceNumber
 from aiokafka.partitioner import DefaultPartitioner
 
-from reid_stream.kafka_io import BatchConsumer, FetchOrder, Publisher
+from reid_stream.stream.kafka_io import BatchConsumer, FetchOrder, Publisher
 from tests.e2e.harness import committed
 
 pytestmark = pytest.mark.integration

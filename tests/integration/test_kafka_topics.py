@@ -1,7 +1,7 @@
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from reid_stream.topics import ensure_topics, topic_specs
+from reid_stream.stream.topics import ensure_topics, topic_specs
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.integration

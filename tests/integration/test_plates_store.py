@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from reid_stream.assign import Assigner
-from reid_stream.corrections import CorrectionError, Corrections
 from reid_stream.identity.decide import PLATE_REFUSAL
-from reid_stream.keys import day_of
-from reid_stream.store import ReidStore
+from reid_stream.store.corrections import CorrectionError, Corrections
+from reid_stream.store.keys import day_of
+from reid_stream.store.reid_store import ReidStore
+from reid_stream.stream.assign import Assigner
 from tests.conftest import make_settings
 from tests.integration.test_store import T0, all_keys, item, unit
 

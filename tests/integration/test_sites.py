@@ -10,9 +10,9 @@ import re
 import numpy as np
 import pytest
 
-from reid_stream.assign import PLAN_SLICE, Assigner
-from reid_stream.corrections import Corrections
-from reid_stream.store import ReidStore
+from reid_stream.store.corrections import Corrections
+from reid_stream.store.reid_store import ReidStore
+from reid_stream.stream.assign import PLAN_SLICE, Assigner
 from tests.conftest import make_settings
 from tests.integration.test_store import item, unit
 
@@ -85,7 +85,7 @@ async def test_every_key_of_a_site_carries_its_hash_tag(store: ReidStore):
 async def test_a_worker_keeps_few_sites_in_memory_and_reads_a_dropped_one_again(store: ReidStore, monkeypatch):
     """Sites come and go with a worker's partitions: it keeps the copies of the latest ones only, and one it
     dropped is read back from Redis, with the same outcome as if it had been kept."""
-    monkeypatch.setattr("reid_stream.assign.MAX_CACHED", 2)
+    monkeypatch.setattr("reid_stream.stream.assign.MAX_CACHED", 2)
     a = Assigner(store.settings, store)
     for n, site in enumerate(("s1", "s2", "s3")):
         await a.assign([item(f"p{n}", unit(n), "c1", site_id=site)])

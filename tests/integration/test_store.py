@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from reid_stream.assign import Assigner
 from reid_stream.encoders.null import NullEncoder
 from reid_stream.events import Detection
 from reid_stream.service import ReIdentificationService
-from reid_stream.store import ReidStore
-from reid_stream.wire import EmbeddedRecord
+from reid_stream.store.reid_store import ReidStore
+from reid_stream.stream.assign import Assigner
+from reid_stream.stream.wire import EmbeddedRecord
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.integration
@@ -217,7 +217,7 @@ async def test_a_mass_expiry_larger_than_lua_can_unpack_still_commits(store):
     """After a long quiet spell thousands of embeddings expire in one commit; the script must cope."""
     import time
 
-    from reid_stream.keys import day_of
+    from reid_stream.store.keys import day_of
 
     k, model = store.keys, "test-model"
     old = time.time() - 10_000  # older than the 600 s TTL of this fixture

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from reid_stream.events import Candidate, EntityAppearance, MatchEvent, MatchRef
-from reid_stream.keys import day_of
-from reid_stream.matching import Assignment
-from reid_stream.store import PlannedWrite, ReidStore
+from reid_stream.identity.matching import Assignment
+from reid_stream.store.keys import day_of
+from reid_stream.store.reid_store import PlannedWrite, ReidStore
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.integration

@@ -10,12 +10,12 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from reid_stream.assign import Assigner
-from reid_stream.corrections import Corrections
 from reid_stream.events import Detection, WatchAlert
-from reid_stream.store import ReidStore
-from reid_stream.watch import WatchError, Watchlist
-from reid_stream.wire import EmbeddedRecord
+from reid_stream.store.corrections import Corrections
+from reid_stream.store.reid_store import ReidStore
+from reid_stream.store.watch import WatchError, Watchlist
+from reid_stream.stream.assign import Assigner
+from reid_stream.stream.wire import EmbeddedRecord
 from tests.conftest import make_settings
 from tests.integration.test_store_merge import DIM, MODEL, T0, TYPE, all_keys
 

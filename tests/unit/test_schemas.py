@@ -3,7 +3,7 @@ from pathlib import Path
 
 from reid_stream.config import Settings
 from reid_stream.events import json_schemas
-from reid_stream.topics import TOPICS_DIR, topic_specs
+from reid_stream.stream.topics import TOPICS_DIR, topic_specs
 
 
 def test_topic_schemas_match_the_code():

@@ -1,0 +1,2 @@
+"""The HTTP API: the views, their OpenAPI document, bearer tokens, query parameters, search, and the entity
+browser's static files."""
