@@ -1,7 +1,9 @@
 """Joins the benchmarks' Markdown summaries into bench/results/SUMMARY.md, below its hand-written part.
 
-SUMMARY.md starts with the performance table and what limits each figure (written by hand, and the
-source of the README's short table); everything after MARKER is regenerated from the results.
+SUMMARY.md starts with a part written by hand and kept as it is: one table of the current figures, each naming
+the commit and the day it was measured, what limits them, and the superseded figures under "History". It is
+the source of the README's short performance table. Everything after MARKER is regenerated from the results;
+after a new run, update the current table by hand and move the rows it replaces to the history, dated.
 """
 
 from __future__ import annotations

@@ -178,7 +178,7 @@ class Settings:
     archive_url: str = setting(
         "REID_ARCHIVE_URL", "", _archive_url,
         "Long-term memory: a postgresql:// URL of the PostgreSQL archive that keeps entities, appearances, names, "
-        "trust and watch labels beyond the Redis TTL (see README, Long-term memory). Empty: off.")
+        "trust and watch labels beyond the Redis TTL (see docs/storage.md). Empty: off.")
     archive_retention_days: int = setting(
         "REID_ARCHIVE_RETENTION_DAYS", 30, _int(1, 3650),
         "How long the archive keeps an appearance (from its detection time), an entity (from its latest appearance "
@@ -251,12 +251,12 @@ class Settings:
     camera_topology: str = setting(
         "REID_CAMERA_TOPOLOGY", "", str,
         "A JSON file of the site's cameras: overlapping pairs and minimum transit seconds between cameras "
-        "(see README). Without it, an entity still cannot be at two cameras at once.")
+        "(see docs/identity.md). Without it, an entity still cannot be at two cameras at once.")
     plate_ocr: bool = setting(
         "REID_PLATE_OCR", False, _bool,
         "Read the licence plate off each vehicle crop that carries no `attributes.plate`, with PP-OCR "
         "(rapidocr-onnxruntime, models inside the package, CPU, in the decode processes): ~0.1-0.3 s of one core "
-        "per vehicle crop and ~250 MiB per decode process (see README, Licence plates).")
+        "per vehicle crop and ~250 MiB per decode process (see docs/identity.md, Licence plates).")
     plate_min_confidence: float = setting(
         "REID_PLATE_MIN_CONFIDENCE", 0.9, _float(0.0, 1.0),
         "Lowest OCR confidence at which a read plate is used (a read must also look like a plate: 4 to 10 "
@@ -376,7 +376,7 @@ class Settings:
 
 
 def describe() -> list[tuple[str, str, str]]:
-    """(variable, default, meaning) rows, for the README and `reid-stream config`."""
+    """(variable, default, meaning) rows, for docs/configuration.md and `reid-stream config`."""
     rows = []
     for f in fields(Settings):
         default = f.default

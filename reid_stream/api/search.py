@@ -1,5 +1,5 @@
 """Search over stored appearances: similar to a stored detection, to an uploaded image, or to a text (through
-the CLIP text tower, where the encoder has one). The views in web.py are thin; the logic is here.
+the CLIP text tower, where the encoder has one). The views in views.py are thin; the logic is here.
 
 Only vectors of the worker's own model are compared: the model id names the vector space.
 """
