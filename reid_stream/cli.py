@@ -1,4 +1,4 @@
-"""The entry points: worker, demo producer, and admin (topics, config, purge)."""
+"""The entry points: worker, demo producer, and admin (topics, config, purge, adapt)."""
 
 from __future__ import annotations
 
@@ -172,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     # before the worker sets OPENBLAS_NUM_THREADS, would leave BLAS threads spinning beside the event loop.
     sub.add_parser("eval", help="identity metrics of the configured encoder on a dataset (`eval --help`)")
     sub.add_parser("synth", help="write the synthetic multi-camera benchmark (`synth --help` for its options)")
+    sub.add_parser("adapt", help="learn a site's similarity space from its own stream now, list or roll back "
+                                 "its versions (`adapt --help`)")
     purge = sub.add_parser("purge", help="erase an entity: appearances, embeddings, markers (and its archived rows)")
     purge.add_argument("--entity", required=True, help="the entity id")
     purge.add_argument("--site", default="default", help="the entity's site (default: default)")
@@ -181,6 +183,15 @@ def main(argv: list[str] | None = None) -> int:
         from reid_stream.eval.synth import main as synth_main
 
         return int(synth_main(argv[1:]))
+    if argv[:1] == ["adapt"]:
+        from reid_stream.learn.command import add_arguments as adapt_arguments
+        from reid_stream.learn.command import run as run_adapt
+
+        ad = argparse.ArgumentParser(prog="reid-stream adapt",
+                                     description="Learn a site's similarity space from its own stream (site "
+                                                 "adaptation), list its versions, or roll back to one.")
+        adapt_arguments(ad)
+        return run_adapt(ad.parse_args(argv[1:]), _settings())
     if argv[:1] == ["eval"]:
         from reid_stream.eval.run import add_arguments
 

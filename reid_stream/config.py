@@ -164,6 +164,16 @@ class Settings:
         "REID_NAMED_RETENTION_SECONDS", 30 * 86400, _int(1, 10 * 365 * 86400),
         "Lifetime of an entity given a name, a trust or a watch label (and of its embeddings), counted from its "
         "latest change or appearance, and of a watch list enrolment; never shorter than REID_EMBEDDING_TTL_SECONDS.")
+    adapt_interval_seconds: int = setting(
+        "REID_ADAPT_INTERVAL_SECONDS", 3600, _int(0, 30 * 86400),
+        "How often a worker looks at each of its sites' stored detections to learn a new similarity space (site "
+        "adaptation, docs/identity.md); 0: only on demand (`reid-stream adapt`).")
+    adapt_min_new: int = setting(
+        "REID_ADAPT_MIN_NEW", 200, _int(1, 10_000_000),
+        "Detections stored since the last space was learned before the background learner tries again.")
+    adapt_retention_seconds: int = setting(
+        "REID_ADAPT_RETENTION_SECONDS", 90 * 86400, _int(3600, 10 * 365 * 86400),
+        "Lifetime of a learned similarity space and its history, counted from the latest fit at its site.")
     max_embeddings: int = setting(
         "REID_MAX_EMBEDDINGS", 1000, _int(1, 10_000_000),
         "Most embeddings kept per model and entity type; the oldest go first.")

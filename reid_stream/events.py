@@ -151,6 +151,9 @@ class MatchEvent(BaseModel):
     plate: str | None = Field(default=None, description="Vehicles: the licence plate, normalised (A-Z and "
                               "digits), as given in `attributes.plate` or read off the crop (REID_PLATE_OCR); "
                               "null when none.")
+    space_version: int = Field(default=0, description="The site's similarity space the decision was made in "
+                               "(site adaptation, `reid-stream adapt`): 0 is the encoder's own space; the "
+                               "similarities above are in this space.")
 
 
 class Annotation(BaseModel):
@@ -261,6 +264,8 @@ class EntitySummary(BaseModel):
 
 class EntityDetail(EntitySummary):
     appearances: list[EntityAppearance]
+    space_version: int = Field(default=0, description="The similarity space its type is decided in at its site now "
+                               "(site adaptation; 0: the encoder's own space). See GET /api/spaces.")
     plates: list[str] = Field(default_factory=list, description="Vehicles: the licence plates its appearances "
                               "carry (attributes.plate), most often seen first.")
     resolved_from: str | None = Field(default=None, description="The id asked for, when it named an entity "
@@ -367,6 +372,28 @@ class Correction(BaseModel):
 
     update: EntityUpdate
     entities: list[EntitySummary]
+
+
+class SpaceInfo(BaseModel):
+    """One (model, entity type)'s learned similarity space at a site (site adaptation, `reid-stream adapt`)."""
+
+    entity_type: EntityType
+    model: str
+    version: int = Field(description="The current version; 0: the encoder's own space, nothing adopted.")
+    threshold: float | None = Field(default=None, description="The similarity threshold calibrated on the site's "
+                                    "own evidence for this version; null: REID_SIMILARITY_THRESHOLD.")
+    validation: float | None = Field(default=None, description="Its held-out score when it was adopted "
+                                     "(cross-camera recall at 1 % of known-different pairs, or TAR there).")
+    validation_before: float | None = Field(default=None, description="The space it replaced, on the same "
+                                            "held-out evidence.")
+    evidence: dict[str, int] = Field(default_factory=dict, description="What it was learned from: detections, "
+                                     "tracklets, known-different pairs, space-time successions, operator labels.")
+    adopted_at: datetime | None = None
+    versions: int = Field(default=0, description="Versions fitted so far (kept for rollback).")
+
+
+class SpaceList(BaseModel):
+    spaces: list[SpaceInfo]
 
 
 class EntityList(BaseModel):

@@ -51,6 +51,17 @@ class Metrics:
         self.archived = Counter("reid_archived", "Appearances stored new in the archive (redeliveries not counted).",
                                 registry=r)
 
+        self.space_version = Gauge("reid_space_version", "The similarity space the writer uses, per site and type "
+                                   "(site adaptation; 0: the encoder's own).", ["site", "entity_type"], registry=r)
+        self.space_validation = Gauge("reid_space_validation", "The held-out score the current space was adopted "
+                                      "on (cross-camera recall at 1 % of known-different pairs, or TAR there).",
+                                      ["site", "entity_type"], registry=r)
+        self.space_evidence = Gauge("reid_space_evidence", "What the current space was learned from, by kind "
+                                    "(detections, tracklets, apart, successions, operator_same).",
+                                    ["site", "entity_type", "kind"], registry=r)
+        self.space_adoptions = Counter("reid_space_adoptions", "New space versions this writer took up (an "
+                                       "adoption or a rollback at its site).", ["site", "entity_type"], registry=r)
+
     def stage(self, name: str, seconds: float) -> None:
         self.stage_seconds.labels(name).inc(seconds)
 

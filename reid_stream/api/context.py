@@ -15,6 +15,7 @@ import faust
 
 from reid_stream.api.auth import Auditor, Authenticator
 from reid_stream.api.search import SearchService
+from reid_stream.api.spaces import SpaceViews
 from reid_stream.config import Settings
 from reid_stream.encoders import Encoder
 from reid_stream.memory.archive import Archive, ArchiveHealth
@@ -27,12 +28,13 @@ from reid_stream.stream.kafka_io import BatchConsumer, Publisher
 
 @dataclass
 class SiteServices:
-    """What the views use of one site: its store, and the operators' writes and the search on it."""
+    """What the views use of one site: its store, the operators' writes, the search, and its learned spaces."""
 
     store: ReidStore
     corrections: Corrections
     watchlist: Watchlist
     search: SearchService
+    spaces: SpaceViews
 
 
 class ViewRuntime(Protocol):

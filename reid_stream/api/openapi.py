@@ -18,6 +18,7 @@ from reid_stream.events import (
     EntityList,
     EntityPatch,
     MergeRequest,
+    SpaceList,
     SplitRequest,
     WatchEntry,
     WatchList,
@@ -56,7 +57,7 @@ CORRECTION_ERRORS = {
 def build_openapi(archive: bool = False) -> dict[str, Any]:
     """The worker's API; `archive`: it has the long-term memory, so GET /api/entities takes `source`."""
     models = [(m, "serialization") for m in (EntityList, EntityDetail, EntityHistory, Correction, SearchResults,
-                                             WatchList, WatchEntry)]
+                                             WatchList, WatchEntry, SpaceList)]
     models += [(m, "validation") for m in (EntityPatch, MergeRequest, SplitRequest, WatchRequest)]
     _, defs = models_json_schema(models, ref_template=REF)
     schemas = defs["$defs"]
@@ -219,6 +220,11 @@ def build_openapi(archive: bool = False) -> dict[str, Any]:
                                       "(invalid_entity_type)"),
                         **common, **busy}},
             },
+            "/api/spaces": {"get": {
+                "summary": "The site's learned similarity spaces: the current version per entity type for the "
+                           "worker's model, its threshold and the held-out figures it was adopted on",
+                "responses": {"200": _ok("SpaceList"), **common},
+            }},
             "/api/watchlist/{watch_id}": {"delete": {
                 "summary": "Remove a watch list entry: delete an enrolment, or unwatch an entity (which stays)",
                 "parameters": [{**entity_id, "name": "watch_id"}],

@@ -270,7 +270,13 @@ class EntityListView(ApiView):
 
 class EntityDetailView(CorrectionView):
     async def get(self, request: Request, entity_id: str) -> Response:
-        return await self.on_entity(request, entity_id, self.entity, self.model)
+        async def detail(site: SiteServices, eid: str) -> EntityDetail | None:
+            found = await self.entity(site, eid)
+            if found is not None and found.source == "live":
+                found.space_version = await site.spaces.version(self.runtime.encoder.model_id, found.entity_type)
+            return found
+
+        return await self.on_entity(request, entity_id, detail, self.model)
 
     async def patch(self, request: Request, entity_id: str) -> Response:
         async def annotate(site: SiteServices, who: str | None, patch: EntityPatch) -> Response:
@@ -513,6 +519,21 @@ def _openapi(archive: bool) -> dict[str, Any]:
     return build_openapi(archive)
 
 
+class SpacesView(ApiView):
+    async def get(self, request: Request) -> Response:
+        """The site's learned similarity spaces, one per entity type, for the worker's model."""
+        _, denied = self.guard(request)
+        if denied:
+            return denied
+        try:
+            site = self.at(request)
+            return self.model(await site.spaces.describe(self.runtime.encoder.model_id))
+        except ApiError as err:
+            return self.refused(err)
+        except (RedisError, OSError):
+            return self.unavailable()
+
+
 class OpenApiView(ApiView):
     async def get(self, request: Request) -> Response:
         _, denied = self.guard(request)
@@ -566,6 +587,7 @@ ROUTES: dict[str, type[ApiView]] = {
     "/api/search/image": ImageSearchView,
     "/api/watchlist": WatchlistView,
     "/api/watchlist/{watch_id}": WatchEntryView,
+    "/api/spaces": SpacesView,
     "/api/openapi.json": OpenApiView,
     "/health": HealthView,
     "/metrics": MetricsView,

@@ -19,11 +19,12 @@ from reid_stream.eval.datasets import LAYOUTS, ReidDataset, labels, load_dataset
 from reid_stream.eval.embed import embed_images
 from reid_stream.eval.metrics import JUNK_PID, pair_scores, retrieval_metrics, verification_metrics
 from reid_stream.eval.replay import embed_stream, read_stream, replay
+from reid_stream.learn.fit import FitConfig
 
 
 def evaluate(root: Path, settings: Settings, encoder: Encoder, out: Path, layout: str = "auto",
              target_precision: float = 0.99, threshold: float | None = None, stream: Path | None = None,
-             batch: int = 32, sweep_points: int = 8) -> dict[str, Any]:
+             batch: int = 32, sweep_points: int = 8, adapt: bool = False) -> dict[str, Any]:
     t0 = time.perf_counter()
     data: ReidDataset = load_dataset(root, layout)
     q = embed_images(encoder, [s.path for s in data.query], settings.max_image_pixels, batch=batch, desc="query")
@@ -37,7 +38,7 @@ def evaluate(root: Path, settings: Settings, encoder: Encoder, out: Path, layout
     ids = len({int(p) for p in np.concatenate([qp, gp]) if p not in (JUNK_PID, 0)})
     dataset = {"name": data.name, "path": str(root), "queries": len(data.query), "gallery": len(data.gallery),
                "ids": ids, "skipped": data.skipped}
-    replayed = None
+    replayed = adapted = None
     stream = stream if stream is not None else (root / "stream.jsonl" if (root / "stream.jsonl").exists() else None)
     # The replay's threshold: the one asked for, else the calibrated one, else the configured one (said so).
     used, source = next((t, src) for t, src in ((threshold, "given"),
@@ -57,18 +58,67 @@ def evaluate(root: Path, settings: Settings, encoder: Encoder, out: Path, layout
         if sweep_points:
             sweep = asyncio.run(_sweep(items, vectors, encoder.model_id, settings,
                                        sweep_thresholds(scores[~genuine], sweep_points)))
+        if adapt:
+            adapted = adapted_figures(items, vectors, q, g, data, encoder.model_id, settings, sweep_points)
+    elif adapt:
+        raise ValueError("--adapt learns from the dataset's stream (stream.jsonl, or --stream): none found")
     payload = {"model": encoder.model_id, "device": encoder.device, "dataset": dataset,
                "assignment": settings.assignment, "camera_topology": settings.camera_topology or None,
                "retrieval": retrieval.to_dict(), "verification": verification.to_dict(),
                "recommended_threshold": verification.threshold_at_precision, "replay": replayed,
                "replay_sweep": sweep, "best_replay": max(sweep, key=lambda r: r["pairwise_f1"]) if sweep else None,
-               "seconds": round(time.perf_counter() - t0, 1)}
+               "adapted": adapted, "seconds": round(time.perf_counter() - t0, 1)}
     out.mkdir(parents=True, exist_ok=True)
     md = report.markdown(encoder.model_id, dataset, retrieval, verification, replayed, sweep)
+    if adapted is not None:
+        md += report.adaptation(payload)
     report.plots(out, encoder.model_id, retrieval, verification, scores[genuine], scores[~genuine],
                  payload["best_replay"]["threshold"] if payload["best_replay"] else None)
     report.write(out, payload, md)
     return payload
+
+
+def adapted_figures(items: list[Any], vectors: np.ndarray, q: np.ndarray, g: np.ndarray, data: ReidDataset,
+                    model: str, settings: Settings, sweep_points: int) -> dict[str, Any]:
+    """Every figure again after site adaptation learned from the stream alone (cameras, tracklets, times and
+    the site's topology: never its true ids), as `reid-stream adapt` would learn it."""
+    from reid_stream.identity.topology import Topology
+    from reid_stream.learn import validate
+    from reid_stream.learn.adapt import _fit_and_judge
+    from reid_stream.learn.evidence import Labels, Sighting
+
+    dets = [i.detection for i in items]
+    sightings = [Sighting(d.detection_id, d.camera_id, d.track_id or f"det|{d.detection_id}", d.timestamp.timestamp())
+                 for d in dets]
+    topology = Topology.load(settings.camera_topology) if settings.camera_topology else Topology()
+    t0 = time.perf_counter()
+    result = _fit_and_judge(vectors, [d.camera_id for d in dets], sightings, topology, Labels(), model,
+                            items[0].detection.entity_type if items else "person", 1, None, FitConfig(),
+                            lambda what, done: None)
+    if isinstance(result, str):
+        return {"adopted": False, "reason": result}
+    space, before, after = result
+    ok, reason = validate.better(after, before)
+    known = sorted(space.camera_means)
+
+    def camera(c: int) -> str:  # a crop's camera number as the stream names it (synth: cam-N)
+        return next((k for k in (f"cam-{c}", f"c{c}", str(c)) if k in known), str(c))
+
+    (qp, qc), (gp, gc) = labels(data.query), labels(data.gallery)
+    qa, ga = space.apply(q, [camera(int(c)) for c in qc]), space.apply(g, [camera(int(c)) for c in gc])
+    sim = qa @ ga.T
+    retrieval = retrieval_metrics(sim, qp, gp, qc, gc)
+    verification = verification_metrics(sim, qp, gp, qc, gc, 0.99)
+    streamed = space.apply(vectors, [d.camera_id for d in dets])
+    thr = space.threshold if space.threshold is not None else settings.similarity_threshold
+    at_own = asyncio.run(replay(items, streamed, f"{model}+space", settings, thr)).to_dict()
+    scores, genuine = pair_scores(sim, qp, gp, qc, gc)
+    sweep = asyncio.run(_sweep(items, streamed, f"{model}+space", settings,
+                               sweep_thresholds(scores[~genuine], sweep_points))) if sweep_points else []
+    return {"adopted": ok, "reason": reason, "validation": {"before": before, "after": after},
+            "threshold": thr, "evidence": space.report.get("evidence"), "fit_seconds": space.report.get("fit_seconds"),
+            "retrieval": retrieval.to_dict(), "verification": verification.to_dict(), "replay": at_own,
+            "replay_sweep": sweep, "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def sweep_thresholds(impostor: np.ndarray, points: int) -> list[float]:
@@ -97,12 +147,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--sweep", type=int, default=8,
                         help="also replay at this many thresholds over the model's score range (0: no sweep)")
+    parser.add_argument("--adapt", action="store_true",
+                        help="also learn the site's similarity space from its stream (never its true ids) and "
+                             "report every figure before and after, side by side")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     encoder = load_encoder(settings)
     payload = evaluate(args.dataset, settings, encoder, args.out, args.layout, args.target_precision,
-                       args.threshold, args.stream, args.batch, args.sweep)
+                       args.threshold, args.stream, args.batch, args.sweep, args.adapt)
     print((args.out / "eval.md").read_text())
     rec = payload["recommended_threshold"]
     if rec is not None:

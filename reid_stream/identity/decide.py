@@ -266,6 +266,8 @@ class Decider:
             return None, False, cands
         best = eligible[0]
         ambiguous = len(eligible) > 1 and best.similarity - eligible[1].similarity < p.margin
+        if ambiguous and self.alike(best.entity_id, eligible[1].entity_id):
+            ambiguous = False  # two entities of one person (a merge will join them): either answer is right
         if ambiguous and p.ambiguous_policy == "new_entity":
             return None, True, cands
         return best, ambiguous, cands
@@ -390,7 +392,8 @@ class Decider:
                 if mean_sim >= p.merge_threshold and not self._entities_conflict(eid, other):
                     eligible.append((mean_sim, other))
             eligible.sort(reverse=True)
-            if not eligible or (len(eligible) > 1 and eligible[0][0] - eligible[1][0] < p.margin):
+            if not eligible or (len(eligible) > 1 and eligible[0][0] - eligible[1][0] < p.margin
+                                and not self.alike(eligible[0][1], eligible[1][1])):
                 continue
             sim, other = eligible[0]
             first_e, first_o = g.entities[eid].agg.first, g.entities[other].agg.first
@@ -398,6 +401,21 @@ class Decider:
             out.append(Merge(survivor, merged, round(sim, 6)))
             taken |= {eid, other}
         return out
+
+    def alike(self, a: str, b: str) -> bool:
+        """Two entities that are one person by the merge rule: their means past the merge threshold, no split
+        between them, no plates or tracklets in conflict. Candidates this alike are no ambiguity: they are
+        what a new similarity space shows the old one had split (see reid_stream.learn)."""
+        g = self.gallery
+        if a not in g.entities or b not in g.entities or (g.apart and frozenset((a, b)) in g.apart):
+            return False
+        if len(g.entities[a].agg.rows) < 2 or len(g.entities[b].agg.rows) < 2:
+            return False  # one detection is an outlier as often as not: as in convergent(), it proves nothing
+        if g.holders and plates_conflict(g.plates_of(a), g.plates_of(b)):
+            return False
+        if float(g.entities[a].agg.mean() @ g.entities[b].agg.mean()) < self.policy.merge_threshold:
+            return False
+        return not self._entities_conflict(a, b)
 
     def _entities_conflict(self, a: str, b: str) -> bool:
         """Whether any tracklet of one conflicts in space and time with any of the other's (pairs of cameras,

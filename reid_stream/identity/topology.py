@@ -27,6 +27,10 @@ class Topology:
     transit: dict[tuple[str, str], float] = field(default_factory=dict)
     overlapping: frozenset[frozenset[str]] = frozenset()
     default_min_transit_s: float = 0.0
+    # The walkways themselves (both directions), and their typical transit where the file gives one: site
+    # adaptation looks for a person leaving one camera and entering the next along them.
+    walkways: dict[tuple[str, str], float] = field(default_factory=dict)
+    typical: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def min_transit(self, a: str, b: str) -> float | None:
         """Seconds an entity needs from camera a to camera b; None when their views overlap (no limit)."""
@@ -41,15 +45,18 @@ class Topology:
         The `adjacency` entries are the shape `reid-stream synth` writes in site.json, so that file works as is.
         """
         try:
-            edges = [(str(e["a"]), str(e["b"]), float(e["min_transit_s"])) for e in data.get("adjacency", [])]
+            adjacency = data.get("adjacency", [])
+            edges = [(str(e["a"]), str(e["b"]), float(e["min_transit_s"])) for e in adjacency]
+            typical = [(str(e["a"]), str(e["b"]), float(e["typical_transit_s"])) for e in adjacency
+                       if e.get("typical_transit_s") is not None]
             overlapping = frozenset(frozenset((str(a), str(b))) for a, b in data.get("overlapping", []))
             default = float(data.get("default_min_transit_s", 0.0))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise TopologyError(f"{source}: {exc!r}; expected adjacency entries {{a, b, min_transit_s}} and "
                                 "overlapping pairs [a, b]") from None
-        if any(s < 0 for _, _, s in edges) or default < 0:
+        if any(s < 0 for _, _, s in edges + typical) or default < 0:
             raise TopologyError(f"{source}: transit seconds must be >= 0")
-        return cls(_shortest_paths(edges), overlapping, default)
+        return cls(_shortest_paths(edges), overlapping, default, _both_ways(edges), _both_ways(typical))
 
     @classmethod
     def load(cls, path: str | Path) -> Topology:
@@ -61,6 +68,10 @@ class Topology:
         if not isinstance(data, dict):
             raise TopologyError(f"REID_CAMERA_TOPOLOGY {p}: expected a JSON object")
         return cls.from_dict(data, f"REID_CAMERA_TOPOLOGY {p}")
+
+
+def _both_ways(edges: list[tuple[str, str, float]]) -> dict[tuple[str, str], float]:
+    return {**{(a, b): s for a, b, s in edges}, **{(b, a): s for a, b, s in edges}}
 
 
 def _shortest_paths(edges: list[tuple[str, str, float]]) -> dict[tuple[str, str], float]:

@@ -112,6 +112,21 @@ class Keys:
         """(watch id, camera id), joined by PAIR_SEP -> detection time of its latest alert: the rate limit."""
         return f"{self.prefix}:alertlast:{etype}"
 
+    def space(self, model: str, etype: str, version: int) -> str:
+        """One learned similarity space of the site (see reid_stream.learn): its arrays, as bytes."""
+        return f"{self.prefix}:space:{model}:{etype}:v{version}"
+
+    def space_current(self, model: str, etype: str) -> str:
+        """The version the writer and the views use (absent: 0, the encoder's own space)."""
+        return f"{self.prefix}:space:{model}:{etype}:current"
+
+    def space_log(self, model: str, etype: str) -> str:
+        """Version -> its summary (JSON: when, validation, evidence, adopted or not): the history to roll back to."""
+        return f"{self.prefix}:space:{model}:{etype}:log"
+
+    def space_next(self, model: str, etype: str) -> str:
+        return f"{self.prefix}:space:{model}:{etype}:next"
+
     def refs_prefix(self) -> str:
         return f"{self.prefix}:refs:"
 

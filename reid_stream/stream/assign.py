@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar
 
@@ -33,10 +33,12 @@ from reid_stream.identity.decide import Decider, Decision, Incoming, Merge, Poli
 from reid_stream.identity.gallery import SINGLE, Gallery, Row
 from reid_stream.identity.matching import Assignment, EntityEmbedding, VectorIndex, assign_entity, merge_matches
 from reid_stream.identity.topology import Topology
+from reid_stream.learn.space import Space
 from reid_stream.lru import Lru
 from reid_stream.metrics import Metrics
 from reid_stream.store.corrections import Corrections, Named
 from reid_stream.store.reid_store import CommitResult, PlannedWrite, ReidStore
+from reid_stream.store.spaces import SpaceStore
 from reid_stream.store.watch import Enrolments, Watchlist, alert_for
 from reid_stream.stream.wire import EmbeddedRecord, dead_letter
 
@@ -53,10 +55,25 @@ MAX_CACHED = 256  # (model, site, type) copies a worker keeps, and sites' correc
 @dataclass
 class _TypeCache:
     version: int
-    index: VectorIndex  # every stored row: the detection-level matches of each event
+    index: VectorIndex  # every stored row, in the site's space: the detection-level matches of each event
     gallery: Gallery  # the same rows as tracklets and entity prototypes: who each detection is
     names: dict[str, Named] = field(default_factory=dict)  # operators' names, trust and watch labels
-    enrolments: Enrolments | None = None  # the watch list's enrolled looks
+    enrolments: Enrolments | None = None  # the watch list's enrolled looks (in the encoder's own space)
+    space: Space | None = None  # the site's similarity space; None: the encoder's own
+    raw_dim: int = 0  # the encoder's dimension (stored rows stay in it)
+    policy: Policy | None = None  # the identity rules with the space's threshold
+
+    @property
+    def threshold(self) -> float:
+        assert self.policy is not None
+        return self.policy.threshold
+
+    @property
+    def space_version(self) -> int:
+        return self.space.version if self.space is not None else 0
+
+    def project(self, raw: np.ndarray, cameras: Sequence[str]) -> np.ndarray:
+        return raw if self.space is None else self.space.apply(raw, cameras)
 
 
 @dataclass
@@ -137,15 +154,30 @@ def _row(e: EntityEmbedding) -> Row:
                e.timestamp.timestamp(), np.array(e.embedding, dtype=np.float32), e.quality, e.plate)
 
 
-def policy_of(settings: Settings) -> Policy:
-    """The identity rules' settings; a camera topology file is read (and checked) here, once."""
+def policy_of(settings: Settings, threshold: float | None = None) -> Policy:
+    """The identity rules' settings (at a space's own threshold, when it has one); a camera topology file is
+    read (and checked) here."""
     topology = Topology.load(settings.camera_topology) if settings.camera_topology else Topology()
-    return Policy(settings.similarity_threshold, settings.match_margin, settings.ambiguous_policy,
-                  min(1.0, settings.similarity_threshold + settings.merge_margin), topology, settings.match_top_k)
+    t = settings.similarity_threshold if threshold is None else threshold
+    return Policy(t, settings.match_margin, settings.ambiguous_policy, min(1.0, t + settings.merge_margin), topology,
+                  settings.match_top_k)
+
+
+def in_space(index: VectorIndex, space: Space, ann_min_size: int) -> VectorIndex:
+    """The stored rows (raw vectors) projected into the site's space: what the writer searches."""
+    items = index.items()
+    projected = space.apply(np.stack([e.embedding for e in items]), [e.camera_id for e in items]) if items \
+        else np.zeros((0, 0), np.float32)
+    out = VectorIndex(space.dim(index.dim), capacity=max(1024, len(items)))
+    for e, vec in zip(items, projected, strict=True):
+        out.add(replace(e, embedding=vec))
+    out.enable_ann(ann_min_size)
+    return out
 
 
 class _Products(NamedTuple):
-    vectors: np.ndarray  # the batch, a row per detection
+    vectors: np.ndarray  # the batch, a row per detection, in the site's space
+    raw: np.ndarray  # the same in the encoder's own space (the watch list's enrolments are in it)
     stored: list[list[tuple[EntityEmbedding, float]]]  # per detection, its best stored rows
     gram: np.ndarray  # the batch against itself
     entities: np.ndarray | None  # the batch against every entity slot (the entity rule's Gallery.scores)
@@ -193,9 +225,12 @@ class Assigner:
         cache = self._caches.get(key)
         if current is None:
             current = await site.store.version(model, etype)
-        if cache is None or cache.version != current or cache.index.dim != dim:
+        if cache is None or cache.version != current or cache.raw_dim != dim:
+            space = await self._space(site, model, etype, dim)
             version, index = await site.store.load_index(model, etype, dim)
-            gallery = Gallery(dim)
+            if space is not None:
+                index = in_space(index, space, self.settings.ann_min_size)
+            gallery = Gallery(index.dim)
             for row in index.items():
                 gallery.add(_row(row))
             # Read after the rows: a correction in between moved the version, so this copy's next commit
@@ -204,11 +239,43 @@ class Assigner:
             gallery.pinned = await site.corrections.pinned(model, etype)
             names = await site.corrections.names(etype)
             enrolments = await site.watchlist.enrolments(model, etype, dim)
-            cache = self._caches.put(key, _TypeCache(version, index, gallery, names, enrolments))
+            policy = self.policy if space is None or space.threshold is None else policy_of(self.settings,
+                                                                                             space.threshold)
+            self._report_space(site.store.site, etype, space, cache)
+            cache = self._caches.put(key, _TypeCache(version, index, gallery, names, enrolments, space, dim, policy))
         return cache
 
+    def _report_space(self, site_id: str, etype: str, space: Space | None, old: _TypeCache | None) -> None:
+        version = space.version if space is not None else 0
+        m = self.metrics
+        if old is not None and old.space_version != version:
+            m.space_adoptions.labels(site_id, etype).inc()
+        m.space_version.labels(site_id, etype).set(version)
+        report = space.report if space is not None else {}
+        m.space_validation.labels(site_id, etype).set((report.get("validation") or {}).get("score") or 0.0)
+        for kind, n in (report.get("evidence") or {}).items():
+            m.space_evidence.labels(site_id, etype, kind).set(n)
+
+    async def _space(self, site: _Site, model: str, etype: str, dim: int) -> Space | None:
+        """The site's current space for (model, type), read before the rows: an adoption moves the version, so
+        a copy read across one conflicts at its first commit and is read again. None: the encoder's own."""
+        version, data = await SpaceStore(site.store).current(model, etype)
+        if not version:
+            return None
+        try:
+            space = Space.from_bytes(data) if data is not None else None
+        except (ValueError, KeyError, OSError) as exc:
+            space, data = None, exc
+        if space is None or space.projection is None or space.projection.shape[0] != dim or space.model != model:
+            # Never guess: a space that does not fit this encoder is not used, and says so every reload.
+            log.error("site %s: similarity space v%d of %s/%s unusable (%r); using the encoder's own space",
+                      site.store.site, version, model, etype, data if data is None or isinstance(data, Exception)
+                      else "another model or dimension")
+            return None
+        return space
+
     def _plan(self, item: EmbeddedRecord, matches: list[tuple[EntityEmbedding, float]], decision: Decision | None,
-              now: float, incoming: Incoming, names: dict[str, Named],
+              now: float, incoming: Incoming, cache: _TypeCache,
               enrolled: tuple[str, str, float] | None = None) -> PlannedWrite:
         # Built without validation (`complete`, model_construct without its per-field handling): every value
         # comes from a detection stage 1 validated, and building the models was a measurable share of this
@@ -219,7 +286,7 @@ class Assigner:
                 for m, score in matches]
         extra: dict[str, object] = {}
         if decision is None:  # the nearest-detection rule
-            assignment = assign_entity(item.detection_id, matches, self.settings.similarity_threshold)
+            assignment = assign_entity(item.detection_id, matches, cache.threshold)
             similarity = 1.0 if assignment.is_new_entity else refs[0].similarity  # the founder is itself
             extra["decision"] = "new" if assignment.is_new_entity else "joined"
             extra["ambiguous"], extra["candidates"], extra["tracklet"] = False, [], None
@@ -232,7 +299,7 @@ class Assigner:
                 for c in decision.candidates]}
             extra["tracklet"] = complete(TrackletRef, key=incoming.track_key, detections=decision.track_rows,
                                          redecided_from=decision.redecided_from) if incoming.has_track else None
-        named = names.get(assignment.entity_id)
+        named = cache.names.get(assignment.entity_id)
         processed_at = datetime.now(UTC)
         event = complete(
             MatchEvent,
@@ -240,7 +307,7 @@ class Assigner:
             entity_type=item.entity_type, site_id=item.site_id, camera_id=item.camera_id,
             camera_name=item.camera_name, track_id=item.track_id, timestamp=item.timestamp, model=item.model,
             matches=refs, processed_at=processed_at, entity_name=named.name if named else None,
-            trust=named.trust if named else None, plate=item.plate, **extra)
+            trust=named.trust if named else None, plate=item.plate, space_version=cache.space_version, **extra)
         appearance = complete(
             EntityAppearance,
             detection_id=item.detection_id, camera_id=item.camera_id, camera_name=item.camera_name or item.camera_id,
@@ -292,20 +359,21 @@ class Assigner:
         """A batch's matrix products: against the stored rows, the entities' prototypes, and itself. Large
         batches compute them in threads: BLAS lets go of the GIL, so the event loop (stage 1, the views) runs
         meanwhile, and this single-writer stage holds the loop for its Python work only."""
-        k, threshold = self.settings.match_top_k, self.settings.similarity_threshold
-        vectors = np.stack([i.vector for i in items])
+        k, threshold = self.settings.match_top_k, cache.threshold
+        raw = np.stack([i.vector for i in items])
+        vectors = cache.project(raw, [i.camera_id for i in items])
         decided = self.settings.assignment == "entity"
         if decided:
             cache.gallery.reserve(len(items))  # what Decider.prime does first: the slots stay put from here
             cache.gallery.refresh()
         if len(items) < THREADED_PRODUCTS_MIN:
-            return _Products(vectors, cache.index.search_many(vectors, k, threshold), vectors @ vectors.T,
+            return _Products(vectors, raw, cache.index.search_many(vectors, k, threshold), vectors @ vectors.T,
                              cache.gallery.scores(vectors, refresh=False) if decided else None)
         loop = asyncio.get_running_loop()
         stored = loop.run_in_executor(self._pool, cache.index.search_many, vectors, k, threshold)
         entities = loop.run_in_executor(self._pool, cache.gallery.scores, vectors, False) if decided else None
         gram = vectors @ vectors.T
-        return _Products(vectors, await stored, gram, await entities if entities is not None else None)
+        return _Products(vectors, raw, await stored, gram, await entities if entities is not None else None)
 
     async def _plan_batch(self, items: list[EmbeddedRecord], cache: _TypeCache, now: float,
                           products: _Products) -> tuple[list[PlannedWrite], list[Merge]]:
@@ -325,7 +393,7 @@ class Assigner:
 
     async def _plan_chunk(self, items: list[EmbeddedRecord], cache: _TypeCache, now: float,
                           products: _Products) -> tuple[list[PlannedWrite], list[Merge]]:
-        k, threshold = self.settings.match_top_k, self.settings.similarity_threshold
+        k, threshold = self.settings.match_top_k, cache.threshold
         vectors, stored, sims = products.vectors, products.stored, products.gram
         earlier: dict[int, list[int]] = {}
         for i, j in zip(*np.nonzero(np.tril(sims >= threshold, k=-1)), strict=True):
@@ -333,10 +401,11 @@ class Assigner:
         entries: list[EntityEmbedding] = []
         plans = []
         merges: list[Merge] = []
-        decider = Decider(cache.gallery, self.policy) if self.settings.assignment == "entity" else None
+        decider = Decider(cache.gallery, cache.policy or self.policy) if self.settings.assignment == "entity" \
+            else None
         if decider is not None:
             decider.prime(vectors, [i.detection_id for i in items], gram=sims, scores=products.entities)
-        watched = cache.enrolments.best(vectors, self.settings.watch_min_similarity) if cache.enrolments else []
+        watched = cache.enrolments.best(products.raw, self.settings.watch_min_similarity) if cache.enrolments else []
         ens = cache.enrolments
         for n, (item, prior) in enumerate(zip(items, stored, strict=True)):
             if n and not n % PLAN_SLICE:
@@ -347,15 +416,16 @@ class Assigner:
             near = earlier.get(n)  # most detections match none of the batch's earlier ones
             in_batch = sorted(((entries[j], float(sims[n, j])) for j in near), key=lambda m: -m[1]) if near else []
             key, has_track = track_key(item.camera_id, item.track_id, item.detection_id)
-            incoming = Incoming(item.detection_id, item.camera_id, item.timestamp.timestamp(), item.vector, key,
+            vector = vectors[n]  # in the site's space; the stored row keeps item.vector, the encoder's
+            incoming = Incoming(item.detection_id, item.camera_id, item.timestamp.timestamp(), vector, key,
                                 quality(item.bbox), has_track, item.plate)
             decision = decider.decide(incoming, primed=n) if decider is not None else None
             hit = watched[n] if watched else None
             enrolled = (ens.ids[hit[0]], ens.labels[hit[0]], hit[1]) if hit is not None and ens is not None else None
             plan = self._plan(item, merge_matches(prior, in_batch[:k], limit=k), decision, now, incoming,
-                              cache.names, enrolled)
+                              cache, enrolled)
             plans.append(plan)
-            entry = EntityEmbedding(item.detection_id, item.camera_id, item.entity_type, item.timestamp, item.vector,
+            entry = EntityEmbedding(item.detection_id, item.camera_id, item.entity_type, item.timestamp, vector,
                                     entity_id=plan.assignment.entity_id, model=item.model, stored_at=now,
                                     track_key=plan.track_key, quality=plan.quality, plate=item.plate)
             entries.append(entry)
@@ -364,7 +434,7 @@ class Assigner:
             # The batch's own vector, not the index's view of it (rows move there on eviction); nothing
             # writes to it, so it needs no copy.
             cache.gallery.add(Row(item.detection_id, plan.assignment.entity_id, key, item.camera_id,
-                                  incoming.ts, item.vector, plan.quality, item.plate))
+                                  incoming.ts, vector, plan.quality, item.plate))
             if decision is not None and decision.merge is not None:
                 merges.append(decision.merge)
                 self._merge_locally(cache, decision.merge)

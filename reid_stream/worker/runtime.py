@@ -17,6 +17,7 @@ import faust
 from reid_stream.api.auth import Auditor, Authenticator
 from reid_stream.api.context import SiteServices
 from reid_stream.api.search import SearchService
+from reid_stream.api.spaces import SpaceViews
 from reid_stream.config import Settings
 from reid_stream.encoders import Encoder
 from reid_stream.lru import Lru
@@ -24,6 +25,7 @@ from reid_stream.memory.archive import Archive, ArchiveHealth
 from reid_stream.metrics import Metrics
 from reid_stream.store.corrections import Corrections
 from reid_stream.store.reid_store import ReidStore
+from reid_stream.store.spaces import SpaceStore
 from reid_stream.store.watch import Watchlist
 from reid_stream.stream.kafka_io import BatchConsumer, Publisher
 from reid_stream.stream.prepare import process_pool
@@ -63,7 +65,8 @@ class Runtime:
             store = self.store.for_site(site_id)
             corrections = Corrections(store)
             return SiteServices(store, corrections, Watchlist(store, corrections),
-                                SearchService(store, self.encoder, self.settings, self.model_pool))
+                                SearchService(store, self.encoder, self.settings, self.model_pool),
+                                SpaceViews(SpaceStore(store)))
 
         return self.sites.get_or_make(site_id, make)
 

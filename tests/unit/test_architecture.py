@@ -75,7 +75,7 @@ def test_no_import_cycles_in_the_package():
 # from its own package, so the tree shows which way the data flows and a new line has one right place.
 SHARED = {"config", "events", "errors", "metrics", "lru", "retry"}  # the root's modules every part uses
 ENTRY = {"cli", "__main__", "demo", "service", "matching"}  # the root's entry points and the design's API
-FLOORS = [["(shared)"], ["identity", "encoders"], ["vision"], ["store"], ["stream"], ["memory"], ["api"],
+FLOORS = [["(shared)"], ["identity", "encoders"], ["vision"], ["store"], ["learn"], ["stream"], ["memory"], ["api"],
           ["worker"], ["eval"], ["(entry)"], ["infra"]]
 
 

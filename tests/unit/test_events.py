@@ -97,7 +97,7 @@ def test_complete_builds_what_model_construct_builds():
              "camera_id": "c", "camera_name": None, "track_id": "1", "timestamp": now, "model": "m",
              "matches": [complete(MatchRef, **ref)], "processed_at": now, "decision": "joined", "ambiguous": True,
              "candidates": [complete(Candidate, **cand)], "tracklet": complete(TrackletRef, **track),
-             "entity_name": "Ann", "trust": "trusted", "plate": None}
+             "entity_name": "Ann", "trust": "trusted", "plate": None, "space_version": 2}
     app = {"detection_id": "b", "camera_id": "c", "camera_name": "c", "timestamp": now, "similarity_score": 0.9,
            "attributes": None, "thumbnail_url": ""}
     for cls, values in ((MatchRef, ref), (Candidate, cand), (TrackletRef, track), (MatchEvent, event),

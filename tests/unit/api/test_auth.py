@@ -49,7 +49,8 @@ def test_openapi_document_describes_every_route():
     assert set(doc["paths"]) == {"/api/entities", "/api/entities/{entity_id}", "/api/entities/{entity_id}/history",
                                  "/api/entities/{entity_id}/merge", "/api/entities/{entity_id}/split",
                                  "/api/detections/{detection_id}/image", "/api/detections/{detection_id}/similar",
-                                 "/api/search", "/api/search/image", "/api/watchlist", "/api/watchlist/{watch_id}"}
+                                 "/api/search", "/api/search/image", "/api/watchlist", "/api/watchlist/{watch_id}",
+                                 "/api/spaces"}
     assert {"EntityList", "EntityDetail", "EntityHistory", "EntitySummary", "EntityAppearance", "EntityPatch",
             "MergeRequest", "SplitRequest", "Correction", "SearchResults", "SearchHit", "WatchList", "WatchEntry",
             "WatchRequest"} <= set(

@@ -297,3 +297,19 @@ def test_entities_an_operator_split_apart_are_never_joined_again():
     g.add(row("z", "Z", "c9|1", "c9", -500.0, vec(9)))
     g.merge("Z", "A")
     assert g.apart == {frozenset(("Z", "B"))} and g.apart_from("B") == {"Z"}
+
+
+def test_candidates_that_are_one_person_are_no_ambiguity():
+    """Two entities of one person (what a new similarity space shows the old one had split): their means agree
+    past the merge threshold, nothing conflicts, so a detection near both joins the best; twins stay ambiguous."""
+    g = Gallery(DIM)
+    base = vec(1)
+    for eid, cam, t in (("A", "c1", 0.0), ("B", "c2", 100.0)):
+        for k in range(2):
+            g.add(row(f"{eid}{k}", eid, f"{cam}|{eid}", cam, t + k, unit(base + 0.01 * vec(20 + k)).astype(np.float32)))
+    query = unit(base + 0.05 * vec(5)).astype(np.float32)
+    cautious = Policy(0.8, 0.02, "new_entity", 0.95)
+    d = Decider(g, cautious).decide(incoming("q", "c3", 500.0, query))
+    assert (d.kind, d.ambiguous) == ("joined", False) and d.entity_id in {"A", "B"}
+    g.apart.add(frozenset(("A", "B")))  # an operator split them: two people after all
+    assert Decider(g, cautious).decide(incoming("r", "c3", 600.0, query)).kind == "new"
