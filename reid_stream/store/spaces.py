@@ -97,6 +97,13 @@ class SpaceStore:
             return None
         return len(raw) // (2 if self.store.settings.vector_dtype == "float16" else 4)
 
+    async def lock(self, model: str, etype: str, owner: str, seconds: int) -> bool:
+        """One fit of (model, type) at a time across workers; the lock expires if its holder dies."""
+        return bool(await self.redis.set(self.keys.space(model, etype, 0) + ":lock", owner, nx=True, ex=seconds))
+
+    async def unlock(self, model: str, etype: str) -> None:
+        await self.redis.delete(self.keys.space(model, etype, 0) + ":lock")
+
     async def history(self, model: str, etype: str) -> dict[int, dict[str, Any]]:
         raw = await self.redis.hgetall(self.keys.space_log(model, etype))
         return {int(k): json.loads(v) for k, v in raw.items()}

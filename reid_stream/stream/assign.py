@@ -211,6 +211,10 @@ class Assigner:
     def invalidate(self) -> None:
         self._caches.clear()
 
+    def shards(self) -> list[tuple[str, str, str]]:
+        """The (model, site, type)s this writer holds a copy of: the ones it decides for now."""
+        return list(self._caches)
+
     def _site(self, site_id: str) -> _Site:
         def make() -> _Site:
             store = self.store.for_site(site_id)

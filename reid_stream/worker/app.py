@@ -33,6 +33,7 @@ from reid_stream.stream.assign import Assigner
 from reid_stream.stream.embed import Embedder
 from reid_stream.stream.kafka_io import BatchConsumer, FetchOrder, Publisher, raw_event
 from reid_stream.stream.wire import EmbeddedRecord, Message, dead_letter, embedded_messages, letter_message, unpack
+from reid_stream.worker.learner import Learner
 from reid_stream.worker.runtime import ReidApp, Runtime
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class Pipeline(mode.Service):
         self._embed_order = FetchOrder(self.publisher)
         self._loops_done = {"embed": asyncio.Event(), "assign": asyncio.Event()}
         self._embedder: Embedder | None = None
-        self._assigner = Assigner(settings, runtime.store, runtime.metrics)
+        self.assigner = Assigner(settings, runtime.store, runtime.metrics)
 
     async def on_start(self) -> None:
         await self.publisher.start()
@@ -139,17 +140,17 @@ class Pipeline(mode.Service):
 
         async def run() -> tuple[list[MatchEvent], list[DeadLetter]]:
             try:
-                result = await self._assigner.assign(items)
+                result = await self.assigner.assign(items)
                 self.runtime.redis_ok = True
                 return result
             except (RedisError, OSError):
                 self.runtime.redis_ok = False
-                self._assigner.invalidate()
+                self.assigner.invalidate()
                 raise
 
         out, letters = await retry_forever("storing detections", run, self.metrics) if items else ([], [])
         letters = unreadable + letters
-        messages = [(self.settings.topic_matches, ev.entity_id.encode(), self._assigner.event_json(ev).encode())
+        messages = [(self.settings.topic_matches, ev.entity_id.encode(), self.assigner.event_json(ev).encode())
                     for ev in out] + self._letters(letters)
         t0 = time.perf_counter()
         await retry_forever("publishing match events", lambda: self.publisher.publish(messages), self.metrics)
@@ -225,7 +226,10 @@ def create_app(settings: Settings, runtime_factory: Callable[[], Runtime]) -> tu
     )
     app.boot_strategy = _Boot(app)
     app.runtime = runtime
-    app.add_dependency(Pipeline(settings, runtime, loop=app.loop))  # started and stopped with the app
+    pipeline = Pipeline(settings, runtime, loop=app.loop)
+    app.add_dependency(pipeline)  # started and stopped with the app
+    if settings.adapt_interval_seconds:  # site adaptation in the background, in child processes
+        app.add_dependency(Learner(settings, runtime.store, pipeline.assigner.shards, loop=app.loop))
     if runtime.archive is not None:  # the long-term memory: a consumer group of its own
         archiver = Archiver(settings, runtime.archive, runtime.archive_health, runtime.metrics, loop=app.loop)
         runtime.consumers.append(archiver.consumer)  # its lag is in /metrics with the stages'

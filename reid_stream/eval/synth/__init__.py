@@ -5,7 +5,8 @@ their clothes, hair, accessory, build and height, with near-twins (identities th
 exactly one attribute) as hard negatives; seen walking in any view and at any point of their stride, alone or in
 pairs, along a camera graph no faster than its transit times, by cameras that each distort the picture their own
 way, with loose or edge-cut boxes, occluders and motion blur. `generate(out)` writes it as a Market-1501 folder plus
-the full frames, a detection stream and the site's camera graph, byte-identical for the same arguments;
+the full frames, a detection stream and the site's camera graph, byte-identical for the same arguments (and,
+with `session=N`, a later visit of the same site beside it: same people and cameras, new walks, a later day);
 `contact_sheet`, `baseline_scores` and `pixel_hardness` look at a written site; `main` is `reid-stream synth`. The
 modules, each importing only those before it: randomness, identities, drawing, cameras, schedule, frames, writer,
 checks, cli.
@@ -25,7 +26,14 @@ from reid_stream.eval.synth.checks import (
 from reid_stream.eval.synth.cli import main
 from reid_stream.eval.synth.frames import GRID
 from reid_stream.eval.synth.identities import _sample_attributes, _twin_of  # the unit tests sample identities
-from reid_stream.eval.synth.writer import GENERATOR_VERSION, SynthSummary, generate, parse_timestamp
+from reid_stream.eval.synth.writer import (
+    GENERATOR_VERSION,
+    SynthSummary,
+    generate,
+    parse_timestamp,
+    session_folder,
+    stream_file,
+)
 
 __all__ = [
     "CELL_H",
@@ -44,5 +52,7 @@ __all__ = [
     "main",
     "parse_timestamp",
     "pixel_hardness",
+    "session_folder",
     "sheet_rows",
+    "stream_file",
 ]

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from reid_stream.eval.synth.identities import _cloth_color, _hsv, _jitter
-from reid_stream.eval.synth.randomness import _pick, _rng
+from reid_stream.eval.synth.randomness import Seed, _pick, _rng
 
 FRAME_W, FRAME_H = 320, 240
 NOISE_PAD = 48  # the sensor noise field is this much larger than a frame, cut at random offsets
@@ -187,8 +187,9 @@ def _background(rng: np.random.Generator, horizon: int) -> tuple[np.ndarray, lis
     return np.clip(arr, 0, 255), clutter
 
 
-def _cameras(cameras: int, seed: int, nuisance: float = 1.0) -> list[_Camera]:
-    """Each camera's fixed look. `nuisance` scales the photometric ones (0: all cameras neutral)."""
+def _cameras(cameras: int, seed: int, nuisance: float = 1.0, sensor_seed: Seed | None = None) -> list[_Camera]:
+    """Each camera's fixed look. `nuisance` scales the photometric ones (0: all cameras neutral). The realisation
+    of the sensor noise is drawn from `sensor_seed` (default `seed`): a later session's noise differs, not its size."""
     rng = _rng(seed, "cameras")
     heights = np.linspace(100, 160, cameras) if cameras > 1 else np.array([130.0])
     heights = rng.permutation(heights)
@@ -214,7 +215,7 @@ def _cameras(cameras: int, seed: int, nuisance: float = 1.0) -> list[_Camera]:
             horizon=horizon,
             walk_top=int(horizon + crng.uniform(0.3, 0.45) * (FRAME_H - horizon)),
             background=background, clutter_colors=clutter))
-        out[-1].prepare(_rng(seed, "sensor", i + 1))
+        out[-1].prepare(_rng(seed if sensor_seed is None else sensor_seed, "sensor", i + 1))
     return out
 
 

@@ -1,7 +1,8 @@
 """Looking at a written benchmark: a contact sheet of its crops, and model-free scores of how hard it is.
 
 `baseline_scores` (raw pixels, colour histograms, chance) and `pixel_hardness` are reference points an encoder
-worth using must beat by a wide margin; they read only the folder, so they work on any site `generate` wrote.
+worth using must beat by a wide margin; they read only the folder, so they work on any site `generate` wrote
+(a later session's: its folder ``session-N``, or `contact_sheet(site, path, session=N)`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from PIL import Image, ImageDraw, ImageFont
 
 from reid_stream.eval.metrics import retrieval_metrics
 from reid_stream.eval.synth.randomness import _rng
+from reid_stream.eval.synth.writer import session_folder, stream_file
 from reid_stream.vision.images import ALLOWED_FORMATS
 
-CROP_RE = re.compile(r"([-\d]+)_c(\d)s1_(\d{6})_(\d{2})\.(jpg|png)$")  # the crop file names `generate` writes
+# the crop file names `generate` writes: pid, camera, Market's sequence (session + 1), frame, number in the frame
+CROP_RE = re.compile(r"([-\d]+)_c(\d)s(\d+)_(\d{6})_(\d{2})\.(jpg|png)$")
 
 
 CELL_W, CELL_H, LABEL_W, HEADER_H, PER_CAMERA = 64, 128, 132, 18, 2
@@ -47,18 +50,20 @@ def sheet_rows(people: list[dict], n: int) -> list[int]:
     return rows
 
 
-def contact_sheet(out: Path, path: Path, ids: int = 8) -> Path:
+def contact_sheet(out: Path, path: Path, ids: int = 8, session: int = 0) -> Path:
     """A PNG grid to look at: one row per identity (near-twin pairs on adjacent rows, their source first), two
     crops per camera (the query, then a crop from another visit when there is one); size
-    (LABEL_W + cameras * PER_CAMERA * CELL_W) x (HEADER_H + rows * CELL_H)."""
+    (LABEL_W + cameras * PER_CAMERA * CELL_W) x (HEADER_H + rows * CELL_H). `out` is the site's folder; `session`
+    which of its sessions to show."""
     out = Path(out)
-    people = json.loads((out / "identities.json").read_text())["identities"]
-    n_cams = len(json.loads((out / "site.json").read_text())["cameras"])
+    base = session_folder(out, session)
+    people = json.loads((base / "identities.json").read_text())["identities"]
+    n_cams = len(json.loads((base / "site.json").read_text())["cameras"])
     by_pid = {p["pid"]: p for p in people}
     rows = sheet_rows(people, ids)
-    track = {r["crop"]: r["track_id"] for r in map(json.loads, (out / "stream.jsonl").read_text().splitlines())}
+    track = {r["crop"]: r["track_id"] for r in map(json.loads, stream_file(out, session).read_text().splitlines())}
     crops: dict[tuple[int, int], list[Path]] = {}
-    for pid, cam, p in _crops(out):
+    for pid, cam, p in _crops(base):
         crops.setdefault((pid, cam), []).append(p)
     sheet = Image.new("RGB", (LABEL_W + n_cams * PER_CAMERA * CELL_W, HEADER_H + len(rows) * CELL_H), (40, 40, 40))
     d = ImageDraw.Draw(sheet)
@@ -79,9 +84,9 @@ def contact_sheet(out: Path, path: Path, ids: int = 8) -> Path:
         for c in range(n_cams):
             files = crops.get((pid, c + 1), [])
             chosen = [f for f in files if f.parent.name == "query"][:1]
-            seen = {track.get(f"{f.parent.name}/{f.name}") for f in chosen}
+            seen = {track.get(f.relative_to(out).as_posix()) for f in chosen}
             others = [f for f in files if f not in chosen]
-            chosen += ([f for f in others if track.get(f"{f.parent.name}/{f.name}") not in seen] or others)[:1]
+            chosen += ([f for f in others if track.get(f.relative_to(out).as_posix()) not in seen] or others)[:1]
             for j, f in enumerate(chosen[:PER_CAMERA]):
                 with Image.open(f, formats=ALLOWED_FORMATS) as im:
                     crop = im.convert("RGB")

@@ -1,4 +1,9 @@
-"""Seeded randomness: one independent generator per purpose, so adding a draw never shifts the draws elsewhere."""
+"""Seeded randomness: one independent generator per purpose, so adding a draw never shifts the draws elsewhere.
+
+A seed is the site's `seed` (who the people are, what the cameras look like) or, for everything that happens on one
+visit of the site (routes, poses, occluders, sensor noise, ...), `_session_seed(seed, session)`: the plain seed for
+session 0, so its draws are those of a site without sessions, and (seed, session) for a later session.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
+Seed = int | tuple[int, ...]
 
-def _rng(seed: int, *key: object) -> np.random.Generator:
+
+def _session_seed(seed: int, session: int) -> Seed:
+    """The seed of what happens during `session`: `seed` itself for session 0, (seed, session) after it."""
+    return seed if session == 0 else (seed, session)
+
+
+def _rng(seed: Seed, *key: object) -> np.random.Generator:
     """An independent generator per purpose: adding a draw somewhere never shifts the draws elsewhere."""
-    words = [seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF, *(zlib.crc32(str(k).encode()) for k in key)]
+    parts = seed if isinstance(seed, tuple) else (seed,)
+    words = [w for s in parts for w in (s & 0xFFFFFFFF, (s >> 32) & 0xFFFFFFFF)]
+    words += [zlib.crc32(str(k).encode()) for k in key]
     return np.random.default_rng(np.random.SeedSequence(words))
 
 

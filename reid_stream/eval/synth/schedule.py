@@ -14,7 +14,7 @@ import numpy as np
 
 from reid_stream.eval.synth.cameras import FRAME_H, FRAME_W, _Camera
 from reid_stream.eval.synth.identities import _jitter
-from reid_stream.eval.synth.randomness import _pick, _rng
+from reid_stream.eval.synth.randomness import Seed, _pick, _rng
 
 FPS = 25
 
@@ -68,7 +68,7 @@ def _turned(view: str, rng: np.random.Generator) -> str:
 
 
 def _schedule(people: list[dict], cams: list[_Camera], edges: dict, visits_per_id: int, shots_per_visit: int,
-              seed: int) -> list[_Visit]:
+              seed: Seed) -> list[_Visit]:
     neighbours: dict[int, list[int]] = {c.index: [] for c in cams}
     for a, b in edges:
         neighbours[a].append(b)
@@ -107,7 +107,7 @@ def _schedule(people: list[dict], cams: list[_Camera], edges: dict, visits_per_i
     return visits
 
 
-def _plan_shots(visits: list[_Visit], people: dict[int, dict], cams: list[_Camera], seed: int) -> list[_Shot]:
+def _plan_shots(visits: list[_Visit], people: dict[int, dict], cams: list[_Camera], seed: Seed) -> list[_Shot]:
     plans: dict[tuple[int, int], list[_Shot]] = {}
     for v in sorted(visits, key=lambda v: v.leader is not None):  # leaders first: companions copy their path
         cam = cams[v.cam - 1]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import re
+import zlib
 from collections import defaultdict
 from pathlib import Path
 
@@ -13,7 +15,12 @@ import pytest
 from PIL import Image
 
 from reid_stream.eval import synth
-from reid_stream.eval.datasets import load_dataset
+from reid_stream.eval.datasets import load_dataset, parse_market_name
+from reid_stream.eval.replay import read_stream
+from reid_stream.eval.synth import writer
+from reid_stream.eval.synth.cameras import _cameras
+from reid_stream.eval.synth.checks import CROP_RE
+from reid_stream.eval.synth.randomness import _rng, _session_seed
 from reid_stream.events import Detection
 
 IDS, CAMERAS = 8, 3
@@ -225,7 +232,171 @@ def test_main_writes_and_prints_the_summary(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("kwargs", [{"cameras": 1}, {"cameras": 10}, {"ids": 0}, {"twins": 0.9},
-                                    {"image_format": "gif"}, {"seed": -1}])
+                                    {"image_format": "gif"}, {"seed": -1}, {"session": -1}])
 def test_rejects_what_the_names_or_the_model_cannot_hold(tmp_path, kwargs):
     with pytest.raises(ValueError):
         synth.generate(tmp_path, **kwargs)
+
+
+# --- sessions: later visits of the same site -------------------------------------------------------------------
+
+TINY = {"ids": 5, "cameras": 3, "seed": 11, "visits_per_id": 2, "shots_per_visit": 2}
+# sha256 of the pixel-free facts of the TINY site (ids, cameras, times, tracks, people, routes), recorded with the
+# generator from before sessions existed: session 0 must stay that site
+SESSION0_FACTS = "b275e84878fd471e"
+S1_NAME = re.compile(r"^(\d{4})_c(\d)s2_(\d{6})_(\d{2})\.jpg$")
+
+
+def session0_files(out: Path) -> dict[str, bytes]:
+    return {k: v for k, v in all_files(out).items() if not k.startswith(("session-", "stream-s"))}
+
+
+def records_of(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def sessions(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, bytes], synth.SynthSummary]:
+    """Session 0, then session 1 into the same folder; session 0's files as they were before session 1."""
+    out = tmp_path_factory.mktemp("sessions") / "site"
+    synth.generate(out, **TINY)
+    before = session0_files(out)
+    return out, before, synth.generate(out, **TINY, session=1)
+
+
+def test_session_0_is_the_site_without_sessions(tmp_path):
+    """Its random streams are exactly the plain seed's (the generator from before sessions existed) and its files
+    are those of a call without the parameter: nothing else is written, nothing is renamed."""
+    def before_sessions(seed: int, *key: object) -> np.random.Generator:
+        words = [seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF, *(zlib.crc32(str(k).encode()) for k in key)]
+        return np.random.default_rng(np.random.SeedSequence(words))
+
+    for seed, key in ((0, ("route", 1)), (7, ("frame", 2, 1234)), (2**40 + 3, ("shot", 4, 1, 0))):
+        expected = before_sessions(seed, *key).random(4)
+        np.testing.assert_array_equal(_rng(_session_seed(seed, 0), *key).random(4), expected)
+        assert not np.array_equal(_rng(_session_seed(seed, 1), *key).random(4), expected)
+    plain = synth.generate(tmp_path / "plain", **TINY)
+    zero = synth.generate(tmp_path / "zero", **TINY, session=0)
+    assert plain == zero and zero.session == 0
+    assert all_files(tmp_path / "plain") == all_files(tmp_path / "zero")
+    assert not any(p.name.startswith(("session-", "stream-s")) for p in (tmp_path / "zero").iterdir())
+    # the pixel-free facts of a recorded session-0 site (ids, cameras, times, people, routes) never change
+    recs = records(tmp_path / "zero")
+    facts = json.dumps([[r["detection_id"], r["camera_id"], r["timestamp"], r["track_id"], r["true_id"]]
+                        for r in recs] + [json.loads((tmp_path / "zero" / n).read_text())
+                                          for n in ("site.json", "identities.json")], sort_keys=True)
+    assert hashlib.sha256(facts.encode()).hexdigest()[:16] == SESSION0_FACTS
+
+
+def test_a_later_session_leaves_session_0_alone_and_lives_beside_it(sessions):
+    out, before, summary = sessions
+    assert summary.session == 1
+    assert session0_files(out) == before  # byte for byte
+    assert (out / "stream-s1.jsonl").is_file() and (out / "session-1").is_dir()
+    for name in ("site.json", "identities.json", "README.txt", "frames", "query", "bounding_box_test",
+                 "bounding_box_train"):
+        assert (out / "session-1" / name).exists(), name
+    assert "session=1" in (out / "session-1" / "README.txt").read_text()
+
+
+def test_a_later_session_has_the_same_people_and_cameras(sessions):
+    out, _, _ = sessions
+    site0, site1 = (json.loads((f / "site.json").read_text()) for f in (out, out / "session-1"))
+    assert site1.pop("session") == 1 and site1.pop("session_start") == "2026-01-02T08:00:00.000Z"
+    assert site1 == site0
+    ids0, ids1 = (json.loads((f / "identities.json").read_text()) for f in (out, out / "session-1"))
+    assert ids1.pop("session") == 1
+
+    def who(doc: dict) -> list[dict]:
+        return [{k: v for k, v in p.items() if k != "visits"} for p in doc["identities"]]
+
+    assert who(ids1) == who(ids0) and ids1["attribute_names"] == ids0["attribute_names"]
+    assert [p["visits"] for p in ids1["identities"]] != [p["visits"] for p in ids0["identities"]]
+    # the cameras look the same; only the realisation of their sensor noise is the session's
+    cams0 = _cameras(3, 11)
+    cams1 = _cameras(3, 11, sensor_seed=_session_seed(11, 1))
+    for c0, c1 in zip(cams0, cams1, strict=True):
+        assert c0.nuisance() == c1.nuisance()
+        np.testing.assert_array_equal(c0.background, c1.background)
+        assert not np.array_equal(c0.noise_field, c1.noise_field)
+
+
+def test_a_later_session_has_new_walks_later_times_and_its_own_ids(sessions):
+    out, _, summary = sessions
+    recs0, recs1 = records(out), records_of(out / "stream-s1.jsonl")
+    assert len(recs1) == summary.detections
+    times0 = [synth.parse_timestamp(r["timestamp"]) for r in recs0]
+    times1 = [synth.parse_timestamp(r["timestamp"]) for r in recs1]
+    assert times1 == sorted(times1) and min(times1) > max(times0)
+    assert recs1[0]["timestamp"].startswith("2026-01-02T08:")
+    for key in ("detection_id", "track_id", "image_path", "crop"):
+        assert not {r[key] for r in recs0} & {r[key] for r in recs1}, key
+    assert {r["true_id"] for r in recs1} == {r["true_id"] for r in recs0} == set(range(TINY["ids"] + 1))
+    routes = [[(r["true_id"], r["camera_id"]) for r in rs if r["true_id"]] for rs in (recs0, recs1)]
+    assert routes[0] != routes[1]  # new arrivals and routes, not session 0 shifted by a day
+    by_track: dict[str, set] = defaultdict(set)
+    for r in recs1:
+        Detection.model_validate(r)
+        assert re.fullmatch(r"s1-det-\d{6}", r["detection_id"])
+        assert re.fullmatch(r"s1-c(\d)-t\d+", r["track_id"]).group(1) == r["camera_id"][-1]
+        assert re.fullmatch(r"session-1/frames/c\d/\d{6}\.jpg", r["image_path"])
+        by_track[r["track_id"]].add(r["true_id"])
+    assert all(len(ids) == 1 for ids in by_track.values())
+
+
+def test_a_later_session_is_readable_by_the_existing_readers(sessions):
+    out, _, summary = sessions
+    items = read_stream(out / "stream-s1.jsonl")  # image paths relative to the stream file's folder
+    assert len(items) == summary.detections and all(i.image.is_file() for i in items)
+    data = load_dataset(out / "session-1")  # a Market-1501 folder of its own
+    assert data.name == "market1501" and data.skipped == 0
+    assert len(data.query) == summary.query and len(data.gallery) == summary.gallery
+    for sample in data.query + data.gallery:
+        assert S1_NAME.match(sample.path.name) and CROP_RE.search(sample.path.name)
+        assert parse_market_name(sample.path.name)[:2] == (sample.pid, sample.camid)
+    for r in records_of(out / "stream-s1.jsonl"):
+        b = r["bbox"]
+        frame = pixels(out / r["image_path"])
+        np.testing.assert_array_equal(pixels(out / r["crop"]),
+                                      frame[int(b["y1"]):int(b["y2"]), int(b["x1"]):int(b["x2"])])
+    assert synth.baseline_scores(out / "session-1")["chance_rank1"] > 0
+
+
+def test_a_later_session_is_deterministic_and_needs_no_session_0(sessions, tmp_path):
+    out, _, summary = sessions
+    again = synth.generate(tmp_path, **TINY, session=1)
+    assert again == summary
+    mine = {k: v for k, v in all_files(out).items() if k.startswith(("session-1/", "stream-s1"))}
+    assert all_files(tmp_path) == mine
+    assert synth.generate(tmp_path, **TINY, session=2).detections > 0  # sessions stack beside each other
+    assert (tmp_path / "stream-s1.jsonl").read_bytes() == mine["stream-s1.jsonl"]
+    assert re.match(r"s2-det-000001", records_of(tmp_path / "stream-s2.jsonl")[0]["detection_id"])
+
+
+@pytest.mark.parametrize("change", [{"seed": 12}, {"ids": 6}, {"cameras": 2}, {"twins": 0.5}, {"nuisance": 0.5}])
+def test_a_later_session_of_another_site_is_refused_beside_session_0(sessions, change):
+    out, before, _ = sessions
+    with pytest.raises(ValueError, match="another site"):
+        synth.generate(out, **(TINY | change), session=2)
+    assert not (out / "session-2").exists() and session0_files(out) == before
+
+
+def test_a_session_must_end_within_its_day(tmp_path, monkeypatch):
+    """Session N starts N days after session 0: one that lasted longer would overlap the next (here a "day" of
+    10 s, which two visits joined by a transit of at least 12 s always outlast)."""
+    monkeypatch.setattr(writer, "SESSION_TICKS", 10 * 25)
+    with pytest.raises(ValueError, match="within a day"):
+        synth.generate(tmp_path / "long", **TINY, session=1)
+    assert not (tmp_path / "long").exists()
+
+
+def test_main_writes_a_later_session_with_its_contact_sheet(tmp_path, capsys):
+    args = [str(tmp_path), "--ids", "3", "--cameras", "2", "--seed", "4", "--visits", "2", "--shots", "2"]
+    assert synth.main(args) == 0
+    capsys.readouterr()
+    sheet = tmp_path / "sheet-s1.png"
+    assert synth.main([*args, "--session", "1", "--contact-sheet", str(sheet)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["session"] == 1 and report["detections"] == len(records_of(synth.stream_file(tmp_path, 1)))
+    assert synth.session_folder(tmp_path, 1) == tmp_path / "session-1" and sheet.is_file()
+    assert (tmp_path / "stream.jsonl").is_file()
