@@ -233,10 +233,18 @@ def nearest_impostors(t: np.ndarray, cannot: np.ndarray, eligible: np.ndarray) -
     return top[eligible & np.isfinite(top)]
 
 
-def calibrate(impostors: np.ndarray, max_false_merge: float, margin: float) -> float | None:
+def calibrate(impostors: np.ndarray, max_false_merge: float, margin: float,
+              linked: np.ndarray | None = None, linked_quantile: float = 0.1) -> float | None:
+    """The score at most `max_false_merge` of the tracklets' nearest known impostors reach; where the
+    pseudo-linked successions (one person, by the fit's own judgement) score clearly above it, halfway up to
+    their low quantile: the impostors the cannot-links never show (people who are never on site at the same
+    time) are nearer than the ones they do, so the gap between the two populations is used, not its edge."""
     if len(impostors) < 20:
         return None  # too little to say: the configured threshold stays
-    return float(min(0.999, np.quantile(impostors, 1.0 - max_false_merge) + margin))
+    floor = float(np.quantile(impostors, 1.0 - max_false_merge))
+    if linked is not None and len(linked) >= 10:
+        floor = max(floor, (floor + float(np.quantile(linked, linked_quantile))) / 2)
+    return float(min(0.999, floor + margin))
 
 
 def link_margin(config: FitConfig, r: int) -> float:
@@ -256,7 +264,11 @@ def fit(vectors: np.ndarray, cameras: Sequence[str], ev: Evidence, model: str, e
     sample = np.sort(rng.choice(len(x), config.max_rows, replace=False)) if len(x) > config.max_rows \
         else np.arange(len(x))
     tell("subspace", 0.05)
-    center, basis = pca_basis(x if len(sample) == len(x) else x[sample], config.pca_dims)
+    # A small site (the first hour of a new install) cannot carry a wide space: its dimensions grow with the
+    # evidence, so the discriminant never has more directions to fit than tracklets to fit them on.
+    pca_dims = min(config.pca_dims, max(16, len(sample) // 2))
+    out_dims = min(config.out_dims, max(8, ev.tracklets // 4))
+    center, basis = pca_basis(x if len(sample) == len(x) else x[sample], pca_dims)
     z_all = x @ basis - center @ basis  # (n, k): every row, for the tracklet means
     z = z_all[sample]
     sizes = np.bincount(ev.track_of, minlength=ev.tracklets)
@@ -273,20 +285,22 @@ def fit(vectors: np.ndarray, cameras: Sequence[str], ev: Evidence, model: str, e
 
     report: dict[str, Any] = {"evidence": ev.counts(), "rounds": []}
     clusters = people([])
-    w = discriminant(z, clusters.labels()[ev.track_of[sample]], config.out_dims, config.ridge)
+    links: list[tuple[int, int, float]] = []
+    w = discriminant(z, clusters.labels()[ev.track_of[sample]], out_dims, config.ridge)
     for r in range(config.rounds):
         tell("pseudo-labels", 0.1 + 0.8 * r / max(config.rounds, 1))
         t = tracklet_means(z_all @ w, ev)
         links = select_links(pairs, pair_scores(t, pairs), ev.tracklets, link_margin(config, r))
         clusters = people(links)
         report["rounds"].append({"linked": len(links), "margin": round(link_margin(config, r), 4)})
-        w = discriminant(z, clusters.labels()[ev.track_of[sample]], config.out_dims, config.ridge)
+        w = discriminant(z, clusters.labels()[ev.track_of[sample]], out_dims, config.ridge)
     tell("threshold", 0.95)
     proj = (basis @ w).astype(np.float32)
     t = tracklet_means(z_all @ w, ev)
     cannot = np.array(sorted(ev.cannot), dtype=np.int64).reshape(-1, 2)
     impostors = nearest_impostors(t, cannot, sizes >= config.min_link_rows)
-    threshold = calibrate(impostors, config.max_false_merge, config.threshold_margin)
+    linked = np.array([float(t[i] @ t[j]) for i, j, _ in links]) if config.rounds else None
+    threshold = calibrate(impostors, config.max_false_merge, config.threshold_margin, linked)
     report.update(known_apart_tracklets=len(impostors), people=len(set(clusters.labels().tolist())),
                   fit_seconds=round(time.perf_counter() - t0, 2), rows=len(x), fitted_on=len(sample))
     tell("done", 1.0)

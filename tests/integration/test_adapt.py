@@ -1,0 +1,159 @@
+"""Site adaptation against a real Redis, through the assign stage's own code: a site whose cameras each add
+their own bias (strangers on one camera look alike, one person on two cameras does not) learns a space from
+its stored rows, adopts it atomically with the writer's version, and the next detections are decided in it;
+an operator's merge is a label the next fit uses; a rollback returns to the encoder's own space."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reid_stream.events import Detection
+from reid_stream.learn.adapt import adapt, rollback
+from reid_stream.learn.space import Space
+from reid_stream.store.reid_store import ReidStore, resolve_alias
+from reid_stream.store.spaces import SpaceStore
+from reid_stream.stream.assign import Assigner
+from reid_stream.stream.wire import EmbeddedRecord
+from tests.conftest import make_settings
+from tests.integration.test_store_merge import all_keys
+
+pytestmark = pytest.mark.integration
+MODEL, TYPE, DIM = "synthetic-biased", "person", 48
+CAMERAS = ("cam-1", "cam-2", "cam-3")
+PEOPLE = 24
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+
+def topology(tmp_path: Path) -> Path:
+    path = tmp_path / "site.json"
+    path.write_text(json.dumps({"adjacency": [
+        {"a": "cam-1", "b": "cam-2", "min_transit_s": 20, "typical_transit_s": 30},
+        {"a": "cam-2", "b": "cam-3", "min_transit_s": 20, "typical_transit_s": 30}]}))
+    return path
+
+
+class Site:
+    """People with their own look, cameras with a strong bias of their own, and sensor noise."""
+
+    def __init__(self, seed: int = 3) -> None:
+        rng = np.random.default_rng(seed)
+        self.looks = rng.standard_normal((PEOPLE, DIM)).astype(np.float32) * 0.8
+        self.bias = {c: rng.standard_normal(DIM).astype(np.float32) * 2.0 for c in CAMERAS}
+        self.rng = np.random.default_rng(seed + 1)
+
+    def vector(self, person: int, camera: str) -> np.ndarray:
+        v = self.looks[person] + self.bias[camera] + self.rng.standard_normal(DIM).astype(np.float32) * 0.12
+        return v / np.linalg.norm(v)
+
+    def visit(self, tag: str, start: datetime, shots: int = 4) -> list[EmbeddedRecord]:
+        """Every person walks cam-1 -> cam-2 -> cam-3, 25 s between cameras, arriving 40 s apart."""
+        out = []
+        for p in range(PEOPLE):
+            t = start + timedelta(seconds=30 * p)
+            for k, cam in enumerate(CAMERAS):
+                for s in range(shots):
+                    when = t + timedelta(seconds=k * (25 + shots) + s)
+                    det = Detection(detection_id=f"{tag}-p{p}-{cam}-{s}", camera_id=cam, entity_type=TYPE,
+                                    timestamp=when.isoformat(), track_id=f"{tag}-{p}-{k}",
+                                    bbox={"x1": 0, "y1": 0, "x2": 64, "y2": 128}, image_path="x.png")
+                    out.append(EmbeddedRecord.of(det, self.vector(p, cam), MODEL))
+        return sorted(out, key=lambda r: r.timestamp)
+
+
+def person_of(detection_id: str) -> str:
+    return detection_id.split("-")[1]
+
+
+async def entities_per_person(store: ReidStore, events: list) -> tuple[float, int]:
+    """Entities per person (after the merges the batches published), and how many entities hold more than one
+    person (false merges)."""
+    aliases = {k.decode(): v.decode() for k, v in (await store.redis.hgetall(store.keys.aliases(MODEL, TYPE))).items()}
+    by_person: dict[str, set[str]] = {}
+    by_entity: dict[str, set[str]] = {}
+    for e in events:
+        entity = resolve_alias(aliases, e.entity_id)
+        by_person.setdefault(person_of(e.detection_id), set()).add(entity)
+        by_entity.setdefault(entity, set()).add(person_of(e.detection_id))
+    return (sum(len(v) for v in by_person.values()) / len(by_person),
+            sum(len(v) > 1 for v in by_entity.values()))
+
+
+@pytest.fixture
+async def store(redis_client, unique, tmp_path):
+    settings = make_settings(unique, embedding_ttl_seconds=7 * 86400, max_embeddings=5000, similarity_threshold=0.95,
+                             camera_topology=str(topology(tmp_path)))
+    s = ReidStore(redis_client, settings)
+    yield s
+    keys = await all_keys(s)
+    if keys:
+        await redis_client.delete(*keys)
+
+
+async def assign_all(assigner: Assigner, records: list[EmbeddedRecord]) -> list:
+    events = []
+    for start in range(0, len(records), 16):
+        got, letters = await assigner.assign(records[start:start + 16])
+        assert not letters
+        events += got
+    return events
+
+
+async def test_a_biased_site_learns_its_space_and_recognises_people_across_cameras(store):
+    site = Site()
+    assigner = Assigner(store.settings, store)
+    before, wrong = await entities_per_person(store, await assign_all(assigner, site.visit("a", T0)))
+    assert before >= 2.5 and wrong == 0  # the encoder's own space: one person on three cameras is three entities
+
+    outcome = await adapt(store, MODEL, TYPE)
+    assert outcome.adopted, outcome.reason
+    assert outcome.version == 1 and outcome.evidence["tracklets"] == 3 * PEOPLE
+    assert outcome.after["cross_camera_recall"] > outcome.before["cross_camera_recall"]
+    assert outcome.threshold is not None  # from the site's own evidence, not REID_SIMILARITY_THRESHOLD
+
+    # The same writer: the adoption moved the version, so its copy is read again through the new space.
+    events = await assign_all(assigner, site.visit("b", T0 + timedelta(hours=2)))
+    assert {e.space_version for e in events} == {1}
+    after, false_merges = await entities_per_person(store, events)
+    assert after <= 1.3 and false_merges == 0, (after, false_merges)
+    stored = Space.from_bytes((await SpaceStore(store).current(MODEL, TYPE))[1])
+    assert stored.version == 1 and set(stored.camera_means) == set(CAMERAS)
+
+    await rollback(store, MODEL, TYPE, 0)
+    events = await assign_all(assigner, site.visit("c", T0 + timedelta(hours=4)))
+    assert {e.space_version for e in events} == {0}
+    assert (await SpaceStore(store).history(MODEL, TYPE))[0]["reason"] == "rollback"
+
+
+async def test_a_space_that_is_not_better_is_kept_but_not_adopted(store):
+    site = Site()
+    await assign_all(Assigner(store.settings, store), site.visit("a", T0))
+    first = await adapt(store, MODEL, TYPE)
+    assert first.adopted
+    again = await adapt(store, MODEL, TYPE)  # the same evidence: nothing to gain
+    assert not again.adopted and "does not beat" in again.reason
+    spaces = SpaceStore(store)
+    assert (await spaces.current(MODEL, TYPE))[0] == first.version
+    history = await spaces.history(MODEL, TYPE)
+    assert history[again.version]["adopted"] is False and history[first.version]["adopted"] is True
+
+
+async def test_every_key_of_a_space_expires(store, redis_client):
+    await assign_all(Assigner(store.settings, store), Site().visit("a", T0))
+    await adapt(store, MODEL, TYPE)
+    keys = [k for k in await all_keys(store) if ":space:" in k]
+    assert len(keys) >= 4
+    ttls = [await redis_client.ttl(k) for k in keys]
+    assert all(0 < ttl <= store.settings.adapt_retention_seconds for ttl in ttls), ttls
+
+
+async def test_too_little_evidence_says_so_and_adopts_nothing(store):
+    site = Site()
+    await assign_all(Assigner(store.settings, store), site.visit("a", T0)[:6])
+    outcome = await adapt(store, MODEL, TYPE)
+    assert not outcome.adopted and "not enough evidence" in outcome.reason
+    assert (await SpaceStore(store).current(MODEL, TYPE))[0] == 0
