@@ -70,8 +70,9 @@ demo: install infra
 	@mkdir -p $(RUN_DIR)
 	@[ -s $(RUN_DIR)/demo-token ] || (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > $(RUN_DIR)/demo-token)
 	@# Drawn again whenever the generator changed since the site was drawn.
-	@if [ ! -f $(DEMO_SITE)/stream.jsonl ] || [ -n "$$(find reid_stream/eval/synth -name '*.py' -newer $(DEMO_SITE)/stream.jsonl)" ]; then \
-		$(PY) -m reid_stream synth $(DEMO_SITE) --ids 12 --cameras 3 --seed 7 > /dev/null; fi
+	@if [ ! -f $(DEMO_SITE)/stream.jsonl ] || [ ! -f $(DEMO_SITE)/stream-s1.jsonl ] || [ -n "$$(find reid_stream/eval/synth -name '*.py' -newer $(DEMO_SITE)/stream.jsonl)" ]; then \
+		$(PY) -m reid_stream synth $(DEMO_SITE) --ids 12 --cameras 3 --seed 7 > /dev/null && \
+		$(PY) -m reid_stream synth $(DEMO_SITE) --ids 12 --cameras 3 --seed 7 --session 1 > /dev/null; fi
 	@if [ -f $(RUN_DIR)/demo-worker.pid ] && kill -0 $$(cat $(RUN_DIR)/demo-worker.pid) 2>/dev/null; then \
 		echo "demo worker already running (pid $$(cat $(RUN_DIR)/demo-worker.pid))"; \
 	else \

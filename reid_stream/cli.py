@@ -80,7 +80,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"reid-stream: {args.site} holds no stream.jsonl; write one with `reid-stream synth {args.site}`",
               file=sys.stderr)
         return 2
-    return asyncio.run(run_demo(_settings(), args.site, args.seconds))
+    return asyncio.run(run_demo(_settings(), args.site, args.seconds, adapt=not args.no_adapt))
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
@@ -163,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--site", type=Path, required=True,
                       help="a folder written by `synth` (its frames must lie under REID_IMAGE_ROOTS)")
     demo.add_argument("--seconds", type=float, default=60.0, help="how long to wait for match events")
+    demo.add_argument("--no-adapt", action="store_true",
+                      help="stream the first visit only: no site adaptation, no second visit")
     demo.set_defaults(func=cmd_demo)
     topics = sub.add_parser("topics", help="create the topics, or regenerate topics/*.schema.json")
     topics.add_argument("action", choices=["create", "schemas"])

@@ -1,5 +1,7 @@
 """The demo producer: replays a synthetic multi-camera site (`reid-stream synth`) into Kafka as an NVR would,
-prints every match event with its similarity, and ends with how well the entities match the true people."""
+prints every match event with its similarity and how well the entities match the true people; then the site
+learns its similarity space from what the worker stored (never the true ids), and a second visit of the same
+people shows the cross-camera joins it now makes, right or WRONG."""
 
 from __future__ import annotations
 
@@ -16,15 +18,17 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from reid_stream.config import Settings
 from reid_stream.eval.metrics import clustering_metrics
 from reid_stream.eval.replay import scored_id
+from reid_stream.eval.synth import stream_file
 
 SPEEDUP = 20.0  # the site's minutes play in seconds, in the recorded order
 
 
-def site_detections(site: Path, run: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def site_detections(site: Path, run: str, session: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The site's stream as NVR events (fresh ids, timestamps moved to now) and the true id of each."""
-    lines = [json.loads(x) for x in (site / "stream.jsonl").read_text().splitlines() if x.strip()]
+    path = stream_file(site, session)
+    lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
     if not lines:
-        raise ValueError(f"{site}/stream.jsonl holds no detections")
+        raise ValueError(f"{path} holds no detections")
     t0 = datetime.fromisoformat(lines[0]["timestamp"])
     start = datetime.now(UTC) - (datetime.fromisoformat(lines[-1]["timestamp"]) - t0)
     events, truth = [], {}
@@ -95,22 +99,25 @@ def _line(ev: dict[str, Any], truth: dict[str, Any]) -> str:
             f"{right}{notes}")
 
 
-async def run_demo(settings: Settings, site: Path, wait_seconds: float) -> int:
-    run = f"demo{uuid.uuid4().hex[:6]}"
-    events, truth = site_detections(site, run)
+async def visit(settings: Settings, site: Path, run: str, session: int, wait_seconds: float,
+                truth: dict[str, Any]) -> tuple[dict[str, str], dict[str, str], int]:
+    """Stream one session of the site; its match events by detection, the merges seen, and how many were sent."""
+    events, found = site_detections(site, run, session)
+    truth.update(found)
     consumer = AIOKafkaConsumer(settings.topic_matches, settings.topic_updates,
-                                bootstrap_servers=settings.kafka_bootstrap, group_id=f"reid-demo-{run}",
+                                bootstrap_servers=settings.kafka_bootstrap, group_id=f"reid-demo-{run}-{session}",
                                 auto_offset_reset="latest")
     await consumer.start()
+    entity_of: dict[str, str] = {}
+    merged_into: dict[str, str] = {}
     try:
         while not consumer.assignment():  # wait for the group join, so no match event is missed
             await asyncio.sleep(0.1)
         await consumer.seek_to_end()
-        print(f"streaming {len(events)} detections of {len(set(truth.values()) - {0})} people from "
-              f"{len({e['camera_id'] for e in events})} cameras ({site}) to '{settings.topic_detections}'")
+        print(f"streaming {len(events)} detections of {len(set(found.values()) - {0})} people from "
+              f"{len({e['camera_id'] for e in events})} cameras ({stream_file(site, session)}) to "
+              f"'{settings.topic_detections}'")
         producing = asyncio.create_task(_produce(settings, events))
-        entity_of: dict[str, str] = {}
-        merged_into: dict[str, str] = {}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds + len(events) / 10
         while len(entity_of) < len(events) and loop.time() < deadline:
@@ -123,30 +130,101 @@ async def run_demo(settings: Settings, site: Path, wait_seconds: float) -> int:
                             merged_into[ev["merged"]] = ev["survivor"]
                         continue
                     det = ev["detection_id"]
-                    if det not in truth or det in entity_of:
+                    if det not in found or det in entity_of:
                         continue
                     entity_of[det] = ev["entity_id"]
-                    print(_line(ev, truth))
+                    print(_line(ev, truth) + (f"  [space v{ev['space_version']}]" if ev.get("space_version") else ""))
         await producing
     finally:
         await consumer.stop()
     print(f"\nreceived {len(entity_of)}/{len(events)} match events from '{settings.topic_matches}'")
-    if entity_of:
-        done = [d for d in truth if d in entity_of]
+    return entity_of, merged_into, len(events)
 
-        def resolved(entity: str) -> str:  # a merged entity's detections now belong to the survivor
-            while entity in merged_into:
-                entity = merged_into[entity]
-            return entity
 
-        q = clustering_metrics([scored_id(truth[d], d) for d in done], [resolved(entity_of[d]) for d in done])
-        people = len({truth[d] for d in done} - {0})
-        print(f"quality: {people} people (and {sum(truth[d] == 0 for d in done)} junk boxes) became "
-              f"{q.num_predicted} entities; pairwise precision "
-              f"{q.pairwise_precision:.3f}, recall {q.pairwise_recall:.3f}, F1 {q.pairwise_f1:.3f}; false merges "
-              f"{q.false_merge_rate:.1%} of same-entity pairs; {q.fragmentation:.2f} entities per person")
+def _quality(label: str, entity_of: dict[str, str], merged_into: dict[str, str], truth: dict[str, Any]) -> None:
+    def resolved(entity: str) -> str:  # a merged entity's detections now belong to the survivor
+        while entity in merged_into:
+            entity = merged_into[entity]
+        return entity
+
+    done = [d for d in truth if d in entity_of]
+    if not done:
+        return
+    q = clustering_metrics([scored_id(truth[d], d) for d in done], [resolved(entity_of[d]) for d in done])
+    people = len({truth[d] for d in done} - {0})
+    print(f"quality ({label}): {people} people (and {sum(truth[d] == 0 for d in done)} junk boxes) became "
+          f"{q.num_predicted} entities; pairwise precision {q.pairwise_precision:.3f}, recall "
+          f"{q.pairwise_recall:.3f}, F1 {q.pairwise_f1:.3f}; false merges {q.false_merge_rate:.1%} of same-entity "
+          f"pairs; {q.fragmentation:.2f} entities per person")
+
+
+def _cross_camera(entity_of: dict[str, str], merged_into: dict[str, str], truth: dict[str, Any],
+                  camera_of: dict[str, str]) -> None:
+    """The second visit's entities that span cameras: each one RIGHT (one person) or WRONG (several)."""
+    def resolved(entity: str) -> str:
+        while entity in merged_into:
+            entity = merged_into[entity]
+        return entity
+
+    spans: dict[str, tuple[set[str], set[Any]]] = {}
+    for det, ent in entity_of.items():
+        cams, people = spans.setdefault(resolved(ent), (set(), set()))
+        cams.add(camera_of[det])
+        people.add(truth[det])
+    joins = {e: v for e, v in spans.items() if len(v[0]) > 1}
+    print(f"\ncross-camera entities in the second visit: {len(joins)}")
+    for ent, (cams, people) in sorted(joins.items()):
+        verdict = "RIGHT" if len(people) == 1 and 0 not in people else "WRONG: " + ", ".join(
+            "a junk box" if p == 0 else f"person {p}" for p in sorted(people))
+        print(f"  {ent.rpartition('-')[2]}: {', '.join(sorted(cams))}  "
+              f"{'person ' + str(next(iter(people))) if len(people) == 1 else ''}  {verdict}")
+
+
+async def _adapt(settings: Settings) -> None:
+    """What `reid-stream adapt` does, here: learn the site's space from the worker's stored rows."""
+    from reid_stream.learn.adapt import adapt
+    from reid_stream.learn.command import _report
+    from reid_stream.store.reid_store import ReidStore
+    from reid_stream.store.spaces import SpaceStore
+
+    store = ReidStore.from_settings(settings)
+    try:
+        for model in await SpaceStore(store).models("person"):
+            outcome = await adapt(store, model, "person")
+            print(_report(outcome))
+            if not outcome.adopted and outcome.version is not None and outcome.after:
+                # A dozen people are too few for the held-out check to be sure either way: the demo adopts the
+                # space anyway (`reid-stream adapt --force`) to show what it does, and says so.
+                from reid_stream.learn.adapt import rollback
+
+                await rollback(store, model, "person", outcome.version)
+                print(f"  the demo adopts v{outcome.version} anyway, as `reid-stream adapt --force` would")
+    finally:
+        await store.close()
+
+
+async def run_demo(settings: Settings, site: Path, wait_seconds: float, adapt: bool = True) -> int:
+    run = f"demo{uuid.uuid4().hex[:6]}"
+    truth: dict[str, Any] = {}
+    entity_of, merged_into, sent = await visit(settings, site, run, 0, wait_seconds, truth)
+    _quality("first visit", entity_of, merged_into, truth)
+    complete = len(entity_of) == sent
+    if adapt and stream_file(site, 1).is_file():
+        print("\nlearning the site's similarity space from the stored detections (never their true ids) ...")
+        await _adapt(settings)
+        print()
+        second_truth: dict[str, Any] = {}
+        events, _ = site_detections(site, run, 1)
+        camera_of = {e["detection_id"]: e["camera_id"] for e in events}
+        entity2, merged2, sent2 = await visit(settings, site, run, 1, wait_seconds, second_truth)
+        truth.update(second_truth)
+        merged_into.update(merged2)
+        _quality("second visit", entity2, merged_into, second_truth)
+        _quality("both visits", {**entity_of, **entity2}, merged_into, truth)
+        _cross_camera(entity2, merged_into, second_truth, camera_of)
+        complete = complete and len(entity2) == sent2
     await _show_entities(settings)
-    return 0 if len(entity_of) == len(events) else 1
+    return 0 if complete else 1
 
 
 async def _show_entities(settings: Settings) -> None:

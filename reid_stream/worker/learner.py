@@ -36,7 +36,7 @@ class Learner(mode.Service):
         self.shards = shards  # (model, site, type) copies the writer holds now
 
     @mode.Service.task
-    async def _loop(self) -> None:
+    async def _learning(self) -> None:  # not `_loop`: mode.Service keeps its event loop there
         interval = self.settings.adapt_interval_seconds
         if not interval:
             return
