@@ -109,6 +109,7 @@ bench: install infra
 	$(PY) -m bench.store restart
 	$(PY) bench/search.py
 	$(PY) -m bench.plates
+	$(PY) -m bench.adaptation_cost
 	$(PY) -m bench.report
 
 # Identity quality of each encoder on the synthetic benchmark (bench/results/identity*), and entity assignment

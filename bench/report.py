@@ -11,7 +11,7 @@ from __future__ import annotations
 from bench.common import RESULTS
 
 ORDER = ["encoder_efficiency", "pipeline_overhead", "pipeline_gpu", "scale", "search", "memory", "restart",
-         "batch_curve", "ab_overhead", "identity", "assignment", "plates"]
+         "batch_curve", "ab_overhead", "identity", "assignment", "adaptation", "adaptation_cost", "plates"]
 MARKER = "<!-- Everything below this line is written by `python -m bench.report`"
 
 

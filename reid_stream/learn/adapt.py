@@ -26,6 +26,7 @@ from reid_stream.store.reid_store import ReidStore
 from reid_stream.store.spaces import SpaceStore
 
 Progress = Callable[[str, float], None]
+TRIAL_ROWS = 30_000  # a trial fit's sample: the judgement costs three of them, the adopted space one full fit
 
 
 @dataclass
@@ -126,11 +127,12 @@ def _fit_and_judge(raw: np.ndarray, cameras: list[str], sightings: list[Sighting
     current = Space.from_bytes(current_data) if current_data is not None else Space.raw(model, etype)
     in_current = current.apply(raw, cameras)
     before_t, after_t = [], []
+    trial_config = replace(config, max_rows=min(config.max_rows, TRIAL_ROWS))
     for fold in range(validate.FOLDS):  # each fold held out of a trial fit once, and judged in it
         parts = validate.split(ev, fold)
         try:
             trial = fit(raw[parts.fit_rows], [cameras[i] for i in parts.fit_rows], parts.fit, model, etype, version,
-                        config, lambda what, done, f=fold: tell(f"trial {f + 1}/{validate.FOLDS}: {what}",
+                        trial_config, lambda what, done, f=fold: tell(f"trial {f + 1}/{validate.FOLDS}: {what}",
                                                                 0.7 * (f + done) / validate.FOLDS))
         except NotEnoughEvidence as exc:
             return f"not enough evidence yet: {exc}"

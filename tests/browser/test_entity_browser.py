@@ -106,6 +106,8 @@ def test_operator_signs_in_browses_filters_opens_searches_and_erases(browser: We
     wait_for(lambda: "image_not_kept" in dora_img.get_attribute("alt"), "dora's missing-picture text")
     assert "1–4 of 4" in d.find_element(By.ID, "page-info").text
     assert not visible(d, "banner")
+    # Which similarity space decides who is who at this site (nothing learned yet: the encoder's own).
+    wait_for(lambda: "person: the encoder's own" in d.find_element(By.ID, "space-info").text, "the site's space")
 
     # The token lives in this tab's sessionStorage only: not in the URL, a cookie or localStorage.
     assert d.execute_script("return sessionStorage.getItem('reid-stream.token')") == TEST_TOKEN

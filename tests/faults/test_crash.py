@@ -1,4 +1,6 @@
-"""R1: SIGKILL the worker 5 times while 5,000 detections stream in; nothing is lost or stored twice.
+"""R1: SIGKILL the worker 5 times while 5,000 detections stream in; nothing is lost or stored twice. Midway the
+site adapts: one `reid-stream adapt` is SIGKILLed mid-run (the site stays wholly in one version), another adopts
+a space, and the stream goes on in it.
 
 The stream is made of tracklets of 10 frames across 7 cameras; a third of them begin with a frame of nobody's
 look, so they found an entity of their own and are merged into the person they show once their aggregate
@@ -122,6 +124,44 @@ async def audit(env: dict[str, str], matches: list[dict[str, Any]], expected: se
             "tracklet_follows": decisions.count("tracklet")}
 
 
+def adapt(env: dict[str, str], kill_after: float | None = None) -> dict[str, Any] | None:
+    """`reid-stream adapt --force` as an operator runs it; SIGKILLed after `kill_after` seconds if given."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "reid_stream", "adapt", "--force", "--json"], env=env,
+                            cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if kill_after is not None:
+        try:
+            proc.wait(kill_after)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        return None
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()
+    return json.loads(out.decode().splitlines()[-1])
+
+
+async def space_state(env: dict[str, str]) -> tuple[int, int]:
+    """(current space version, the writer's compare-and-set version) of the default site's person type, after
+    checking that the current version is whole: its arrays stored, readable and of that version."""
+    from reid_stream.learn.space import Space
+
+    r = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
+    prefix = env["REID_REDIS_PREFIX"]
+    try:
+        current = [k async for k in r.scan_iter(match=f"{prefix}:{{default}}:space:*:person:current")]
+        version = int(await r.get(current[0])) if current else 0
+        if version:
+            blob = await r.get(current[0].decode().removesuffix(":current") + f":v{version}")
+            assert blob is not None and Space.from_bytes(blob).version == version, "a current version not whole"
+        cas = [k async for k in r.scan_iter(match=f"{prefix}:{{default}}:ver:*:person")]
+        return version, int(await r.get(cas[0]) or 0) if cas else 0
+    finally:
+        await r.aclose()
+
+
 async def test_sigkill_five_times_loses_nothing_and_stores_once(infra, unique, tmp_path: Path):
     env = worker_env(unique, REID_MAX_EMBEDDINGS="20000", REID_BATCH_SIZE="32", REID_ENCODER="null",
                      REID_SIMILARITY_THRESHOLD="0.95")
@@ -132,6 +172,7 @@ async def test_sigkill_five_times_loses_nothing_and_stores_once(infra, unique, t
     kills = 0
     producing = asyncio.create_task(stream_detections(env["REID_TOPIC_DETECTIONS"], unique, rate=200))
     t0 = time.monotonic()
+    adopted: dict[str, Any] | None = None
     try:
         while kills < KILLS:
             await asyncio.sleep(rng.uniform(1.0, 4.0))
@@ -141,6 +182,15 @@ async def test_sigkill_five_times_loses_nothing_and_stores_once(infra, unique, t
             await asyncio.sleep(rng.uniform(0.0, 1.0))
             worker = Worker(env, log).start()
             await worker.wait_ready()
+            if kills == 2:  # the site adapts mid-stream: one run killed part way, then one that adopts
+                before = await space_state(env)
+                await asyncio.to_thread(adapt, env, rng.uniform(1.0, 3.0))
+                after_kill = await space_state(env)
+                assert after_kill[0] == before[0] or after_kill[0] == before[0] + 1, (before, after_kill)
+                adopted = await asyncio.to_thread(adapt, env)
+                assert adopted is not None and adopted["adopted"]
+                version, _ = await space_state(env)
+                assert version == adopted["version"]
         await producing
         async with Collector(BOOTSTRAP, env["REID_TOPIC_MATCHES"]) as matches:
             await matches.until(lambda items: len({e["detection_id"] for e in items}) >= N, 600,
@@ -151,7 +201,9 @@ async def test_sigkill_five_times_loses_nothing_and_stores_once(infra, unique, t
         code = worker.stop()
     assert code == 0, worker.log_tail()
     counts = await audit(env, matches.items, {("default", f"{unique}-{i}") for i in range(N)})
-    record("R1 crash", {**counts, "sigkills": kills, "seconds": round(elapsed, 1)})
+    spaces = sorted({e["space_version"] for e in matches.items})
+    assert adopted is not None and spaces[0] == 0 and adopted["version"] in spaces, spaces  # adopted mid-stream
+    record("R1 crash", {**counts, "sigkills": kills, "seconds": round(elapsed, 1), "space_versions_seen": spaces})
 
 
 async def test_two_workers_over_many_sites_lose_and_double_nothing_across_rebalances(infra, unique, tmp_path: Path):

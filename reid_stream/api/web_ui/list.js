@@ -103,5 +103,25 @@ export async function loadList(f, showFilters = false) {
     : "No entity matches these filters.";
   $("prev").disabled = f.offset <= 0;
   $("next").disabled = last >= data.count;
+  showSpaces();
   return Boolean(degraded);
 }
+
+// The site's learned similarity spaces (site adaptation): which version decides who is who, and the held-out
+// figure it was adopted on. Quietly absent where the worker predates them or cannot say.
+async function showSpaces() {
+  const el = $("space-info");
+  try {
+    const { data } = await api.get("/api/spaces");
+    const parts = (data.spaces || []).map((s) => s.version
+      ? `${s.entity_type}: v${s.version} (held-out ${fmt(s.validation)}, was ${fmt(s.validation_before)}; `
+        + `threshold ${fmt(s.threshold)})`
+      : `${s.entity_type}: the encoder's own`);
+    el.textContent = parts.length ? `Similarity space: ${parts.join(" · ")}` : "";
+    el.hidden = !parts.length;
+  } catch {
+    el.hidden = true;
+  }
+}
+
+function fmt(x) { return typeof x === "number" ? x.toFixed(3) : "n/a"; }
