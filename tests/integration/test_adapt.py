@@ -157,3 +157,51 @@ async def test_too_little_evidence_says_so_and_adopts_nothing(store):
     outcome = await adapt(store, MODEL, TYPE)
     assert not outcome.adopted and "not enough evidence" in outcome.reason
     assert (await SpaceStore(store).current(MODEL, TYPE))[0] == 0
+
+
+async def test_an_operators_merges_across_cameras_improve_the_next_adaptation(redis_client, unique, tmp_path):
+    """The same stream, learned twice: once from the stream alone, once after an operator merged a few people's
+    entities across cameras. A site without a camera topology has no walkways, so the stream alone says
+    nothing about one person on two cameras: the operator's word is what teaches it, and their own people come
+    out closer across cameras, and so do the people nobody corrected (the space learned what a camera change
+    is)."""
+    from reid_stream.store.corrections import Corrections
+
+    site = Site(seed=9)
+    visit = site.visit("a", T0)
+    stores = []
+    for name in ("alone", "corrected"):
+        settings = make_settings(f"{unique}{name}", embedding_ttl_seconds=86400, max_embeddings=5000,
+                                 similarity_threshold=0.95)
+        store = ReidStore(redis_client, settings)
+        events = await assign_all(Assigner(settings, store), visit)
+        stores.append((store, events))
+    store, events = stores[1]
+    first: dict[tuple[str, str], str] = {}
+    for e in events:
+        first.setdefault((person_of(e.detection_id), e.camera_id), e.entity_id)
+    corrected = [f"p{p}" for p in range(8)]
+    for p in corrected:  # cam-1's entity and cam-2's entity of each are one person, says the operator
+        await Corrections(store).merge(first[p, "cam-1"], first[p, "cam-2"], "tester")
+    outcomes = [await adapt(s, MODEL, TYPE, force=True) for s, _ in stores]
+    assert outcomes[0].evidence["operator_same"] == 0 and outcomes[1].evidence["operator_same"] >= len(corrected)
+
+    def cross_camera(space: Space, people: list[str]) -> float:
+        """Mean similarity, in the space, of each person's cam-1 and cam-2 detections."""
+        sims = []
+        for p in people:
+            a = [r for r in visit if person_of(r.detection_id) == p and r.camera_id == "cam-1"]
+            b = [r for r in visit if person_of(r.detection_id) == p and r.camera_id == "cam-2"]
+            va = space.apply(np.stack([r.vector for r in a]), ["cam-1"] * len(a))
+            vb = space.apply(np.stack([r.vector for r in b]), ["cam-2"] * len(b))
+            sims.append(float((va @ vb.T).mean()))
+        return float(np.mean(sims))
+
+    spaces = [Space.from_bytes((await SpaceStore(s).current(MODEL, TYPE))[1]) for s, _ in stores]
+    others = [f"p{p}" for p in range(8, PEOPLE)]
+    assert cross_camera(spaces[1], corrected) > cross_camera(spaces[0], corrected) + 0.02
+    assert cross_camera(spaces[1], others) > cross_camera(spaces[0], others) + 0.02  # it generalises
+    for s, _ in stores:
+        keys = await all_keys(s)
+        if keys:
+            await redis_client.delete(*keys)
