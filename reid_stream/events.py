@@ -26,6 +26,9 @@ TRUSTS: tuple[str, ...] = ("trusted", "untrusted", "unknown")
 Source = Literal["live", "archive"]
 ENTITY_TYPES: tuple[str, ...] = ("person", "vehicle")
 MAX_ATTRIBUTES_BYTES = 16384  # attributes travel on every match event and appearance: keep them small
+# Deeper JSON is refused at decode: the stored appearance (pydantic reads at most 200 levels back) and the
+# parser's own recursion limit would otherwise fail later, as an internal error, or not at all.
+MAX_JSON_DEPTH = 64
 Ident = Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")
 DEFAULT_SITE = "default"
 # A site names a Redis Cluster hash tag ({site}) and a Kafka key: no braces, no separators, short.
@@ -423,8 +426,13 @@ def parse_detection(raw: bytes, *, now: datetime | None = None, max_future_skew_
         payload = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
         raise DetectionError("invalid_json", f"value is not JSON: {exc}", "decode") from None
+    except RecursionError:
+        raise DetectionError("invalid_json", f"value is nested too deep (at most {MAX_JSON_DEPTH} levels)",
+                             "decode") from None
     if not isinstance(payload, dict):
         raise DetectionError("invalid_json", "value must be a JSON object", "decode")
+    if nested_deeper_than(payload, MAX_JSON_DEPTH):
+        raise DetectionError("invalid_json", f"value is nested too deep (at most {MAX_JSON_DEPTH} levels)", "decode")
     try:
         det = Detection.model_validate(payload)
     except ValidationError as exc:
@@ -444,6 +452,18 @@ def parse_detection(raw: bytes, *, now: datetime | None = None, max_future_skew_
         raise DetectionError(
             "timestamp_out_of_range", f"timestamp {det.timestamp.isoformat()} is in the future", "validate")
     return det
+
+
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether JSON-decoded value nests more than `limit` objects and arrays; iterative, so any depth is safe."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
 
 
 def fingerprint(det: Detection) -> str:
