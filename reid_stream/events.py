@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import unicodedata
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -17,6 +19,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from reid_stream.errors import DetectionError
 
@@ -272,17 +275,44 @@ class EntityDetail(EntitySummary):
 
 FreeText = Field(default=None, max_length=4096, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$")  # newlines and tabs allowed
 Label = Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
+# Text an operator writes that others read (the browser, Frigate, Home Assistant): no character that is invisible
+# or reorders what follows it. By Unicode category: Cf (format: bidi embeddings, overrides and isolates, zero-width
+# joiners and spaces, soft hyphen, BOM), Cs (lone surrogates), Zl and Zp (line and paragraph separators); and any
+# other character whose bidi class is an explicit control.
+HIDING_CATEGORIES = frozenset({"Cf", "Cs", "Zl", "Zp"})
+BIDI_CONTROLS = frozenset({"LRE", "RLE", "PDF", "LRO", "RLO", "LRI", "RLI", "FSI", "PDI"})
+
+
+def hidden_character(text: str) -> str | None:
+    """The first character of text that could disguise it, as `U+XXXX NAME`; None when there is none."""
+    for c in text:
+        if unicodedata.category(c) in HIDING_CATEGORIES or unicodedata.bidirectional(c) in BIDI_CONTROLS:
+            return f"U+{ord(c):04X} {unicodedata.name(c, 'unnamed')}"
+    return None
+
+
+def _visible(text: str | None) -> str | None:
+    found = hidden_character(text) if text is not None else None
+    if found is not None:
+        raise PydanticCustomError("disallowed_character", "{character} is not allowed: invisible and bidi control "
+                                  "characters can make a text show as something else", {"character": found})
+    return text
+
+
+Visible = AfterValidator(_visible)
 
 
 class EntityPatch(BaseModel):
     """PATCH /api/entities/{id}: the fields given are set (null clears one); the others are left as they are."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
-    notes: str | None = FreeText
+    name: Annotated[str | None, Visible] = Field(default=None, min_length=1, max_length=256,
+                                                 pattern=r"^[^\x00-\x1f\x7f]+$")
+    notes: Annotated[str | None, Visible] = FreeText
     trust: Trust | None = Field(default=None, description="null sets it back to unknown.")
-    watch: str | None = Field(default=None, min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$",
-                              description="A watch list label: watched (alerts on entity-alerts); null: unwatched.")
+    watch: Annotated[str | None, Visible] = Field(
+        default=None, min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="A watch list label: watched (alerts on entity-alerts); null: unwatched.")
 
     @model_validator(mode="after")
     def _something(self) -> EntityPatch:
@@ -318,7 +348,7 @@ class WatchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     entity_id: str = Ident
-    label: str = Label
+    label: Annotated[str, Visible] = Label
 
 
 class WatchEntry(BaseModel):

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from reid_stream.errors import ApiError
-from reid_stream.events import DEFAULT_SITE, ENTITY_TYPES, WatchAlert, WatchEntry
+from reid_stream.events import DEFAULT_SITE, ENTITY_TYPES, WatchAlert, WatchEntry, hidden_character
 from reid_stream.store.corrections import Corrections, Named
 from reid_stream.store.reid_store import ReidStore, stored_vector
 
@@ -28,6 +28,10 @@ MAX_LABEL = 256
 
 
 def check_label(label: str | None) -> str:
+    # Checked before the strip: strip() would quietly drop a trailing line separator instead of refusing it.
+    if label is not None and (found := hidden_character(label)) is not None:
+        raise WatchError(422, "invalid_label", f"?label= holds {found}: invisible and bidi control characters can "
+                         "make a label show as something else")
     label = (label or "").strip()
     if not 0 < len(label) <= MAX_LABEL or any(ord(c) < 32 or ord(c) == 127 for c in label):
         raise WatchError(422, "invalid_label", f"give ?label= with 1 to {MAX_LABEL} characters and no control "
