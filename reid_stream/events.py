@@ -420,6 +420,12 @@ class EntityHistory(BaseModel):
     source: Source = Field(default="live", description="`live` (Redis) or `archive` (PostgreSQL), as in "
                            "EntityDetail.")
 
+    @classmethod
+    def of(cls, detail: EntityDetail) -> EntityHistory:
+        return cls(id=detail.id, entity_id=detail.entity_id, entity_type=detail.entity_type, site_id=detail.site_id,
+                   appearances=detail.appearances, count=len(detail.appearances),
+                   resolved_from=detail.resolved_from, source=detail.source)
+
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 

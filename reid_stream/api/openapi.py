@@ -74,7 +74,9 @@ def build_openapi(archive: bool = False) -> dict[str, Any]:
     busy = {"503": _error("storage unavailable, or the stream kept changing the entities (correction_conflict): "
                           "retry")}
     search = _search_parameters()
-    found = {"200": _ok("SearchResults"), "422": _error("a filter or paging parameter is invalid (invalid_parameter)")}
+    found = {"200": _ok("SearchResults"), "422": _error("a filter or paging parameter is invalid (invalid_parameter)"),
+             "409": _error("vectors stored under this worker's model id have another dimension than its model "
+                           "gives (dimension_mismatch): they cannot be compared")}
     return _with_site({
         "openapi": "3.1.0",
         "info": {"title": "reid-stream", "version": __version__,

@@ -32,7 +32,7 @@ from reid_stream.api.search import (
     read_upload,
 )
 from reid_stream.api.ui import UI_ROUTES
-from reid_stream.errors import ApiError, DetectionError
+from reid_stream.errors import ApiError, DetectionError, DimensionMismatch
 from reid_stream.events import (
     BBox,
     Correction,
@@ -351,14 +351,8 @@ class EntitySplitView(CorrectionView):
 
 class EntityHistoryView(ApiView):
     async def get(self, request: Request, entity_id: str) -> Response:
-        def history(detail: EntityDetail) -> Response:
-            return self.model(EntityHistory(id=detail.id, entity_id=detail.entity_id,
-                                            entity_type=detail.entity_type, site_id=detail.site_id,
-                                            appearances=detail.appearances,
-                                            count=len(detail.appearances), resolved_from=detail.resolved_from,
-                                            source=detail.source))
-
-        return await self.on_entity(request, entity_id, self.entity, history)
+        return await self.on_entity(request, entity_id, self.entity,
+                                    lambda detail: self.model(EntityHistory.of(detail)))
 
 
 # Why a stored image can no longer give a thumbnail, as (HTTP status, error code).
@@ -419,6 +413,9 @@ class SearchView(ApiView):
             response = self.model(await run(parse_filters(request.query)))
         except ApiError as err:  # a SearchError
             response = self.refused(err)
+        except DimensionMismatch as err:  # stored vectors of this model id that this model cannot have made
+            log.error("search: %s", err)
+            response = self.error(409, "dimension_mismatch", str(err))
         except (RedisError, OSError):
             response = self.unavailable()
         return self.done(request, who, params, response)

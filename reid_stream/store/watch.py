@@ -20,7 +20,7 @@ import numpy as np
 from reid_stream.errors import ApiError
 from reid_stream.events import DEFAULT_SITE, ENTITY_TYPES, WatchAlert, WatchEntry, hidden_character
 from reid_stream.store.corrections import Corrections, Named
-from reid_stream.store.reid_store import ReidStore, stored_vector
+from reid_stream.store.reid_store import ReidStore
 
 ENROLMENT_PREFIX = "enrol-"
 ALERT_DIGITS = 6
@@ -143,10 +143,11 @@ class Watchlist:
         ids, labels, rows = [], [], []
         for eid, raw in sorted(metas.items()):
             meta, vec = json.loads(raw), vecs.get(eid)
-            if meta["until"] > now and vec is not None and len(vec) in (2 * dim, 4 * dim):
+            # Enrolments are stored as float32: another length is another dimension, never a float16 reading.
+            if meta["until"] > now and vec is not None and len(vec) == 4 * dim:
                 ids.append(eid.decode())
                 labels.append(meta["label"])
-                rows.append(stored_vector(vec, dim))
+                rows.append(np.frombuffer(vec, dtype=np.float32))
         if not ids:
             return Enrolments.empty(dim)
         return Enrolments(ids, labels, np.stack(rows))
