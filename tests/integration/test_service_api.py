@@ -4,7 +4,7 @@ a detection, the attributes detections came with, an entity's timeline, Redis fa
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -69,7 +69,7 @@ async def site(redis_client: aioredis.Redis, unique: str) -> AsyncIterator[tuple
 
 
 @pytest.fixture
-def service(site: tuple[ReidStore, np.ndarray]) -> ReIdentificationService:
+def service(site: tuple[ReidStore, np.ndarray]) -> Iterator[ReIdentificationService]:
     store, _ = site
     svc = ReIdentificationService(store.settings, encoder=NullEncoder(dim=DIM))
     yield svc
