@@ -6,6 +6,7 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlparse
@@ -39,6 +40,65 @@ def _float(lo: float, hi: float) -> Callable[[str], float]:
 
 def _list(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+ANY_PORT = 0  # a host rule's port `*`
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True)
+class HostRule:
+    """One REID_URL_ALLOWED_HOSTS entry: a host (lower case; an IPv6 address without brackets) and its port.
+    No port given means the scheme's default port only (80, 443): naming a host must not open its other
+    services (a Redis, an admin port) to whoever writes detections."""
+
+    host: str
+    port: int | None  # None: the URL scheme's default port; ANY_PORT: any port (`host:*`)
+
+    def allows(self, host: str, port: int, scheme: str) -> bool:
+        if host != self.host:
+            return False
+        return self.port == ANY_PORT or port == (DEFAULT_PORTS.get(scheme) if self.port is None else self.port)
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.port is None:
+            return host
+        return f"{host}:{'*' if self.port == ANY_PORT else self.port}"
+
+
+def parse_host_rule(entry: str) -> HostRule:
+    """`host`, `host:port`, `host:*`, `[v6]`, `[v6]:port` (a bare IPv6 address is a host without a port)."""
+    raw = entry.strip().lower()
+    if raw.startswith("["):
+        host, sep, rest = raw[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{entry!r}: write an IPv6 address as [address] or [address]:port")
+        port = rest[1:] if rest else None
+    elif raw.count(":") == 1:
+        host, _, port = raw.partition(":")
+    else:
+        host, port = raw, None
+    if not host or any(c in host for c in "/@?#[] \t"):
+        raise ValueError(f"{entry!r} is not a host, host:port or [IPv6]:port")
+    if port is None:
+        return HostRule(host, None)
+    if port == "*":
+        return HostRule(host, ANY_PORT)
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"{entry!r}: the port must be 1 to 65535, or * for any")
+    return HostRule(host, int(port))
+
+
+@cache
+def host_rules(entries: tuple[str, ...]) -> tuple[HostRule, ...]:
+    return tuple(parse_host_rule(e) for e in entries)
+
+
+def _hosts(raw: str) -> tuple[str, ...]:
+    entries = _list(raw)
+    host_rules(entries)  # parsing them is the check
+    return entries
 
 
 def _roots(raw: str) -> tuple[Path, ...]:
@@ -231,7 +291,10 @@ class Settings:
         "REID_IMAGE_ROOTS", (), _roots,
         "Absolute directories `image_path` may point into (comma-separated). Empty: none.")
     url_allowed_hosts: tuple[str, ...] = setting(
-        "REID_URL_ALLOWED_HOSTS", (), _list, "Hosts `image_url` may name (comma-separated). Empty: URLs are refused.")
+        "REID_URL_ALLOWED_HOSTS", (), _hosts,
+        "Hosts `image_url` may name, comma-separated: `host` (its scheme's default port only: 80, 443), "
+        "`host:port`, `host:*` (any port), `[IPv6]` or `[IPv6]:port`. Every redirect hop is checked. Empty: URLs "
+        "are refused.")
     url_timeout_seconds: float = setting(
         "REID_URL_TIMEOUT_SECONDS", 5.0, _float(0.1, 120.0),
         "Total time limit of one image download, redirects and body included.")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import unicodedata
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -17,6 +19,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from reid_stream.errors import DetectionError
 
@@ -26,6 +29,9 @@ TRUSTS: tuple[str, ...] = ("trusted", "untrusted", "unknown")
 Source = Literal["live", "archive"]
 ENTITY_TYPES: tuple[str, ...] = ("person", "vehicle")
 MAX_ATTRIBUTES_BYTES = 16384  # attributes travel on every match event and appearance: keep them small
+# Deeper JSON is refused at decode: the stored appearance (pydantic reads at most 200 levels back) and the
+# parser's own recursion limit would otherwise fail later, as an internal error, or not at all.
+MAX_JSON_DEPTH = 64
 Ident = Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")
 DEFAULT_SITE = "default"
 # A site names a Redis Cluster hash tag ({site}) and a Kafka key: no braces, no separators, short.
@@ -274,17 +280,44 @@ class EntityDetail(EntitySummary):
 
 FreeText = Field(default=None, max_length=4096, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$")  # newlines and tabs allowed
 Label = Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
+# Text an operator writes that others read (the browser, Frigate, Home Assistant): no character that is invisible
+# or reorders what follows it. By Unicode category: Cf (format: bidi embeddings, overrides and isolates, zero-width
+# joiners and spaces, soft hyphen, BOM), Cs (lone surrogates), Zl and Zp (line and paragraph separators); and any
+# other character whose bidi class is an explicit control.
+HIDING_CATEGORIES = frozenset({"Cf", "Cs", "Zl", "Zp"})
+BIDI_CONTROLS = frozenset({"LRE", "RLE", "PDF", "LRO", "RLO", "LRI", "RLI", "FSI", "PDI"})
+
+
+def hidden_character(text: str) -> str | None:
+    """The first character of text that could disguise it, as `U+XXXX NAME`; None when there is none."""
+    for c in text:
+        if unicodedata.category(c) in HIDING_CATEGORIES or unicodedata.bidirectional(c) in BIDI_CONTROLS:
+            return f"U+{ord(c):04X} {unicodedata.name(c, 'unnamed')}"
+    return None
+
+
+def _visible(text: str | None) -> str | None:
+    found = hidden_character(text) if text is not None else None
+    if found is not None:
+        raise PydanticCustomError("disallowed_character", "{character} is not allowed: invisible and bidi control "
+                                  "characters can make a text show as something else", {"character": found})
+    return text
+
+
+Visible = AfterValidator(_visible)
 
 
 class EntityPatch(BaseModel):
     """PATCH /api/entities/{id}: the fields given are set (null clears one); the others are left as they are."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
-    notes: str | None = FreeText
+    name: Annotated[str | None, Visible] = Field(default=None, min_length=1, max_length=256,
+                                                 pattern=r"^[^\x00-\x1f\x7f]+$")
+    notes: Annotated[str | None, Visible] = FreeText
     trust: Trust | None = Field(default=None, description="null sets it back to unknown.")
-    watch: str | None = Field(default=None, min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$",
-                              description="A watch list label: watched (alerts on entity-alerts); null: unwatched.")
+    watch: Annotated[str | None, Visible] = Field(
+        default=None, min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="A watch list label: watched (alerts on entity-alerts); null: unwatched.")
 
     @model_validator(mode="after")
     def _something(self) -> EntityPatch:
@@ -320,7 +353,7 @@ class WatchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     entity_id: str = Ident
-    label: str = Label
+    label: Annotated[str, Visible] = Label
 
 
 class WatchEntry(BaseModel):
@@ -414,6 +447,12 @@ class EntityHistory(BaseModel):
     source: Source = Field(default="live", description="`live` (Redis) or `archive` (PostgreSQL), as in "
                            "EntityDetail.")
 
+    @classmethod
+    def of(cls, detail: EntityDetail) -> EntityHistory:
+        return cls(id=detail.id, entity_id=detail.entity_id, entity_type=detail.entity_type, site_id=detail.site_id,
+                   appearances=detail.appearances, count=len(detail.appearances),
+                   resolved_from=detail.resolved_from, source=detail.source)
+
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -450,8 +489,13 @@ def parse_detection(raw: bytes, *, now: datetime | None = None, max_future_skew_
         payload = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
         raise DetectionError("invalid_json", f"value is not JSON: {exc}", "decode") from None
+    except RecursionError:
+        raise DetectionError("invalid_json", f"value is nested too deep (at most {MAX_JSON_DEPTH} levels)",
+                             "decode") from None
     if not isinstance(payload, dict):
         raise DetectionError("invalid_json", "value must be a JSON object", "decode")
+    if nested_deeper_than(payload, MAX_JSON_DEPTH):
+        raise DetectionError("invalid_json", f"value is nested too deep (at most {MAX_JSON_DEPTH} levels)", "decode")
     try:
         det = Detection.model_validate(payload)
     except ValidationError as exc:
@@ -471,6 +515,18 @@ def parse_detection(raw: bytes, *, now: datetime | None = None, max_future_skew_
         raise DetectionError(
             "timestamp_out_of_range", f"timestamp {det.timestamp.isoformat()} is in the future", "validate")
     return det
+
+
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether JSON-decoded value nests more than `limit` objects and arrays; iterative, so any depth is safe."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
 
 
 def fingerprint(det: Detection) -> str:

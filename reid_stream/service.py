@@ -1,29 +1,41 @@
-"""The Python API for callers outside the stream: embed one image, find matching stored entities.
+"""The Python API for callers outside the stream: embed one image, find matching stored entities, read an
+entity's timeline.
 
     service = get_reid_service()
     vec = await service.generate_embedding("cam1/frame.jpg", roi=(10, 20, 60, 140))
     hits = await service.find_matching_entities(redis_client, vec, "person", min_similarity=0.8)
+    others = await service.find_matching_entities(redis_client, vec, "person", exclude_detection_id="det-1")
+    history = await service.get_entity_history(redis_client, hits[0][0].entity_id)
+
+Redis failures: find_matching_entities answers [] and logs one warning (a caller matching as it goes carries on);
+get_entity_history raises StoreUnavailable, since None there means "no such entity". A query whose length is not
+that of the model's stored vectors raises ValueError (DimensionMismatch), whatever Redis holds or answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from reid_stream.config import Settings
 from reid_stream.encoders import Encoder, load_encoder
-from reid_stream.events import DEFAULT_SITE, BBox
+from reid_stream.errors import DimensionMismatch, StoreUnavailable
+from reid_stream.events import DEFAULT_SITE, BBox, EntityHistory
 from reid_stream.identity.matching import EntityEmbedding, cosine_similarity
 from reid_stream.store.reid_store import ReidStore
 from reid_stream.vision.images import crop_letterbox, decode_image, read_path
 
-__all__ = ["EntityEmbedding", "ReIdentificationService", "cosine_similarity", "get_reid_service"]
+__all__ = ["DimensionMismatch", "EntityEmbedding", "EntityHistory", "ReIdentificationService", "StoreUnavailable",
+           "cosine_similarity", "get_reid_service"]
+log = logging.getLogger(__name__)
 
 Roi = BBox | dict[str, float] | tuple[float, float, float, float] | list[float]
 
@@ -54,13 +66,35 @@ class ReIdentificationService:
     async def find_matching_entities(self, redis_client: aioredis.Redis, query_embedding: np.ndarray,
                                      entity_type: str, camera_id: str | None = None,
                                      min_similarity: float | None = None, limit: int = 10,
-                                     site_id: str = DEFAULT_SITE) -> list[tuple[EntityEmbedding, float]]:
+                                     site_id: str = DEFAULT_SITE,
+                                     exclude_detection_id: str | None = None) -> list[tuple[EntityEmbedding, float]]:
         """Stored embeddings of one entity type and site that match the query: (embedding, cosine similarity)
         pairs, best first, at or above min_similarity (REID_SIMILARITY_THRESHOLD when None), at most `limit`,
-        optionally of one camera. Only vectors of this service's encoder (its model id) are compared."""
+        optionally of one camera, and without `exclude_detection_id` (who else looks like that detection). Only
+        vectors of this service's encoder (its model id) are compared; each carries the attributes its detection
+        came with (None if it came with none).
+
+        ValueError when the query is not one vector with as many numbers as the model's stored vectors. Redis
+        down or failing: [] and one logged warning."""
         store = ReidStore(redis_client, self.settings, site_id)
-        return await store.nearest(query_embedding, entity_type, self.encoder.model_id, camera_id,
-                                   min_similarity, limit)
+        try:
+            return await store.nearest(query_embedding, entity_type, self.encoder.model_id, camera_id,
+                                       min_similarity, limit, exclude_detection_id)
+        except (RedisError, OSError) as exc:
+            log.warning("find_matching_entities: Redis unavailable (%s); answering no matches", exc)
+            return []
+
+    async def get_entity_history(self, redis_client: aioredis.Redis, entity_id: str,
+                                 site_id: str = DEFAULT_SITE) -> EntityHistory | None:
+        """An entity's appearances, oldest first (GET /api/entities/{id}/history from Redis): a merged id answers
+        with the entity it became (`resolved_from` names the id asked for). None when the entity is unknown,
+        expired or erased; StoreUnavailable when Redis does not answer."""
+        store = ReidStore(redis_client, self.settings, site_id)
+        try:
+            detail = await store.get_entity(entity_id)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis unavailable reading entity {entity_id!r}: {exc}") from exc
+        return None if detail is None else EntityHistory.of(detail)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)

@@ -48,9 +48,11 @@ def _body(model: str) -> dict[str, Any]:
 CORRECTION_ERRORS = {
     "409": _error("the correction contradicts another: same_entity, entity_type_mismatch, entities_split_apart, "
                   "plate_conflict"),
-    "413": _error("the body is too large (body_too_large)"),
-    "422": _error("the body is invalid (invalid_body), or a detection is not the entity's "
-                  "(detection_not_in_entity), or a split would take every appearance (split_takes_everything)"),
+    "413": _error("the body is over 256 KiB (body_too_large)"),
+    "422": _error("the body is invalid (invalid_body; a name, notes or label holding an invisible or bidi control "
+                  "character, Unicode category Cf, Cs, Zl or Zp, is a `disallowed_character` field error), or a "
+                  "detection is not the entity's (detection_not_in_entity), or a split would take every appearance "
+                  "(split_takes_everything)"),
 }
 
 
@@ -64,6 +66,7 @@ def build_openapi(archive: bool = False) -> dict[str, Any]:
     schemas["Error"] = {"type": "object", "required": ["detail"],
                         "properties": {"detail": {}, "error_code": {"type": "string"}}}
     entity_id = {"name": "entity_id", "in": "path", "required": True,
+                 "description": "Percent-encoded: any id the stream accepts, \"{\", \"}\" and \"/\" (%2F) included.",
                  "schema": {"type": "string", "minLength": 1, "maxLength": 256}}
     detection_id = {**entity_id, "name": "detection_id"}
     common = {"401": _error("missing or wrong bearer token"),
@@ -72,7 +75,9 @@ def build_openapi(archive: bool = False) -> dict[str, Any]:
     busy = {"503": _error("storage unavailable, or the stream kept changing the entities (correction_conflict): "
                           "retry")}
     search = _search_parameters()
-    found = {"200": _ok("SearchResults"), "422": _error("a filter or paging parameter is invalid (invalid_parameter)")}
+    found = {"200": _ok("SearchResults"), "422": _error("a filter or paging parameter is invalid (invalid_parameter)"),
+             "409": _error("vectors stored under this worker's model id have another dimension than its model "
+                           "gives (dimension_mismatch): they cannot be compared")}
     return _with_site({
         "openapi": "3.1.0",
         "info": {"title": "reid-stream", "version": __version__,
@@ -87,9 +92,9 @@ def build_openapi(archive: bool = False) -> dict[str, Any]:
                     {"name": "entity_type", "in": "query", "schema": {"type": "string", "enum": list(ENTITY_TYPES)}},
                     {"name": "camera_id", "in": "query", "schema": {"type": "string", "maxLength": 256}},
                     {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}},
-                    {"name": "limit", "in": "query",
+                    {"name": "limit", "in": "query", "description": "ASCII digits 0-9 only.",
                      "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}},
-                    {"name": "offset", "in": "query",
+                    {"name": "offset", "in": "query", "description": "ASCII digits 0-9 only.",
                      "schema": {"type": "integer", "minimum": 0, "maximum": 10_000_000, "default": 0}},
                     *([{"name": "source", "in": "query",
                         "schema": {"type": "string", "enum": ["live", "archive"], "default": "live"},
@@ -200,7 +205,9 @@ def build_openapi(archive: bool = False) -> dict[str, Any]:
                     "and camera (REID_ALERT_COOLDOWN_SECONDS). An enrolled image is embedded by the worker's model "
                     "and never stored; it is kept REID_NAMED_RETENTION_SECONDS.",
                     "parameters": [
-                        {"name": "label", "in": "query", "description": "Images: what the alerts will say.",
+                        {"name": "label", "in": "query",
+                         "description": "Images: what the alerts will say (no invisible or bidi control "
+                         "characters: invalid_label).",
                          "schema": {"type": "string", "minLength": 1, "maxLength": 256}},
                         {"name": "entity_type", "in": "query", "description": "Images: person (default) or vehicle.",
                          "schema": {"type": "string", "enum": list(ENTITY_TYPES)}}],
@@ -260,7 +267,8 @@ def _search_parameters() -> list[dict[str, Any]]:
         {"name": "camera_id", "in": "query", "schema": {"type": "string", "maxLength": 256}},
         {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}},
         {"name": "until", "in": "query", "schema": {"type": "string", "format": "date-time"}},
-        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}},
-        {"name": "offset", "in": "query",
+        {"name": "limit", "in": "query", "description": "ASCII digits 0-9 only.",
+         "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}},
+        {"name": "offset", "in": "query", "description": "ASCII digits 0-9 only.",
          "schema": {"type": "integer", "minimum": 0, "maximum": 10_000_000, "default": 0}},
     ]

@@ -26,10 +26,11 @@ def int_param(query: Mapping[str, Any], name: str, default: int, lo: int, hi: in
     raw = query.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ParamError(name, f"{name} must be an integer") from None
+    # ASCII digits only: int() also takes "１０", "1_0", " 5" and "+5", which no client means and a cache or a
+    # log would read differently.
+    if not re.fullmatch(r"[0-9]{1,12}", raw):
+        raise ParamError(name, f"{name} must be an integer written in the digits 0-9")
+    value = int(raw)
     if value < lo or (hi is not None and value > hi):
         raise ParamError(name, f"{name} must be between {lo} and {hi}" if hi else f"{name} must be >= {lo}")
     return value

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from reid_stream.api.params import DEFAULT_LIMIT, ParamError, parse_list_params, time_param
 from reid_stream.config import Settings
 from reid_stream.encoders import Encoder
-from reid_stream.errors import ApiError, DetectionError
+from reid_stream.errors import ApiError, DetectionError, DimensionMismatch
 from reid_stream.events import ENTITY_TYPES, BBox, EntityType
 from reid_stream.identity.matching import EntityEmbedding, VectorIndex
 from reid_stream.vision.images import decode_crop
@@ -132,8 +132,10 @@ def rank(snapshots: list[Snapshot], query: np.ndarray, f: Filters,
     """The page of (snapshot, row, score), best first, and how many rows pass the filters."""
     scored: list[tuple[Snapshot, np.ndarray, np.ndarray]] = []
     for snap in snapshots:
-        if len(snap.detection_ids) == 0 or snap.matrix.shape[1] != query.shape[0]:
+        if len(snap.detection_ids) == 0:  # nothing stored, so no stored dimension either
             continue
+        if snap.matrix.shape[1] != query.shape[0]:  # never skipped quietly: that would answer "nothing similar"
+            raise DimensionMismatch(query.shape[0], snap.matrix.shape[1])
         rows = np.flatnonzero(snap.mask(f, exclude))
         scored.append((snap, rows, snap.matrix[rows] @ query))
     total = sum(len(rows) for _, rows, _ in scored)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from functools import cache
 from typing import Any, TypeVar, cast
@@ -31,7 +32,7 @@ from reid_stream.api.search import (
     read_upload,
 )
 from reid_stream.api.ui import UI_ROUTES
-from reid_stream.errors import ApiError, DetectionError
+from reid_stream.errors import ApiError, DetectionError, DimensionMismatch
 from reid_stream.events import (
     BBox,
     Correction,
@@ -165,15 +166,27 @@ class CorrectionView(ApiView):
     the update at once (the pipeline would otherwise publish it with the type's next batch)."""
 
     async def body(self, request: Request, model: type[B]) -> B:
-        raw = await request.read()
-        if len(raw) > MAX_BODY:
-            raise BodyError(self.error(413, "body_too_large", f"the body is over {MAX_BODY} bytes"))
+        raw = await self.read_body(request)
         try:
             return model.model_validate_json(raw or b"{}")
         except ValidationError as exc:
             errors = [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
                       for e in exc.errors(include_url=False, include_input=False, include_context=False)]
             raise BodyError(self.json({"error_code": "invalid_body", "detail": errors}, status=422)) from None
+
+    async def read_body(self, request: Request) -> bytes:
+        """The body, read as it arrives and refused past MAX_BODY: aiohttp's own limit (1 MiB, on read())
+        would answer a plain-text 413 instead of this JSON one."""
+        stream = cast(Any, request)
+        too_large = BodyError(self.error(413, "body_too_large", f"the body is over {MAX_BODY} bytes"))
+        if (stream.content_length or 0) > MAX_BODY:
+            raise too_large
+        body = bytearray()
+        while chunk := await stream.content.readany():
+            body.extend(chunk)
+            if len(body) > MAX_BODY:
+                raise too_large
+        return bytes(body)
 
     async def correct(self, request: Request, entity_id: str, model: type[B], audited: Callable[[B], dict[str, Any]],
                       act: Callable[[SiteServices, str | None, B], Awaitable[Response]]) -> Response:
@@ -344,14 +357,8 @@ class EntitySplitView(CorrectionView):
 
 class EntityHistoryView(ApiView):
     async def get(self, request: Request, entity_id: str) -> Response:
-        def history(detail: EntityDetail) -> Response:
-            return self.model(EntityHistory(id=detail.id, entity_id=detail.entity_id,
-                                            entity_type=detail.entity_type, site_id=detail.site_id,
-                                            appearances=detail.appearances,
-                                            count=len(detail.appearances), resolved_from=detail.resolved_from,
-                                            source=detail.source))
-
-        return await self.on_entity(request, entity_id, self.entity, history)
+        return await self.on_entity(request, entity_id, self.entity,
+                                    lambda detail: self.model(EntityHistory.of(detail)))
 
 
 # Why a stored image can no longer give a thumbnail, as (HTTP status, error code).
@@ -412,6 +419,9 @@ class SearchView(ApiView):
             response = self.model(await run(parse_filters(request.query)))
         except ApiError as err:  # a SearchError
             response = self.refused(err)
+        except DimensionMismatch as err:  # stored vectors of this model id that this model cannot have made
+            log.error("search: %s", err)
+            response = self.error(409, "dimension_mismatch", str(err))
         except (RedisError, OSError):
             response = self.unavailable()
         return self.done(request, who, params, response)
@@ -595,13 +605,19 @@ ROUTES: dict[str, type[ApiView]] = {
 }
 
 
+def route_pattern(path: str) -> str:
+    """The router's pattern of a route: each `{name}` takes any text up to the next "/". aiohttp's default
+    refuses "{" and "}", which ids may hold; an id's own "/" arrives as %2F, which the router hands over decoded."""
+    return re.sub(r"\{(\w+)\}", r"{\1:[^/]+}", path)
+
+
 def register_views(app: faust.App) -> None:
     rt = view_runtime(app)
     if rt.auth.required and not rt.auth.tokens:
         log.warning("REID_API_AUTH is on but no tokens are configured (REID_API_TOKENS / REID_API_TOKEN_FILE): "
                     "every /api request will get 401")
     for path, view in ROUTES.items():
-        app.page(path)(view)
+        app.page(route_pattern(path))(view)
     # Registered before Faust's own blueprints, so the entity browser, not Faust's status index, answers "/".
     for path, page in UI_ROUTES.items():
         app.page(path)(page)

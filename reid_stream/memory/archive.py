@@ -231,6 +231,9 @@ class Archive:
             await self._annotate(conn, site, update)
             return
         key = f"merged:{update['merged']}" if kind == "merged" else f"split:{update['created']}"
+        named = (update["survivor"], update["merged"]) if kind == "merged" else (update["created"],)
+        if await self._erased(conn, site, named):  # a redelivery after the erasure: no applied key names them again
+            return
         done = await conn.fetchval(
             "INSERT INTO archive_applied (site_id, update_key, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING "
             "RETURNING 1", site, key, self.now())
@@ -366,6 +369,10 @@ class Archive:
         await conn.execute("DELETE FROM archive_entities WHERE site_id = $1 AND entity_id = ANY($2)", site, list(ids))
         await conn.execute("DELETE FROM archive_aliases WHERE site_id = $1 AND (alias = ANY($2) OR target = ANY($2))",
                            site, list(ids))
+        # Which of its merges and splits were applied names its ids too; the tombstones alone now keep a redelivered
+        # update from applying again (_merge and _split check them first).
+        await conn.execute("DELETE FROM archive_applied WHERE site_id = $1 AND update_key = ANY($2)", site,
+                           [f"{kind}:{i}" for i in sorted(ids) for kind in ("merged", "split")])
         dets = {r["detection_id"] for r in held} | set(detections)
         if entity is None and not dets and ids == {entity_id}:  # an id nobody knows: nothing to keep out
             return None

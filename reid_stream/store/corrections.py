@@ -19,6 +19,7 @@ from typing import Any
 from reid_stream.errors import ApiError
 from reid_stream.events import Annotation, EntityUpdate
 from reid_stream.identity.gallery import plates_conflict
+from reid_stream.store.erasure import named_entities
 from reid_stream.store.keys import KEPT_DAY, PAIR_SEP, day_of
 from reid_stream.store.reid_store import ReidStore, lua_script, pair_member, resolve_alias
 
@@ -206,6 +207,23 @@ class Corrections:
             log.info("merging %s into %s: %s; retrying", merged, survivor, res.status)
         raise CorrectionError(503, "correction_conflict", "the stream kept changing the entities; retry")
 
+    async def _moved_markers(self, detection_ids: list[str], created: str) -> dict[str, tuple[str, str]]:
+        """Per detection a split moves: its stored match event rewritten to name the new entity (without the name
+        and trust of the one it leaves), and the other entities that event names, joined by PAIR_SEP. A
+        redelivery publishes the event as it now is, and erasing the entity it left scrubs it (erasure.py).
+        Read before the split script, which stores them only if the version did not move meanwhile."""
+        raw = await self.redis.mget([self.keys.marker(d) for d in detection_ids])
+        out: dict[str, tuple[str, str]] = {}
+        for det, found in zip(detection_ids, raw, strict=True):
+            if found is None:
+                out[det] = ("", "")
+                continue
+            marker = json.loads(found)
+            event = marker["event"]
+            event.update(entity_id=created, entity_name=None, trust=None)
+            out[det] = (json.dumps(marker), PAIR_SEP.join(sorted(named_entities(event))))
+        return out
+
     async def split(self, entity_id: str, detection_ids: list[str], by: str | None) -> EntityUpdate:
         """Move the detections into a new entity (a random id: the first detection's id, the convention for
         new entities, may be the source's own id or an alias of an entity merged into it)."""
@@ -226,9 +244,11 @@ class Corrections:
                                   entity_type=etype, site_id=self.store.site, at=at, by=by)
             keys = [k.version(model, etype), k.index(model, etype), k.by_type(etype), k.apart(model, etype),
                     k.outbox(etype)]
+            days = _days([(d.encode(), s) for d, s in zip(detection_ids, scores, strict=True)])
+            moved = await self._moved_markers(detection_ids, created)
             args = [version, self.settings.embedding_ttl_seconds, time.time(), self.keys.prefix, model,
                     etype, source, created, update.model_dump_json(), pair_member(source, created),
-                    *_days([(d.encode(), s) for d, s in zip(detection_ids, scores, strict=True)])]
+                    *(x for det, day in zip(days[::2], days[1::2], strict=True) for x in (det, day, *moved[det]))]
             status, detail = await self._split(keys=keys, args=args)
             status = status.decode()
             if status == "ok":

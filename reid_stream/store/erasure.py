@@ -68,6 +68,7 @@ class Erasure:
     alert_fields: list[str] = field(default_factory=list)  # its rate-limit entries (watch id, camera)
     alerts: list[bytes] = field(default_factory=list)  # its alerts not yet published
     annotations: list[bytes] = field(default_factory=list)  # its `annotated` updates not yet published (names)
+    pinned: list[str] = field(default_factory=list)  # its tracklets an operator's merge pinned ("camera|track")
 
 
 def _sorted_ids(raw: Iterable[bytes]) -> list[str]:
@@ -92,20 +93,56 @@ async def plan_erasure(pipe: Pipeline, k: Keys, entity_id: str) -> Erasure | Non
     plan.aliases = set(plan.merged_ids) | {f.decode() for f, v in aliases.items() if v.decode() in erased}
     pairs = await pipe.zrange(k.apart(model, etype), 0, -1)
     plan.apart = [p.decode() for p in pairs if erased & set(p.decode().split(PAIR_SEP))]
-    # Watch list traces: its alerts' rate-limit entries, and alerts about it still waiting to be published.
-    await pipe.watch(k.alerts(etype))
-    plan.alert_fields = [f.decode() for f in await pipe.hkeys(k.alert_last(etype))
-                         if f.decode().partition(PAIR_SEP)[0] in erased]
-    own = {d for d, _ in plan.detections}
-    plan.alerts = [a for a in await pipe.lrange(k.alerts(etype), 0, -1)
-                   if (v := json.loads(a))["entity_id"] in erased or v["detection_id"] in own]
-    # Its names waiting to be published go too (the `erased` update that replaces them names ids only).
+    seen = await _seen_at(pipe, k, entity_id, plan.detections)
+    await _plan_watch_traces(pipe, k, plan, erased, seen)
+    # Its names waiting to be published go too; its other updates name ids only, as the `erased` update does.
     await pipe.watch(k.outbox(etype))
     plan.annotations = [u for u in await pipe.lrange(k.outbox(etype), 0, -1)
                         if (v := json.loads(u)).get("type") == "annotated" and v["survivor"] in erased]
+    plan.pinned = await _plan_pinned(pipe, k, plan)
     await _plan_unref(pipe, k, plan, erased)
     await _plan_rewrites(pipe, k, plan, erased)
     return plan
+
+
+async def _seen_at(pipe: Pipeline, k: Keys, entity_id: str,
+                   detections: list[tuple[str, float]]) -> set[tuple[str, float]]:
+    """(camera, time as epoch seconds) of each of its appearances."""
+    apps = await pipe.hgetall(k.appearances(entity_id))
+    times = dict(detections)
+    return {(json.loads(raw)["camera_id"], times[det.decode()]) for det, raw in apps.items() if det.decode() in times}
+
+
+async def _plan_watch_traces(pipe: Pipeline, k: Keys, plan: Erasure, erased: set[str],
+                             seen: set[tuple[str, float]]) -> None:
+    """Its alerts still waiting to be published, and the rate-limit entries that keep its watch ids or the camera
+    and time of one of its detections (an enrolled image's alert it raised)."""
+    etype = plan.etype
+    await pipe.watch(k.alerts(etype), k.alert_last(etype))
+    for field_name, at in (await pipe.hgetall(k.alert_last(etype))).items():
+        watch_id, _, camera = field_name.decode().partition(PAIR_SEP)
+        if watch_id in erased or (camera, float(at)) in seen:
+            plan.alert_fields.append(field_name.decode())
+    own = {d for d, _ in plan.detections}
+    plan.alerts = [a for a in await pipe.lrange(k.alerts(etype), 0, -1)
+                   if (v := json.loads(a))["entity_id"] in erased or v["detection_id"] in own]
+
+
+async def _plan_pinned(pipe: Pipeline, k: Keys, plan: Erasure) -> list[str]:
+    """The tracklets ("camera|track") of its rows that an operator's merge pinned."""
+    model, etype = plan.model, plan.etype
+    await pipe.watch(k.pinned(model, etype))
+    by_day: dict[str, list[str]] = {}
+    for det, ts in plan.detections:  # a row lives in its day's hash, or in the kept one
+        by_day.setdefault(day_of(datetime.fromtimestamp(ts, UTC)), []).append(det)
+    by_day[KEPT_DAY] = [d for d, _ in plan.detections]
+    metas = [m for day, dets in by_day.items() if dets
+             for m in await pipe.hmget(k.meta_prefix(model, etype) + day, dets)]
+    tracks = {json.loads(m).get("k", "") for m in metas if m is not None} - {""}
+    if not tracks:
+        return []
+    scores = await pipe.zmscore(k.pinned(model, etype), sorted(tracks))
+    return [t for t, score in zip(sorted(tracks), scores, strict=True) if score is not None]
 
 
 async def _plan_unref(pipe: Pipeline, k: Keys, plan: Erasure, erased: set[str]) -> None:
@@ -165,6 +202,8 @@ def queue_erasure(pipe: Pipeline, k: Keys, plan: Erasure, site: str, ttl: int, b
         pipe.lrem(k.alerts(etype), 0, alert)
     for annotation in plan.annotations:
         pipe.lrem(k.outbox(etype), 0, annotation)
+    if plan.pinned:
+        pipe.zrem(k.pinned(model, etype), *plan.pinned)
     for refs_key, dets in plan.unref.items():
         pipe.srem(refs_key, *dets)
     for marker_key, marker in plan.rewrites.items():

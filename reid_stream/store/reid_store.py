@@ -18,6 +18,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import WatchError
 
 from reid_stream.config import Settings
+from reid_stream.errors import DimensionMismatch
 from reid_stream.events import (
     DEFAULT_SITE,
     ENTITY_TYPES,
@@ -72,8 +73,16 @@ def redis_client(url: str) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, health_check_interval=15, **timeouts)
 
 
-def stored_vector(raw: bytes, dim: int) -> np.ndarray:
-    """A vector as stored, float32 or float16 (told apart by length), as float32."""
+def stored_vector(raw: bytes, dim: int, stored_dim: int | None = None, model: str = "") -> np.ndarray:
+    """A vector as stored, float32 or float16, as float32; DimensionMismatch unless it has `dim` numbers.
+
+    `stored_dim` is the row's own count (its meta's "d"); rows stored before it was kept are told apart by
+    length alone, which cannot tell 2n float16 numbers from n float32 ones.
+    """
+    if stored_dim is None:
+        stored_dim = dim if len(raw) in (2 * dim, 4 * dim) else len(raw) // 4
+    if stored_dim != dim or len(raw) not in (2 * dim, 4 * dim):
+        raise DimensionMismatch(dim, stored_dim, model)
     if len(raw) == 2 * dim:
         vec = np.frombuffer(raw, dtype=np.float16).astype(np.float32)
         return vec / max(float(np.linalg.norm(vec)), 1e-12)  # rounding moved it off the unit sphere
@@ -223,7 +232,8 @@ class ReidStore:
                     m = json.loads(meta)
                     index.add(EntityEmbedding(
                         detection_id=det, entity_id=resolve_alias(aliases, m["e"]), entity_type=etype, camera_id=m["c"],
-                        timestamp=datetime.fromisoformat(m["t"]), embedding=stored_vector(vec, dim),
+                        timestamp=datetime.fromisoformat(m["t"]),
+                        embedding=stored_vector(vec, dim, m.get("d"), model),
                         model=model, stored_at=score, track_key=m.get("k", ""), quality=m.get("q", 1.0),
                         plate=m.get("p")))
             if await self.version(model, etype) == before:
@@ -273,10 +283,11 @@ class ReidStore:
         """One detection's text fields in the batch commit (see store.lua); none holds a newline."""
         ev = w.event
         at = ev.timestamp.isoformat()
-        # What json.dumps of {"e", "c", "t", "k", "q"[, "p"]} writes, byte for byte (tests/unit/store/test_fields.py),
-        # without building and walking a dict per detection. A plate lives with its row.
+        # What json.dumps of {"e", "c", "t", "k", "q", "d"[, "p"]} writes, byte for byte (tests/unit/store/
+        # test_fields.py), without building and walking a dict per detection. A plate lives with its row; "d", the
+        # vector's length, tells a reader whether the row is of its model's dimension (see stored_vector).
         meta = (f'{{"e": {_json_str(ev.entity_id)}, "c": {_json_str(ev.camera_id)}, "t": {_json_str(at)}, '
-                f'"k": {_json_str(w.track_key)}, "q": {_json_number(w.quality)}'
+                f'"k": {_json_str(w.track_key)}, "q": {_json_number(w.quality)}, "d": {len(w.vector)}'
                 + (f', "p": {_json_str(ev.plate)}}}' if ev.plate else "}"))
         # The event is serialised once, straight into the marker's JSON text.
         marker = (f'{{"fp": {json.dumps(w.fingerprint)}, "event": {w.event_json()}, '
@@ -516,17 +527,34 @@ class ReidStore:
 
     async def detection_vector(self, detection_id: str, dim: int) -> tuple[dict[str, Any], np.ndarray | None] | None:
         """A stored detection's match event and its vector (None if it is gone, e.g. evicted by the cap), or
-        None when the detection is unknown, expired or erased. The vector is read in the event's model's space."""
+        None when the detection is unknown, expired or erased. The vector is read in the event's model's space;
+        DimensionMismatch when it does not have `dim` numbers."""
         raw = await self.redis.get(self.keys.marker(detection_id))
         if raw is None:
             return None
         event = json.loads(raw)["event"]
-        day = day_of(datetime.fromisoformat(event["timestamp"]))
-        vecs = self.keys.vec_prefix(event["model"], event["entity_type"])
-        vec = await self.redis.hget(vecs + day, detection_id)
-        if vec is None:  # a named or trusted/untrusted entity's rows live in the kept hash instead of their day's
-            vec = await self.redis.hget(vecs + KEPT_DAY, detection_id)
-        return event, None if vec is None else stored_vector(vec, dim)
+        model, etype = event["model"], event["entity_type"]
+        pipe = self.redis.pipeline(transaction=False)
+        # A named or trusted/untrusted entity's rows live in the kept hash instead of their day's.
+        for day in (day_of(datetime.fromisoformat(event["timestamp"])), KEPT_DAY):
+            pipe.hget(self.keys.vec_prefix(model, etype) + day, detection_id)
+            pipe.hget(self.keys.meta_prefix(model, etype) + day, detection_id)
+        vec, meta, kept_vec, kept_meta = await pipe.execute()
+        if vec is None:
+            vec, meta = kept_vec, kept_meta
+        if vec is None:
+            return event, None
+        return event, stored_vector(vec, dim, json.loads(meta).get("d") if meta else None, model)
+
+    async def attributes(self, rows: list[EntityEmbedding]) -> None:
+        """Fill each row's attributes with those its detection came with, as its stored appearance holds them
+        (they are not kept beside the vectors, which every reload reads whole)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for row in rows:
+            pipe.hget(self.keys.appearances(row.entity_id or row.detection_id), row.detection_id)
+        for row, raw in zip(rows, await pipe.execute() if rows else [], strict=True):
+            given = json.loads(raw).get("attributes") if raw is not None else None
+            row.attributes = given or None
 
     async def purge_entity(self, entity_id: str, by: str | None = None) -> dict[str, Any] | None:
         """Erase an entity (right to erasure): its appearances, its detections' markers and embeddings, its
@@ -559,11 +587,20 @@ class ReidStore:
         raise RuntimeError(f"entity {entity_id} kept changing; purge gave up after 20 attempts")
 
     async def nearest(self, query_embedding: np.ndarray, entity_type: str, model: str, camera_id: str | None = None,
-                      min_similarity: float | None = None, limit: int = 10) -> list[tuple[EntityEmbedding, float]]:
+                      min_similarity: float | None = None, limit: int = 10,
+                      exclude_detection_id: str | None = None) -> list[tuple[EntityEmbedding, float]]:
         """Stored embeddings of one type and model closest to the query, best first, at or above the
-        threshold (the configured one when min_similarity is None); optionally of one camera only."""
+        threshold (the configured one when min_similarity is None); optionally of one camera only, and without
+        one detection (who else looks like it). Each carries the attributes its detection came with.
+        DimensionMismatch (a ValueError) when the query's length is not that of the model's stored vectors."""
         query = np.asarray(query_embedding, dtype=np.float32)
+        if query.ndim != 1 or query.shape[0] == 0:
+            raise ValueError(f"the query must be one vector of numbers, not an array of shape {query.shape}")
         _, index = await self.load_index(model, entity_type, dim=query.shape[0], ann=False)  # one query: exact
         index.expire(time.time() - self.settings.embedding_ttl_seconds)
+        if exclude_detection_id is not None:
+            index.remove([exclude_detection_id])
         threshold = self.settings.similarity_threshold if min_similarity is None else min_similarity
-        return index.search(query, limit, min_similarity=threshold, camera_id=camera_id)
+        found = index.search(query, limit, min_similarity=threshold, camera_id=camera_id)
+        await self.attributes([row for row, _ in found])
+        return found

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from reid_stream.errors import ApiError
-from reid_stream.events import DEFAULT_SITE, ENTITY_TYPES, WatchAlert, WatchEntry
+from reid_stream.events import DEFAULT_SITE, ENTITY_TYPES, WatchAlert, WatchEntry, hidden_character
 from reid_stream.store.corrections import Corrections, Named
-from reid_stream.store.reid_store import ReidStore, stored_vector
+from reid_stream.store.reid_store import ReidStore
 
 ENROLMENT_PREFIX = "enrol-"
 ALERT_DIGITS = 6
@@ -28,6 +28,10 @@ MAX_LABEL = 256
 
 
 def check_label(label: str | None) -> str:
+    # Checked before the strip: strip() would quietly drop a trailing line separator instead of refusing it.
+    if label is not None and (found := hidden_character(label)) is not None:
+        raise WatchError(422, "invalid_label", f"?label= holds {found}: invisible and bidi control characters can "
+                         "make a label show as something else")
     label = (label or "").strip()
     if not 0 < len(label) <= MAX_LABEL or any(ord(c) < 32 or ord(c) == 127 for c in label):
         raise WatchError(422, "invalid_label", f"give ?label= with 1 to {MAX_LABEL} characters and no control "
@@ -139,10 +143,11 @@ class Watchlist:
         ids, labels, rows = [], [], []
         for eid, raw in sorted(metas.items()):
             meta, vec = json.loads(raw), vecs.get(eid)
-            if meta["until"] > now and vec is not None and len(vec) in (2 * dim, 4 * dim):
+            # Enrolments are stored as float32: another length is another dimension, never a float16 reading.
+            if meta["until"] > now and vec is not None and len(vec) == 4 * dim:
                 ids.append(eid.decode())
                 labels.append(meta["label"])
-                rows.append(stored_vector(vec, dim))
+                rows.append(np.frombuffer(vec, dtype=np.float32))
         if not ids:
             return Enrolments.empty(dim)
         return Enrolments(ids, labels, np.stack(rows))

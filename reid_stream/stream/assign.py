@@ -19,7 +19,7 @@ from typing import Any, NamedTuple, TypeVar
 import numpy as np
 
 from reid_stream.config import Settings
-from reid_stream.errors import DetectionError
+from reid_stream.errors import DetectionError, DimensionMismatch
 from reid_stream.events import (
     Candidate,
     DeadLetter,
@@ -460,9 +460,13 @@ class Assigner:
         commit. Chunk i+1 expects the version chunk i leaves, and is sent only once chunk i was stored whole,
         so the chain is exactly one batch's compare-and-set; at the first detection not stored, the local
         copy is dropped and everything not stored is planned again on a fresh one."""
+        items, letters = await self._of_stored_dimension(site, model, etype, items, version)
+        if not items:
+            return [], letters
         commits: list[asyncio.Future[list[CommitResult]]] = []
         try:
-            return await self._assign_chunks(site, model, etype, items, version, commits)
+            events, stored_letters = await self._assign_chunks(site, model, etype, items, version, commits)
+            return events, letters + stored_letters
         except BaseException:
             # Failed, or cancelled because a sibling group failed: the copy may hold planned rows that were never
             # stored (at the version Redis still has, so a retry would trust them), and a commit may still be on
@@ -472,6 +476,23 @@ class Assigner:
                 commit.cancel()
             await asyncio.gather(*commits, return_exceptions=True)
             raise
+
+    async def _of_stored_dimension(self, site: _Site, model: str, etype: str, items: list[EmbeddedRecord],
+                                   version: int | None) -> tuple[list[EmbeddedRecord], list[DeadLetter]]:
+        """The items whose vectors have as many numbers as the model's stored ones (the first item's count when
+        none are stored), and dead letters for the others: compared, they would score nonsense."""
+        dim, usable = items[0].vector.shape[0], True
+        for attempt in range(2):
+            try:
+                await self._cache(site, model, etype, dim, version)
+                break
+            except DimensionMismatch as err:
+                dim = err.stored
+                usable = attempt == 0  # twice: the stored rows disagree among themselves, nothing fits them
+        fits = [i for i in items if usable and i.vector.shape[0] == dim]
+        letters = [dead_letter(i.source, DimensionMismatch(i.vector.shape[0], dim, model).as_detection_error(),
+                               i.detection_id) for i in items if not (usable and i.vector.shape[0] == dim)]
+        return fits, letters
 
     async def _assign_chunks(self, site: _Site, model: str, etype: str, items: list[EmbeddedRecord],
                              version: int | None, commits: list[asyncio.Future[list[CommitResult]]]

@@ -18,6 +18,7 @@ import numpy as np
 import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
+from reid_stream.config import DEFAULT_PORTS, host_rules
 from reid_stream.errors import DetectionError
 from reid_stream.events import BBox, Detection
 
@@ -27,6 +28,9 @@ if TYPE_CHECKING:  # imported where a URL is fetched: the decode processes never
 # The only formats accepted, and the only Pillow parsers that ever see untrusted bytes (Image.open's formats=,
 # which takes a tuple or list).
 ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG")
+# What Pillow's JPEG opener hands back: a multi-picture JPEG (MPO: stereo and some phone cameras) is a JPEG
+# whose first frame every decoder here reads, libjpeg-turbo's fast path included; its other frames are ignored.
+JPEG_FORMATS: tuple[str, ...] = ("JPEG", "MPO")
 MAX_REDIRECTS = 3
 
 
@@ -114,12 +118,24 @@ def read_b64(data: str, max_bytes: int) -> bytes:
 
 
 def check_url(url: str, allowed_hosts: tuple[str, ...]) -> None:
+    """Refuse a URL whose host and port no REID_URL_ALLOWED_HOSTS entry allows (see config.HostRule)."""
     parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+    if parsed.scheme not in DEFAULT_PORTS or not parsed.hostname:
         raise DetectionError("url_not_allowed", "image_url must be an absolute http(s) URL", "load_image")
-    if parsed.hostname.lower() not in {h.lower() for h in allowed_hosts}:
-        raise DetectionError("url_not_allowed", f"host {parsed.hostname!r} is not in REID_URL_ALLOWED_HOSTS",
-                             "load_image")
+    try:
+        port = parsed.port or DEFAULT_PORTS[parsed.scheme]
+    except ValueError:
+        raise DetectionError("url_not_allowed", "image_url has an invalid port", "load_image") from None
+    host, rules = parsed.hostname.lower(), host_rules(allowed_hosts)
+    if any(rule.allows(host, port, parsed.scheme) for rule in rules):
+        return
+    shown = f"[{host}]" if ":" in host else host
+    named = [str(rule) for rule in rules if rule.host == host]
+    if not named:
+        raise DetectionError("url_not_allowed", f"host {host!r} is not in REID_URL_ALLOWED_HOSTS", "load_image")
+    raise DetectionError("url_not_allowed", f"port {port} of host {shown} is not allowed: REID_URL_ALLOWED_HOSTS "
+                         f"names it as {', '.join(named)} (a host without a port allows its scheme's default port "
+                         f"only); add {shown}:{port} to allow it", "load_image")
 
 
 async def fetch_url(session: aiohttp.ClientSession, url: str, allowed_hosts: tuple[str, ...],
@@ -175,14 +191,14 @@ def decode_image(data: bytes, max_pixels: int, crop_hint: tuple[BBox, int] | Non
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-            if img.format not in ALLOWED_FORMATS:  # e.g. MPO, which Pillow's JPEG opener can hand back
+            if img.format not in (*ALLOWED_FORMATS, *JPEG_FORMATS):
                 raise DetectionError("unsupported_image_format", f"image is {img.format}, not JPEG or PNG",
                                      "load_image")
             if img.width * img.height > max_pixels:
                 raise DetectionError("image_too_large", f"image is {img.width}x{img.height}, over {max_pixels} pixels",
                                      "load_image")
             full = img.size
-            if crop_hint is not None and img.format == "JPEG":
+            if crop_hint is not None and img.format in JPEG_FORMATS:
                 r = draft_reduction(clamp_bbox(crop_hint[0], *full), crop_hint[1])
                 if r > 1:
                     img.draft("RGB", (math.ceil(full[0] / r), math.ceil(full[1] / r)))

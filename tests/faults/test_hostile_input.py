@@ -145,7 +145,7 @@ async def url_server():
 
 async def test_hostile_events_are_dead_lettered_and_valid_ones_processed(infra, unique, image_root: Path,
                                                                        tmp_path: Path, url_server: str):
-    env = worker_env(unique, REID_IMAGE_ROOTS=str(image_root), REID_URL_ALLOWED_HOSTS="127.0.0.1",
+    env = worker_env(unique, REID_IMAGE_ROOTS=str(image_root), REID_URL_ALLOWED_HOSTS=url_server.removeprefix("http://"),
                      REID_BATCH_SIZE="32")
     worker = Worker(env, tmp_path / "worker.log").start()
     pid = worker.proc.pid

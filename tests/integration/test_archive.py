@@ -168,6 +168,9 @@ async def test_erasure_removes_the_rows_and_tombstones_keep_them_out(archive: Ar
                           "detections": ["a1", "a2", "b1"], "entity_type": "person", "at": T0.isoformat()}])
     assert await rows(archive, site) == {"k1": "k1"}
     assert await archive.get_entity(site, "a1") is None
+    # Beyond the tombstones nothing names them: not even which of their merges and splits were applied.
+    pool = await archive._connection_pool()
+    assert await pool.fetch("SELECT update_key FROM archive_applied WHERE site_id = $1", site) == []
     assert await archive.erase(site, "nobody") is None
     # A detection erased in Redis whose event the archive had not seen yet stays out too.
     await archive.erase(site, "gone", detections=["g1"])

@@ -73,8 +73,13 @@ def event(url: str, det_id: str) -> RawEvent:
     return RawEvent(json.dumps(det).encode())
 
 
+def allowed(server: str) -> tuple[str, ...]:
+    """The server's host and port: a bare host allows its scheme's default port only."""
+    return (server.removeprefix("http://"),)
+
+
 async def test_url_references(server: str):
-    settings = make_settings("url", url_allowed_hosts=("127.0.0.1",), max_image_bytes=100_000)
+    settings = make_settings("url", url_allowed_hosts=allowed(server), max_image_bytes=100_000)
     async with aiohttp.ClientSession() as http:
         with ThreadPoolExecutor(2) as pool:
             embedder = Embedder(settings, NullEncoder(dim=8), pool, pool, http)
@@ -97,12 +102,12 @@ async def test_url_references(server: str):
 async def test_the_url_time_limit_covers_the_whole_redirect_chain_and_body(server: str):
     limit = 1.0
     async with aiohttp.ClientSession() as http:
-        assert len(await fetch_url(http, f"{server}/slow/0", ("127.0.0.1",), 100_000, limit)) > 0  # one hop fits
+        assert len(await fetch_url(http, f"{server}/slow/0", allowed(server), 100_000, limit)) > 0  # one hop fits
         # MAX_REDIRECTS redirects and the image, 0.6 s each: every hop fits the limit, the chain (2.4 s) does not.
         for path in (f"/slow/{MAX_REDIRECTS}", "/trickle"):
             start = time.monotonic()
             with pytest.raises(DetectionError) as err:
-                await fetch_url(http, server + path, ("127.0.0.1",), 100_000, limit)
+                await fetch_url(http, server + path, allowed(server), 100_000, limit)
             elapsed = time.monotonic() - start
             assert err.value.code == "image_fetch_failed"
             assert "total time limit" in err.value.message

@@ -116,3 +116,19 @@ def test_a_malformed_camera_topology_stops_the_worker_at_start_naming_the_file(t
                           timeout=120, cwd=Path(__file__).resolve().parents[2], env=env)
     assert done.returncode == 2, done.stderr
     assert str(bad) in done.stderr and "min_transit_s" in done.stderr
+
+
+@pytest.mark.parametrize(("entry", "host", "port"), [
+    ("nvr.local", "nvr.local", None), ("NVR.local:8080", "nvr.local", 8080), ("nvr:*", "nvr", 0),
+    ("[::1]", "::1", None), ("[FE80::1]:9000", "fe80::1", 9000), ("::1", "::1", None)])
+def test_url_allow_list_entries_name_a_host_and_maybe_a_port(entry: str, host: str, port: int | None):
+    from reid_stream.config import parse_host_rule
+
+    rule = parse_host_rule(entry)
+    assert (rule.host, rule.port) == (host, port)
+
+
+@pytest.mark.parametrize("entry", ["nvr:0", "nvr:65536", "nvr:x", "nvr:８０", "[::1", "[::1]x", "a/b", ":80", "u@h"])
+def test_a_malformed_url_allow_list_entry_is_a_configuration_error(entry: str):
+    with pytest.raises(ConfigError, match="REID_URL_ALLOWED_HOSTS"):
+        Settings.from_env({"REID_URL_ALLOWED_HOSTS": f"ok.example,{entry}"})

@@ -5,11 +5,16 @@
 -- The same compare-and-set on the per-(model, type) version as every write.
 --
 -- (`extend` comes from prelude.lua.)
+-- Each moved detection's stored match event (its marker) now names the new entity, and the entities it names
+-- besides (its candidates and matches: the source among them) list it in their reference sets, so that erasing
+-- the source scrubs it there too (erasure.py): the caller rewrote the markers as they were read under this same
+-- version.
 -- KEYS: 1 version, 2 embedding index (zset), 3 entities of the type (zset), 4 cannot-link pairs (zset),
 --       5 outbox of the type (list)
 -- ARGV: 1 expected version, 2 ttl seconds, 3 now (epoch s), 4 key prefix, 5 model, 6 entity type,
 --       7 source entity, 8 new entity, 9 EntityUpdate json, 10 the pair's member in KEYS[4],
---       then per detection moved: detection, day
+--       then per detection moved: detection, day, its rewritten marker json ('' when it has none), the entities
+--       its event names other than the new one, joined by \x1f ('' for none)
 local version = tonumber(redis.call('GET', KEYS[1]) or '0')
 if version ~= tonumber(ARGV[1]) then
   return {'conflict', tostring(version)}
@@ -23,7 +28,7 @@ if redis.call('EXISTS', new) == 1 or redis.call('EXISTS', P .. ':alias:' .. ARGV
   return {'taken', tostring(version)}
 end
 local moving = 0
-for i = 11, #ARGV, 2 do
+for i = 11, #ARGV, 4 do
   if redis.call('HEXISTS', src .. ':apps', ARGV[i]) == 0 then
     return {'not_member', ARGV[i]}
   end
@@ -34,8 +39,15 @@ if moving >= redis.call('HLEN', src .. ':apps') then
 end
 local vec_prefix = P .. ':entity_embeddings:' .. model .. ':' .. etype .. ':'
 local meta_prefix = P .. ':entity_meta:' .. model .. ':' .. etype .. ':'
-for i = 11, #ARGV, 2 do
-  local det, day = ARGV[i], ARGV[i + 1]
+for i = 11, #ARGV, 4 do
+  local det, day, marker, named = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  if marker ~= '' then
+    redis.call('SET', P .. ':det:' .. det, marker, 'KEEPTTL')
+  end
+  for other in string.gmatch(named, '[^\31]+') do
+    redis.call('SADD', P .. ':refs:' .. other, det)
+    extend(P .. ':refs:' .. other, ttl)
+  end
   redis.call('HSET', new .. ':apps', det, redis.call('HGET', src .. ':apps', det))
   redis.call('HDEL', src .. ':apps', det)
   redis.call('ZADD', new .. ':order', redis.call('ZSCORE', src .. ':order', det), det)

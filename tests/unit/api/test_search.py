@@ -28,7 +28,7 @@ from reid_stream.api.search import (
     read_upload,
 )
 from reid_stream.config import Settings
-from reid_stream.errors import DetectionError
+from reid_stream.errors import DetectionError, DimensionMismatch
 from reid_stream.identity.matching import EntityEmbedding, VectorIndex
 
 DIM = 8
@@ -214,11 +214,13 @@ def test_filters_are_parsed_like_the_entity_list():
         assert err.value.detail[0]["loc"][0] == "query"
 
 
-def test_rank_skips_snapshots_of_another_dimension_and_empty_ones():
+def test_rank_skips_empty_snapshots_and_refuses_one_of_another_dimension():
     snap = Snapshot.of("person", appearances()["person"], DIM)
-    other = Snapshot.of("vehicle", [], 4)
-    page, total = rank([snap, other], IDENTITY["red-coat"], Filters(limit=2))
+    empty = Snapshot.of("vehicle", [], 4)
+    page, total = rank([snap, empty], IDENTITY["red-coat"], Filters(limit=2))
     assert total == 8 and [snap.entity_ids[i] for _, i, _ in page] == ["ent-red-coat"] * 2
+    with pytest.raises(DimensionMismatch):
+        rank([snap], np.concatenate([IDENTITY["red-coat"], IDENTITY["red-coat"]]), Filters(limit=2))
 
 
 async def test_uploads_are_refused_by_type_and_size_before_decoding():

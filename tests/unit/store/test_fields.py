@@ -29,7 +29,7 @@ def meta_as_json_dumps(w: PlannedWrite) -> str:
     """The meta field as store.py wrote it before: json.dumps of the dict."""
     ev = w.event
     return json.dumps({"e": ev.entity_id, "c": ev.camera_id, "t": ev.timestamp.isoformat(), "k": w.track_key,
-                       "q": w.quality, **({"p": ev.plate} if ev.plate else {})})
+                       "q": w.quality, "d": len(w.vector), **({"p": ev.plate} if ev.plate else {})})
 
 
 @pytest.mark.parametrize("text", ODD)
