@@ -227,7 +227,7 @@ class Settings:
     adapt_interval_seconds: int = setting(
         "REID_ADAPT_INTERVAL_SECONDS", 3600, _int(0, 30 * 86400),
         "How often a worker looks at each of its sites' stored detections to learn a new similarity space (site "
-        "adaptation, docs/identity.md); 0: only on demand (`reid-stream adapt`).")
+        "adaptation, docs/adaptation.md); 0: only on demand (`reid-stream adapt`).")
     adapt_min_new: int = setting(
         "REID_ADAPT_MIN_NEW", 200, _int(1, 10_000_000),
         "Detections stored since the last space was learned before the background learner tries again.")

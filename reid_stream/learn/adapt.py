@@ -108,8 +108,11 @@ async def adapt(store: ReidStore, model: str, etype: str, config: FitConfig | No
     space, before, after = result
     out.before, out.after, out.evidence, out.threshold = before, after, space.report["evidence"], space.threshold
     ok, out.reason = validate.better(after, before)
+    # `stored_at`: the writer's version counter, which every stored detection moves: the background learner
+    # measures "new detections since" by it (the number of rows stops growing at REID_MAX_EMBEDDINGS).
     summary = {"at": time.time(), "threshold": space.threshold, "validation": after, "before": before,
-               "evidence": out.evidence, "adopted": False, "reason": out.reason}
+               "evidence": out.evidence, "adopted": False, "reason": out.reason,
+               "stored_at": await store.version(model, etype)}
     await spaces.save(model, etype, version, space.to_bytes(), summary)
     if ok or force:
         await spaces.adopt(model, etype, version, {**summary, "adopted": True, "forced": force and not ok})

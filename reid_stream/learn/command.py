@@ -87,7 +87,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
                           f"held-out {(h.get('validation') or {}).get('score')}, threshold {h.get('threshold')}"
                           f" ({h.get('reason', '')})" for v, h in sorted(history.items())))
                 continue
-            if args.if_new and not await _enough_new(spaces, model, etype, args.if_new):
+            if args.if_new and not await _enough_new(store, model, etype, args.if_new):
                 continue
             bar, tell = _bar(args.json)
             outcome = await adapt(store, model, etype, progress=tell, force=args.force)
@@ -99,11 +99,14 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         await store.close()
 
 
-async def _enough_new(spaces: SpaceStore, model: str, etype: str, n: int) -> bool:
-    rows = await spaces.rows(model, etype)
-    history = await spaces.history(model, etype)
-    last = max(history.values(), key=lambda h: h.get("at", 0), default={})
-    return rows - int((last.get("evidence") or {}).get("detections", 0)) >= n or not history
+async def _enough_new(store: ReidStore, model: str, etype: str, n: int) -> bool:
+    """At least n detections stored since the last fit (by the writer's version counter; never fitted: yes)."""
+    history = await SpaceStore(store).history(model, etype)
+    fitted = [h for h in history.values() if "stored_at" in h]
+    if not fitted:
+        return True
+    last = max(fitted, key=lambda h: h.get("at", 0))
+    return await store.version(model, etype) - int(last["stored_at"]) >= n
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -83,9 +83,6 @@ class SpaceStore:
             match=f"{start}*:{etype}", count=1000)}
         return sorted(found)
 
-    async def rows(self, model: str, etype: str) -> int:
-        return int(await self.redis.zcard(self.keys.index(model, etype)))
-
     async def raw_dim(self, model: str, etype: str) -> int | None:
         """The dimension of the stored raw vectors a space of (model, type) projects (None: none stored)."""
         members = await self.redis.zrange(self.keys.index(model, etype), 0, 0)

@@ -6,6 +6,7 @@ an operator's merge is a label the next fit uses; a rollback returns to the enco
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -205,3 +206,26 @@ async def test_an_operators_merges_across_cameras_improve_the_next_adaptation(re
         keys = await all_keys(s)
         if keys:
             await redis_client.delete(*keys)
+
+
+async def test_the_background_learner_adapts_in_a_child_process_only_when_enough_is_new(store, monkeypatch):
+    """The worker's learner runs `reid-stream adapt --if-new` as a child process (the same environment as the
+    worker: here, the test's prefix and topology), adopts what it judges better, and leaves a site alone until
+    REID_ADAPT_MIN_NEW more detections were stored."""
+    from reid_stream.worker.learner import Learner
+
+    for name, value in (("REID_REDIS_PREFIX", store.settings.redis_prefix),
+                        ("REID_CAMERA_TOPOLOGY", store.settings.camera_topology), ("REID_ADAPT_MIN_NEW", "50")):
+        monkeypatch.setenv(name, value)
+    settings = replace(store.settings, adapt_min_new=50)
+    assigner = Assigner(settings, store)
+    site = Site()
+    await assign_all(assigner, site.visit("a", T0))
+    learner = Learner(settings, store, assigner.shards)
+    assert assigner.shards() == [(MODEL, "default", TYPE)]
+    first = await learner.learn("default", MODEL, TYPE)
+    assert first is not None and first["adopted"] and first["version"] == 1
+    assert await learner.learn("default", MODEL, TYPE) is None  # nothing new since
+    await assign_all(assigner, site.visit("b", T0 + timedelta(hours=2))[:60])
+    again = await learner.learn("default", MODEL, TYPE)
+    assert again is not None and again["version"] == 2  # fitted again (adopted only if better)
