@@ -22,7 +22,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.client import AIOKafkaClient
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, KafkaError, OutOfOrderSequenceNumber
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 
@@ -206,8 +206,10 @@ class Publisher:
     A producer whose sender died is replaced before the next publish: aiokafka's idempotent producer ends its
     sender task on a fatal broker answer -- OutOfOrderSequenceNumber after a broker restart lost its sequence
     state (aio-libs/aiokafka#1017, seen in fault test R3) -- and refuses every send after it, so retrying on
-    it would retry forever. A new producer gets a new producer id; the retried batch may publish twice, as any
-    retry may (at least once).
+    it would retry forever. The same answer can also fail the batch while the sender lives on, and then every
+    retry on that producer fails alike (seen in R3 too): a publish that fails so marks its producer for the same
+    renewal. A new producer gets a new producer id; the retried batch may publish twice, as any retry may (at
+    least once).
     """
 
     def __init__(self, bootstrap: str, client_id: str = "reid-stream") -> None:
@@ -227,6 +229,7 @@ class Publisher:
         self._producer = AIOKafkaProducer(**self._options)
         self._renewing = asyncio.Lock()
         self._stopped = False
+        self._poisoned: AIOKafkaProducer | None = None  # its sequence state is lost: renew it before the next send
         self.renewals = 0
         await self._producer.start()
 
@@ -238,11 +241,13 @@ class Publisher:
     async def _live(self) -> AIOKafkaProducer:
         producer = self._producer
         sender = producer._sender.sender_task  # no public way to ask whether it still sends
-        if self._stopped or sender is None or not sender.done():
+        dead = sender is not None and sender.done()
+        if self._stopped or not (dead or self._poisoned is producer):
             return producer
         async with self._renewing:
             if self._producer is producer and not self._stopped:  # not replaced meanwhile by another publish
-                failure = None if sender.cancelled() else sender.exception()
+                failure = (None if sender.cancelled() else sender.exception()) if dead and sender is not None \
+                    else "OutOfOrderSequenceNumber on a publish"
                 log.warning("the Kafka producer stopped sending (%r); starting a new one", failure)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(producer.stop(), PRODUCER_STOP_TIMEOUT_S)
@@ -258,7 +263,16 @@ class Publisher:
         return self._producer
 
     async def publish(self, messages: Sequence[tuple[str, bytes | None, bytes]]) -> None:
-        await (await self.enqueue(messages))
+        await self.acknowledged(await self.enqueue(messages))
+
+    async def acknowledged(self, sent: asyncio.Future[Any]) -> None:
+        """Wait for what enqueue() handed over; a lost sequence state marks the producer for renewal."""
+        producer = self._producer
+        try:
+            await sent
+        except OutOfOrderSequenceNumber:
+            self._poisoned = producer
+            raise
 
     async def enqueue(self, messages: Sequence[tuple[str, bytes | None, bytes]]) -> asyncio.Future[Any]:
         """Hands the messages to the producer and returns what completes once Kafka acknowledged all of them.
@@ -302,7 +316,7 @@ class Turn:
             await asyncio.shield(self._before)  # a cancelled wait must not cancel the turn before this one
         acked = await self._publisher.enqueue(messages)
         self._release()
-        await acked
+        await self._publisher.acknowledged(acked)
 
     def _release(self) -> None:
         if self._before is not None and not self._before.done():  # given up early: the next still waits

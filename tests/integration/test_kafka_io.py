@@ -222,3 +222,42 @@ async def test_a_producer_whose_sender_died_is_replaced_and_publishing_goes_on(i
     finally:
         await reader.stop()
     assert got == [b"before", b"after"]
+
+
+async def test_a_producer_whose_batch_lost_its_sequence_is_replaced_though_its_sender_lives(infra, unique):
+    """R3 again, the other way it fails: the broker answers OutOfOrderSequenceNumber for a batch while the sender
+    task lives on, and every retry on that producer fails alike. A publish that fails so marks the producer;
+    the retry publishes on a new one."""
+    topic = f"kio-poison-{unique}"
+    await topic_with(topic, 0)
+    publisher = Publisher(BOOTSTRAP)
+    await publisher.start()
+    try:
+        await publisher.publish([(topic, None, b"before")])
+        producer = publisher._producer
+        real = producer.send_batch
+
+        async def refused(*_args: object, **_kwargs: object) -> asyncio.Future[None]:
+            lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            lost.set_exception(OutOfOrderSequenceNumber())
+            return lost
+
+        producer.send_batch = refused
+        with pytest.raises(OutOfOrderSequenceNumber):
+            await publisher.publish([(topic, None, b"lost")])
+        producer.send_batch = real
+        assert not producer._sender.sender_task.done()  # the sender lives: only the answer says it is lost
+        await publisher.publish([(topic, None, b"after")])  # what retry_forever does next
+        assert publisher.renewals == 1 and publisher._producer is not producer
+    finally:
+        await publisher.stop()
+    reader = AIOKafkaConsumer(topic, bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest",
+                              group_id=f"kio-poison-{unique}", enable_auto_commit=False)
+    await reader.start()
+    got: list[bytes] = []
+    try:
+        while len(got) < 2:
+            got += [r.value or b"" for recs in (await reader.getmany(timeout_ms=2000)).values() for r in recs]
+    finally:
+        await reader.stop()
+    assert got == [b"before", b"after"]
