@@ -117,6 +117,7 @@ bench: install infra
 eval: install infra
 	$(PY) -m bench.identity
 	$(PY) -m bench.assignment
+	$(PY) -m bench.adaptation
 
 # Null-encoder throughput of this working tree against an earlier commit (default HEAD~1), side by side.
 bench-ab: install infra

@@ -225,9 +225,10 @@ class Settings:
         "Lifetime of an entity given a name, a trust or a watch label (and of its embeddings), counted from its "
         "latest change or appearance, and of a watch list enrolment; never shorter than REID_EMBEDDING_TTL_SECONDS.")
     adapt_interval_seconds: int = setting(
-        "REID_ADAPT_INTERVAL_SECONDS", 3600, _int(0, 30 * 86400),
+        "REID_ADAPT_INTERVAL_SECONDS", 0, _int(0, 30 * 86400),
         "How often a worker looks at each of its sites' stored detections to learn a new similarity space (site "
-        "adaptation, docs/adaptation.md); 0: only on demand (`reid-stream adapt`).")
+        "adaptation, docs/adaptation.md); 0 (the default, while a space's own threshold still lets more than 1 % "
+        "false merges through): only on demand (`reid-stream adapt`).")
     adapt_min_new: int = setting(
         "REID_ADAPT_MIN_NEW", 200, _int(1, 10_000_000),
         "Detections stored since the last space was learned before the background learner tries again.")
