@@ -262,10 +262,17 @@ class Assigner:
 
     async def _space(self, site: _Site, model: str, etype: str, dim: int) -> Space | None:
         """The site's current space for (model, type), read before the rows: an adoption moves the version, so
-        a copy read across one conflicts at its first commit and is read again. None: the encoder's own."""
-        version, data = await SpaceStore(site.store).current(model, etype)
+        a copy read across one conflicts at its first commit and is read again. None: the encoder's own.
+        A copy reloaded for another cause (a correction, a conflict) reuses the space it had: versions never
+        change their bytes, so the version alone says whether it is the one in force."""
+        spaces = SpaceStore(site.store)
+        version, _ = await spaces.current_version(model, etype)
         if not version:
             return None
+        held = self._caches.get((model, site.store.site, etype))
+        if held is not None and held.space is not None and held.space.version == version and held.raw_dim == dim:
+            return held.space
+        data = await spaces.blob(model, etype, version)
         try:
             space = Space.from_bytes(data) if data is not None else None
         except (ValueError, KeyError, OSError) as exc:
