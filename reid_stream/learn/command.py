@@ -110,4 +110,13 @@ async def _enough_new(store: ReidStore, model: str, etype: str, n: int) -> bool:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    return asyncio.run(_run(args, settings))
+    from redis.exceptions import RedisError
+
+    try:
+        return asyncio.run(_run(args, settings))
+    except LookupError as exc:  # a rollback to a version that is not stored
+        print(f"reid-stream: {exc.args[0] if exc.args else exc}; `adapt --list` shows the versions", file=sys.stderr)
+        return 2
+    except (RedisError, OSError) as exc:
+        print(f"reid-stream: Redis is unavailable ({exc}); nothing learned or changed", file=sys.stderr)
+        return 3

@@ -229,3 +229,19 @@ async def test_the_background_learner_adapts_in_a_child_process_only_when_enough
     await assign_all(assigner, site.visit("b", T0 + timedelta(hours=2))[:60])
     again = await learner.learn("default", MODEL, TYPE)
     assert again is not None and again["version"] == 2  # fitted again (adopted only if better)
+
+
+def test_the_command_line_says_what_is_wrong_instead_of_a_traceback(unique):
+    """`reid-stream adapt` on a site with nothing stored, and a rollback to a version never fitted: exit codes
+    and one line each, no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "REID_REDIS_PREFIX": f"reidtest:{unique}"}
+    empty = subprocess.run([sys.executable, "-m", "reid_stream", "adapt", "--site", "nowhere"], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert empty.returncode == 1 and "has no stored detections" in empty.stderr and "Traceback" not in empty.stderr
+    missing = subprocess.run([sys.executable, "-m", "reid_stream", "adapt", "--type", "person", "--model", MODEL,
+                              "--rollback", "7"], env=env, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "is not stored" in missing.stderr and "Traceback" not in missing.stderr
