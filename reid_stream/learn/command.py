@@ -15,7 +15,7 @@ from reid_stream.config import Settings
 from reid_stream.events import ENTITY_TYPES
 from reid_stream.learn.adapt import Outcome, adapt, rollback
 from reid_stream.store.reid_store import ReidStore
-from reid_stream.store.spaces import SpaceStore
+from reid_stream.store.spaces import STORE_ERRORS, SpaceStore
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -110,13 +110,11 @@ async def _enough_new(store: ReidStore, model: str, etype: str, n: int) -> bool:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from redis.exceptions import RedisError
-
     try:
         return asyncio.run(_run(args, settings))
     except LookupError as exc:  # a rollback to a version that is not stored
         print(f"reid-stream: {exc.args[0] if exc.args else exc}; `adapt --list` shows the versions", file=sys.stderr)
         return 2
-    except (RedisError, OSError) as exc:
+    except STORE_ERRORS as exc:
         print(f"reid-stream: Redis is unavailable ({exc}); nothing learned or changed", file=sys.stderr)
         return 3

@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from redis.exceptions import WatchError
+from redis.exceptions import RedisError, WatchError
 
 from reid_stream.store.reid_store import ReidStore
+
+# What a lost or refusing Redis raises, for callers outside this package (the `adapt` command) to catch.
+STORE_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError)
 
 
 class SpaceStore:
