@@ -17,7 +17,7 @@ import random
 import signal
 import time
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +170,7 @@ async def test_sigkill_five_times_loses_nothing_and_stores_once(infra, unique, t
     await worker.wait_ready()
     rng = random.Random(11)
     kills = 0
-    producing = asyncio.create_task(stream_detections(env["REID_TOPIC_DETECTIONS"], unique, rate=200))
+    producing = asyncio.create_task(stream_detections(env["REID_TOPIC_DETECTIONS"], unique, rate=120))
     t0 = time.monotonic()
     adopted: dict[str, Any] | None = None
     try:
@@ -182,13 +182,14 @@ async def test_sigkill_five_times_loses_nothing_and_stores_once(infra, unique, t
             await asyncio.sleep(rng.uniform(0.0, 1.0))
             worker = Worker(env, log).start()
             await worker.wait_ready()
-            if kills == 2:  # the site adapts mid-stream: one run killed part way, then one that adopts
+            if kills == 1:  # the site adapts mid-stream: one run killed part way, then one that adopts
                 before = await space_state(env)
                 await asyncio.to_thread(adapt, env, rng.uniform(1.0, 3.0))
                 after_kill = await space_state(env)
                 assert after_kill[0] == before[0] or after_kill[0] == before[0] + 1, (before, after_kill)
                 adopted = await asyncio.to_thread(adapt, env)
                 assert adopted is not None and adopted["adopted"]
+                adopted_at = datetime.now(UTC)
                 version, _ = await space_state(env)
                 assert version == adopted["version"]
         await producing
@@ -202,8 +203,15 @@ async def test_sigkill_five_times_loses_nothing_and_stores_once(infra, unique, t
     assert code == 0, worker.log_tail()
     counts = await audit(env, matches.items, {("default", f"{unique}-{i}") for i in range(N)})
     spaces = sorted({e["space_version"] for e in matches.items})
-    assert adopted is not None and spaces[0] == 0 and adopted["version"] in spaces, spaces  # adopted mid-stream
-    record("R1 crash", {**counts, "sigkills": kills, "seconds": round(elapsed, 1), "space_versions_seen": spaces})
+    assert adopted is not None and spaces[0] == 0, spaces
+    # Every event decided after the adoption is in the adopted space (a batch planned on the old copy cannot
+    # commit: the adoption moved the version; the margin covers batches in flight and the event's clock).
+    late = [e for e in matches.items
+            if datetime.fromisoformat(e["processed_at"]) > adopted_at + timedelta(seconds=2)]
+    assert late and all(e["space_version"] == adopted["version"] for e in late), sorted(
+        {e["space_version"] for e in late})
+    record("R1 crash", {**counts, "sigkills": kills, "seconds": round(elapsed, 1), "space_versions_seen": spaces,
+                        "decided_after_the_adoption": len(late)})
 
 
 async def test_two_workers_over_many_sites_lose_and_double_nothing_across_rebalances(infra, unique, tmp_path: Path):
