@@ -188,6 +188,20 @@ async def test_concurrent_handlers_publish_in_fetch_order_however_they_finish(in
     assert got == [*range(0, 20), *range(30, 40)]
 
 
+async def first_values(topic: str, group: str, n: int) -> list[bytes]:
+    """The first n values on a one-partition topic, from the start."""
+    reader = AIOKafkaConsumer(topic, bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest", group_id=group,
+                              enable_auto_commit=False)
+    await reader.start()
+    got: list[bytes] = []
+    try:
+        while len(got) < n:
+            got += [r.value or b"" for recs in (await reader.getmany(timeout_ms=2000)).values() for r in recs]
+    finally:
+        await reader.stop()
+    return got
+
+
 async def test_a_producer_whose_sender_died_is_replaced_and_publishing_goes_on(infra, unique):
     """Fault test R3 found it: after a broker restart, aiokafka's idempotent producer got OutOfOrderSequenceNumber,
     its sender task ended, and every retry failed the same way, for ever. Here the sender meets that answer on
@@ -212,16 +226,7 @@ async def test_a_producer_whose_sender_died_is_replaced_and_publishing_goes_on(i
         assert publisher.renewals == 1
     finally:
         await publisher.stop()
-    reader = AIOKafkaConsumer(topic, bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest",
-                              group_id=f"kio-renew-{unique}", enable_auto_commit=False)
-    await reader.start()
-    got: list[bytes] = []
-    try:
-        while len(got) < 2:
-            got += [r.value or b"" for recs in (await reader.getmany(timeout_ms=2000)).values() for r in recs]
-    finally:
-        await reader.stop()
-    assert got == [b"before", b"after"]
+    assert await first_values(topic, f"kio-renew-{unique}", 2) == [b"before", b"after"]
 
 
 async def test_a_producer_whose_batch_lost_its_sequence_is_replaced_though_its_sender_lives(infra, unique):
@@ -251,13 +256,4 @@ async def test_a_producer_whose_batch_lost_its_sequence_is_replaced_though_its_s
         assert publisher.renewals == 1 and publisher._producer is not producer
     finally:
         await publisher.stop()
-    reader = AIOKafkaConsumer(topic, bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest",
-                              group_id=f"kio-poison-{unique}", enable_auto_commit=False)
-    await reader.start()
-    got: list[bytes] = []
-    try:
-        while len(got) < 2:
-            got += [r.value or b"" for recs in (await reader.getmany(timeout_ms=2000)).values() for r in recs]
-    finally:
-        await reader.stop()
-    assert got == [b"before", b"after"]
+    assert await first_values(topic, f"kio-poison-{unique}", 2) == [b"before", b"after"]
